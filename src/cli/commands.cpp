@@ -1,0 +1,9 @@
+#include "cli/commands.hpp"
+
+namespace tracer::cli {
+
+std::vector<Command> register_commands(CLI::App& app) {
+  return {add_fit_command(app), add_predict_command(app)};
+}
+
+}  // namespace tracer::cli

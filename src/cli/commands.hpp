@@ -1,0 +1,19 @@
+#pragma once
+// Each command lives in its own file (fit.cpp, predict.cpp, ...) and adds itself here.
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <vector>
+
+namespace tracer::cli {
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;  // runs with the options parsed into the command's own state
+};
+
+Command add_fit_command(CLI::App& app);
+Command add_predict_command(CLI::App& app);
+
+std::vector<Command> register_commands(CLI::App& app);
+
+}  // namespace tracer::cli
