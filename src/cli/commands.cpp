@@ -3,7 +3,7 @@
 namespace tracer::cli {
 
 std::vector<Command> register_commands(CLI::App& app) {
-  return {add_fit_command(app), add_predict_command(app)};
+  return {add_fit_command(app), add_predict_command(app), add_demo_command(app)};
 }
 
 }  // namespace tracer::cli

@@ -13,6 +13,7 @@ struct Command {
 
 Command add_fit_command(CLI::App& app);
 Command add_predict_command(CLI::App& app);
+Command add_demo_command(CLI::App& app);
 
 std::vector<Command> register_commands(CLI::App& app);
 

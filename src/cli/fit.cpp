@@ -1,7 +1,138 @@
+// `tracer fit TRACES -o DIR`: learn, choose and certify a routing policy.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
 #include "cli/commands.hpp"
+#include "cli/summary.hpp"
+#include "fit/fitter.hpp"
+#include "models/surrogate.hpp"
+#include "util/error.hpp"
+
 namespace tracer::cli {
-Command add_fit_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("fit", "Fit a routing policy from a trace file");
-  return {sub, [] { return 0; }};
+namespace {
+
+struct FitArgs {
+  std::string traces;
+  std::string out = ".tracer";
+  FitOptions fit;
+  std::string zoo;
+  std::string methods = "global,l2d,rsb";
+  std::vector<double> split = {0.6, 0.2, 0.2};
+  bool skip_invalid = false;
+  bool quiet = false;
+  bool no_ood = false;
+  bool json = false;
+};
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
 }
+
+int run_fit(FitArgs& a) {
+  const bool show = !a.quiet && ::isatty(STDERR_FILENO);
+  Progress progress(show, 6);
+  if (a.split.size() != 3) throw InputError("--split needs three fractions: TRAIN,SELECT,CALIBRATE");
+  a.fit.fractions = {a.split[0], a.split[1], a.split[2]};
+  a.fit.zoo = split_list(a.zoo);
+  a.fit.methods.clear();
+  for (const auto& m : split_list(a.methods)) {
+    Method method = parse_method(m);
+    if (method == Method::kNone) throw InputError("--methods takes global, l2d and/or rsb");
+    a.fit.methods.push_back(method);
+  }
+  if (a.fit.methods.empty()) throw InputError("--methods needs at least one of global, l2d, rsb");
+  a.fit.ood = !a.no_ood;
+
+  progress.step("reading " + a.traces);
+  ReadOptions ro;
+  ro.skip_invalid = a.skip_invalid;
+  ReadReport report;
+  TraceSet set = read_traces(a.traces, ro, &report);
+  if (report.skipped > 0) {
+    progress.finish();
+    std::cerr << "warning: skipped " << report.skipped << " invalid line(s) of " << a.traces
+              << "; first reasons:\n";
+    for (const auto& e : report.errors) std::cerr << "  " << e << "\n";
+  }
+  FitResult result = fit_policy(set, a.fit, progress);
+  result.manifest["traces"] = {{"path", a.traces}, {"accepted", report.accepted},
+                               {"skipped", report.skipped}};
+  write_artifact(a.out, result);
+  if (a.json) {
+    std::cout << result.manifest.dump(2) << "\n";
+  } else if (!a.quiet) {
+    print_fit_summary(std::cout, result.manifest, result.frontier);
+    std::cout << "\nwrote " << a.out << "/ (manifest.json, model.bin, frontier.json, history.json)\n";
+  }
+  return result.deployed ? 0 : 4;
+}
+
+}  // namespace
+
+Command add_fit_command(CLI::App& app) {
+  auto args = std::make_shared<FitArgs>();
+  auto* sub = app.add_subcommand(
+      "fit",
+      "Fit surrogates on LLM traces, choose a routing method on the select split and certify it "
+      "on the calibrate split.\nExit code 0: a policy was certified; 4: nothing could be "
+      "certified (the policy defers everything, see manifest.json gate.refusal).");
+  sub->add_option("traces", args->traces,
+                  "Trace file: JSONL (one {\"input\":..., \"teacher\":...} object per line) or CSV "
+                  "with a header row")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("-o,--out", args->out, "Policy folder to write")->capture_default_str();
+  sub->add_option("-t,--target", args->fit.target,
+                  "Target agreement alpha with the LLM on handled traffic")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 0.9999));
+  sub->add_option("--delta", args->fit.delta,
+                  "Allowed failure probability of the guarantee (confidence = 1 - delta)")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-6, 0.5));
+  sub->add_option("--min-coverage", args->fit.min_coverage,
+                  "Refuse to deploy when the certified share of traffic is below this")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--min-rows", args->fit.min_rows,
+                  "Fewest accepted calibration rows a threshold is tested on")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  std::string zoo_help = "Comma-separated surrogates to try (default: ";
+  for (const auto& n : default_zoo(false)) zoo_help += n + ",";
+  zoo_help.back() = ')';
+  zoo_help += "; all: ";
+  for (const auto& n : surrogate_names()) zoo_help += n + " ";
+  sub->add_option("--zoo", args->zoo, zoo_help);
+  sub->add_flag("--trees", args->fit.trees, "Also try gradient-boosted trees (xgboost; slower)");
+  sub->add_option("--methods", args->methods, "Routing methods to consider: global,l2d,rsb")
+      ->capture_default_str();
+  sub->add_option("--split", args->split, "Fractions TRAIN SELECT CALIBRATE (sum to 1)")
+      ->delimiter(',')
+      ->expected(3);
+  sub->add_option("--seed", args->fit.seed, "Random seed (splits, training)")->capture_default_str();
+  args->fit.threads = std::max(1u, std::thread::hardware_concurrency());
+  sub->add_option("--threads", args->fit.threads, "Worker threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  sub->add_option("--min-per-label", args->fit.min_per_label,
+                  "Reject trace files where a label has fewer traces than this")
+      ->capture_default_str();
+  sub->add_flag("--no-ood", args->no_ood, "Disable the out-of-distribution gate");
+  sub->add_flag("--skip-invalid", args->skip_invalid,
+                "Skip invalid trace lines (reporting how many) instead of rejecting the file");
+  sub->add_flag("-q,--quiet", args->quiet, "No progress or summary output");
+  sub->add_flag("--json", args->json, "Print the manifest as JSON instead of the summary");
+  return {sub, [args] { return run_fit(*args); }};
+}
+
 }  // namespace tracer::cli

@@ -1,7 +1,114 @@
+// `tracer predict DIR [TEXT | --input FILE]`: label texts with a fitted policy.
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.hpp"
+#include "runtime/router.hpp"
+#include "util/error.hpp"
+
 namespace tracer::cli {
-Command add_predict_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("predict", "Label texts with a fitted policy");
-  return {sub, [] { return 0; }};
+namespace {
+
+struct PredictArgs {
+  std::string policy = ".tracer";
+  std::vector<std::string> texts;
+  std::string input;
+  std::string output;
+};
+
+nlohmann::json decision_json(const Router& router, const RouteResult& r) {
+  nlohmann::json j{{"label", router.label_name(r.label)},
+                   {"probability", r.probability},
+                   {"decision", r.handled ? "handled" : "deferred"},
+                   {"accept_score", r.accept_score}};
+  if (!r.handled) j["reason"] = reason_name(r.reason);
+  if (r.stage != 1) j["stage"] = r.stage;
+  return j;
 }
+
+// The text of one --input line: a JSON object with an input field (or alias), or a JSON string.
+std::string line_text(const std::string& line, const std::string& file, size_t no,
+                      nlohmann::json& id) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception&) {
+    throw InputError(file + ":" + std::to_string(no) +
+                     ": not valid JSON; each line must be an object like {\"input\": \"...\"}");
+  }
+  if (j.is_string()) return j.get<std::string>();
+  if (!j.is_object())
+    throw InputError(file + ":" + std::to_string(no) + ": expected a JSON object with an "
+                     "\"input\" field");
+  if (j.contains("id")) id = j["id"];
+  for (const char* key : {"input", "text", "query", "prompt"}) {
+    auto it = j.find(key);
+    if (it == j.end()) continue;
+    if (!it->is_string())
+      throw InputError(file + ":" + std::to_string(no) + ": field \"" + key +
+                       "\" must be a string");
+    return it->get<std::string>();
+  }
+  throw InputError(file + ":" + std::to_string(no) +
+                   ": no text field; add \"input\" (or text/query/prompt)");
+}
+
+int run_predict(const PredictArgs& a) {
+  if (a.texts.empty() == a.input.empty())
+    throw InputError("give either TEXT arguments or --input FILE (not both, not neither)");
+  Router router = Router::load(a.policy);
+  RouteScratch scratch = router.make_scratch();
+  std::ofstream file;
+  std::ostream* out = &std::cout;
+  if (!a.output.empty()) {
+    file.open(a.output);
+    if (!file) throw InputError("cannot write " + a.output);
+    out = &file;
+  }
+  auto emit = [&](std::string_view text, const nlohmann::json& id) {
+    nlohmann::json j = decision_json(router, router.route(text, scratch));
+    if (!id.is_null()) j["id"] = id;
+    *out << j.dump() << "\n";
+  };
+  if (!a.input.empty()) {
+    std::ifstream in(a.input);
+    if (!in) throw InputError("cannot read " + a.input);
+    std::string line;
+    size_t no = 0;
+    while (std::getline(in, line)) {
+      ++no;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      nlohmann::json id;
+      std::string text = line_text(line, a.input, no, id);
+      emit(text, id);
+    }
+  } else {
+    for (const auto& t : a.texts) emit(t, nullptr);
+  }
+  out->flush();
+  if (!*out) throw InputError("failed writing the output");
+  return 0;
+}
+
+}  // namespace
+
+Command add_predict_command(CLI::App& app) {
+  auto args = std::make_shared<PredictArgs>();
+  auto* sub = app.add_subcommand(
+      "predict",
+      "Route texts through a fitted policy. Prints one JSON object per text: label, probability, "
+      "decision (handled: the surrogate answers; deferred: ask the LLM), accept_score, reason.");
+  sub->add_option("policy", args->policy, "Policy folder written by `tracer fit`")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  sub->add_option("text", args->texts, "Text(s) to route");
+  sub->add_option("-i,--input", args->input,
+                  "JSONL file to route, streamed in order: one {\"input\": ...} object (optional "
+                  "\"id\" echoed back) or JSON string per line")
+      ->check(CLI::ExistingFile);
+  sub->add_option("-o,--output", args->output, "Write results here instead of stdout");
+  return {sub, [args] { return run_predict(*args); }};
+}
+
 }  // namespace tracer::cli

@@ -2,6 +2,7 @@
 // Compressed sparse rows: the common currency between featurizers and surrogates.
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace tracer {
@@ -16,6 +17,10 @@ struct SparseRow {
 struct SparseVector {
   std::vector<uint32_t> idx;
   std::vector<float> val;
+  // Featurizer scratch (normalised text, code points): transform() is const and thread-safe, so
+  // its reusable buffers live here, one per caller. Not part of the row; clear() keeps them.
+  std::string scratch;
+  std::vector<int32_t> scratch_cp;
   void clear() {
     idx.clear();
     val.clear();

@@ -1,5 +1,9 @@
 #pragma once
 // Fixed-sequence testing (Learn-then-Test) of acceptor thresholds on the calibration split.
+//
+// Guarantee: if the thresholds were fixed without looking at the calibration rows and rows are
+// exchangeable, then P(true agreement on {score >= deployed threshold} < alpha) <= delta.
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -12,11 +16,14 @@ struct CertifyStep {
   int k = 0;             // of which agree with the teacher
   double p_value = 1;    // P(Bin(n, alpha) >= k)
   bool passed = false;
+  bool skipped = false;  // n < min_rows: not tested (neither pass nor failure), walk went on
 };
 
 struct CertifyResult {
   bool certified = false;
-  double threshold = 0;     // loosest certified threshold (valid only when certified)
+  // Loosest certified threshold. When nothing is certified it is +infinity (accept nothing), so
+  // a caller that forgets to check `certified` still fails safe.
+  double threshold = 0;
   int n = 0, k = 0;         // accepted / agreeing calibration rows at that threshold
   double coverage = 0;      // n / calibration rows
   double agreement = 0;     // k / n
@@ -25,15 +32,19 @@ struct CertifyResult {
 };
 
 // Candidate thresholds, strictest first, fixed from the *select* split's scores: the score
-// quantiles giving coverage start, start+step, ..., 1.0 on select, where `start` is chosen so the
-// first step accepts at least `min_first_rows` of a calibration split of `calib_size` rows.
+// quantiles giving coverage start, start+step, ..., on select, where start = min_first_rows /
+// calib_size so the first step is expected to accept min_first_rows calibration rows (at least
+// `step`). Ties collapse, so the result is strictly decreasing; the last entry is always
+// -infinity (accept every row: coverage 100%). NaN scores are ignored. Throws InputError unless
+// 0 < step <= 1.
 std::vector<double> threshold_sequence(std::span<const float> select_scores, size_t calib_size,
                                        int min_first_rows, double step = 0.01);
 
 // Walks `thresholds` (strict → loose) on calibration (scores, agree) and certifies while the
 // binomial p-value of H0: agreement < alpha is ≤ delta; stops at the first failure. A step with
 // fewer than `min_rows` accepted rows is skipped (not a failure). The result is the loosest step
-// that passed.
+// that passed. A NaN score is never accepted (as at run time). Throws InputError on mismatched
+// sizes, thresholds that are not strictly decreasing, or alpha / delta outside (0, 1).
 CertifyResult certify_fixed_sequence(std::span<const double> thresholds,
                                      std::span<const float> calib_scores,
                                      std::span<const uint8_t> calib_agree, double alpha,

@@ -23,6 +23,10 @@ struct ReadOptions {
   size_t max_input_bytes = 64 * 1024;   // longer inputs are rejected as invalid
   size_t max_label_bytes = 256;
   size_t max_errors_reported = 10;  // how many reasons to keep for the message/report
+  // A JSONL line or CSV record longer than this is rejected as invalid without being held in
+  // memory, so one pathological line cannot exhaust memory. 16 MiB fits a 64 KiB input plus a
+  // several-thousand-wide embedding many times over.
+  size_t max_line_bytes = size_t{16} << 20;
 };
 
 struct ReadReport {

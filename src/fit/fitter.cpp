@@ -1,0 +1,494 @@
+#include "fit/fitter.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <thread>
+
+#include "fit/gate_search.hpp"
+#include "fit/zoo.hpp"
+#include "gate/bounds.hpp"
+#include "gate/ood.hpp"
+#include "util/error.hpp"
+
+namespace tracer {
+namespace {
+
+using nlohmann::json;
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+double round4(double x) { return std::round(x * 1e4) / 1e4; }
+
+// Featurizes rows in parallel, keeping order, with per-row stats for the gate.
+SparseMatrix featurize(const Featurizer& f, const TraceSet& set, std::span<const size_t> rows,
+                       std::vector<FeatureStats>& stats, int threads) {
+  const size_t n = rows.size();
+  stats.assign(n, {});
+  int t_count = std::max(1, std::min<int>(threads, static_cast<int>(n / 256 + 1)));
+  std::vector<SparseMatrix> parts(t_count, SparseMatrix(f.dim()));
+  {
+    std::vector<std::jthread> pool;
+    for (int t = 0; t < t_count; ++t) {
+      pool.emplace_back([&, t] {
+        size_t b = n * t / t_count, e = n * (t + 1) / t_count;
+        SparseVector v;
+        for (size_t i = b; i < e; ++i) {
+          f.transform(set.traces[rows[i]].input, v, &stats[i]);
+          parts[t].add_row(v.row());
+        }
+      });
+    }
+  }
+  SparseMatrix out(f.dim());
+  for (auto& p : parts)
+    for (size_t i = 0; i < p.rows(); ++i) out.add_row(p.row(i));
+  return out;
+}
+
+std::vector<int> labels_of(const TraceSet& set, std::span<const size_t> rows) {
+  std::vector<int> y(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) y[i] = set.y[rows[i]];
+  return y;
+}
+
+struct Choice {
+  Plan plan;
+  WalkResult select_walk;
+  std::unique_ptr<ScoredStage> stage2;  // owned here for rsb plans
+};
+
+// Builds the best plan of `method` for stage-1 candidate `s1` at target alpha (select only).
+Choice make_plan(Method method, const ScoredStage& s1, const std::vector<ScoredStage>& stages,
+                 const std::vector<Candidate>& zoo, const HeldOut& sel, const HeldOut& cal,
+                 const WalkParams& wp, int min_first_rows, int num_classes, uint64_t seed) {
+  Choice ch;
+  ch.plan.method = method;
+  ch.plan.s1 = &s1;
+  if (method == Method::kGlobal) {
+    ch.plan.steps = {GateStep{0.f}};
+    ch.select_walk = walk_plan(ch.plan, zoo, sel, true, wp);
+    return ch;
+  }
+  auto taus = select_thresholds(s1.sel_score, sel.ood, cal.size(), min_first_rows);
+  for (float t : taus) ch.plan.steps.push_back(GateStep{t});
+  Plan l2d = ch.plan;
+  l2d.method = Method::kL2D;
+  ch.select_walk = walk_plan(l2d, zoo, sel, true, wp);
+  if (method == Method::kL2D) {
+    ch.plan.method = Method::kL2D;
+    return ch;
+  }
+  // rsb: stage 1 stops at its select-chosen threshold; a second candidate answers part of the
+  // rest. Its acceptor is trained on the select rows stage 1 rejects.
+  if (!ch.select_walk.certified || ch.select_walk.step + 1 >= static_cast<int>(taus.size())) {
+    ch.plan.method = Method::kNone;  // nothing left for a second stage
+    return ch;
+  }
+  const float tau1 = ch.select_walk.gate.tau1;
+  std::vector<uint8_t> residual(sel.size(), 0);
+  size_t n_res = 0;
+  for (size_t i = 0; i < sel.size(); ++i)
+    if (!sel.ood[i] && s1.sel_score[i] < tau1) residual[i] = 1, ++n_res;
+  if (n_res < 100) {
+    ch.plan.method = Method::kNone;
+    return ch;
+  }
+  // The second stage: the other candidate that agrees most with the teacher on the residual.
+  size_t best = zoo.size();
+  double best_acc = -1;
+  for (const auto& st : stages) {
+    if (st.candidate == s1.candidate) continue;
+    const auto& c = zoo[st.candidate];
+    size_t k = 0;
+    for (size_t i = 0; i < sel.size(); ++i) k += residual[i] && c.select_pred[i] == sel.y[i];
+    double acc = double(k) / n_res;
+    if (acc > best_acc) best_acc = acc, best = st.candidate;
+  }
+  if (best == zoo.size()) {
+    ch.plan.method = Method::kNone;
+    return ch;
+  }
+  ch.stage2 = std::make_unique<ScoredStage>(
+      score_stage(zoo[best], best, num_classes, sel, cal, residual, seed + 1));
+  std::vector<float> res_scores;
+  std::vector<uint8_t> res_ood;
+  for (size_t i = 0; i < sel.size(); ++i)
+    if (residual[i]) res_scores.push_back(ch.stage2->sel_score[i]), res_ood.push_back(0);
+  size_t cal_res = static_cast<size_t>(double(cal.size()) * n_res / sel.size());
+  auto taus2 = select_thresholds(res_scores, res_ood, cal_res, 1);
+  ch.plan.steps.resize(ch.select_walk.step + 1);
+  for (float t2 : taus2) ch.plan.steps.push_back(GateStep{tau1, t2});
+  ch.plan.s2 = ch.stage2.get();
+  ch.select_walk = walk_plan(ch.plan, zoo, sel, true, wp);
+  return ch;
+}
+
+json walk_json(const WalkResult& w, size_t rows) {
+  return json{{"certified", w.certified},
+              {"coverage", round4(w.coverage)},
+              {"agreement", round4(w.agreement)},
+              {"lower_bound", round4(w.lower_bound)},
+              {"accepted", w.n},
+              {"agreeing", w.k},
+              {"rows", rows}};
+}
+
+// How many more traces might let the surrogate's full-traffic agreement certify alpha.
+json refusal_json(const WalkResult& best, Method best_method, const HeldOut& cal,
+                  const std::vector<Candidate>& zoo, const ScoredStage& s1, const FitOptions& o,
+                  size_t total_traces, bool below_min_coverage) {
+  size_t n = 0, k = 0;
+  for (size_t i = 0; i < cal.size(); ++i) {
+    n += 1;
+    k += zoo[s1.candidate].calib_pred[i] == cal.y[i];
+  }
+  double a = n ? double(k) / n : 0;
+  json r;
+  std::string reason;
+  if (below_min_coverage) {
+    reason = "the certified coverage " + std::to_string(best.coverage) +
+             " is below --min-coverage " + std::to_string(o.min_coverage);
+  } else {
+    reason = "no share of traffic could be certified at agreement >= " +
+             std::to_string(o.target) + " with confidence " + std::to_string(1 - o.delta);
+  }
+  r["reason"] = reason;
+  r["best_method"] = method_name(best_method);
+  r["surrogate_agreement_on_calibrate"] = round4(a);
+  r["surrogate_lower_bound_on_calibrate"] = round4(n ? clopper_pearson_lower(int(n), int(k), 1 - o.delta) : 0);
+  r["target"] = o.target;
+  if (a > o.target && n > 0) {
+    // Calibrate rows needed for the same agreement rate to certify at full coverage.
+    size_t need = n;
+    while (need < 100000000 &&
+           clopper_pearson_lower(int(need), int(std::floor(a * need)), 1 - o.delta) < o.target)
+      need = need * 5 / 4 + 1;
+    double more = double(need) / o.fractions.calibrate - double(total_traces);
+    r["more_traces_needed"] = static_cast<long long>(std::max(0.0, std::ceil(more)));
+    r["advice"] = "the surrogate agrees often enough but the sample is too small to prove it; "
+                  "about " + std::to_string(static_cast<long long>(std::max(0.0, more))) +
+                  " more traces would let it certify";
+  } else {
+    r["more_traces_needed"] = nullptr;
+    r["advice"] = "the surrogates do not reach the target on any confident subset; more traces "
+                  "of the same kind are unlikely to help much — lower --target, or use a "
+                  "stronger featurizer (embeddings)";
+  }
+  return r;
+}
+
+}  // namespace
+
+FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progress) {
+  if (!(o.target > 0 && o.target < 1)) throw InputError("--target must be in (0, 1)");
+  if (!(o.delta > 0 && o.delta < 1)) throw InputError("--delta must be in (0, 1)");
+  if (o.min_rows < 1) throw InputError("--min-rows must be at least 1");
+  check_label_counts(set, o.min_per_label);
+  const int K = static_cast<int>(set.labels.size());
+  Stopwatch total_time;
+  json timings;
+
+  progress.step("splitting " + std::to_string(set.size()) + " traces (train/select/calibrate)");
+  Split split = stratified_split(set, o.fractions, o.seed);
+  if (split.calibrate.size() < static_cast<size_t>(o.min_rows) || split.select.size() < 10)
+    throw InputError("too few traces to certify anything: calibrate has " +
+                     std::to_string(split.calibrate.size()) + " rows, select " +
+                     std::to_string(split.select.size()) + "; collect more traces (a few " +
+                     "hundred at least)");
+
+  progress.step("fitting featurizer " + o.featurizer);
+  Stopwatch sw;
+  auto featurizer = make_featurizer(o.featurizer);
+  {
+    std::vector<std::string> texts;
+    texts.reserve(split.train.size());
+    for (size_t i : split.train) texts.push_back(set.traces[i].input);
+    featurizer->fit(texts);
+  }
+  std::vector<FeatureStats> train_stats;
+  HeldOut sel, cal;
+  SparseMatrix Xtr = featurize(*featurizer, set, split.train, train_stats, o.threads);
+  SparseMatrix Xsel = featurize(*featurizer, set, split.select, sel.stats, o.threads);
+  SparseMatrix Xcal = featurize(*featurizer, set, split.calibrate, cal.stats, o.threads);
+  sel.X = &Xsel;
+  cal.X = &Xcal;
+  std::vector<int> ytr = labels_of(set, split.train);
+  sel.y = labels_of(set, split.select);
+  cal.y = labels_of(set, split.calibrate);
+  timings["featurize_seconds"] = round4(sw.seconds());
+
+  auto names = o.zoo.empty() ? default_zoo(o.trees) : o.zoo;
+  progress.step("fitting " + std::to_string(names.size()) + " surrogates on " +
+                std::to_string(split.train.size()) + " traces");
+  sw = Stopwatch();
+  ZooData zd{&Xtr, ytr, &Xsel, sel.y, &Xcal, K};
+  auto zoo = sweep_zoo(names, zd, o.seed, o.threads, [&](const Candidate& c) {
+    if (c.model)
+      progress.note(c.name + ": select agreement " + std::to_string(round4(c.select_agreement)) +
+                    " (" + std::to_string(round4(c.fit_seconds)) + " s)");
+    else
+      progress.note(c.name + ": failed: " + c.error);
+  });
+  size_t winner = best_candidate(zoo);
+  timings["zoo_seconds"] = round4(sw.seconds());
+
+  progress.step("OOD gate and acceptors");
+  sw = Stopwatch();
+  OodGate ood;
+  sel.ood.assign(sel.size(), 0);
+  cal.ood.assign(cal.size(), 0);
+  if (o.ood) {
+    ood.fit_centroids(Xtr, ytr, K);
+    std::vector<float> scratch(K);
+    auto signals = [&](const HeldOut& h, std::vector<float>& known, std::vector<float>& sim) {
+      for (size_t i = 0; i < h.size(); ++i) {
+        known.push_back(OodGate::known_fraction(h.stats[i]));
+        sim.push_back(ood.similarity(h.X->row(i), scratch));
+      }
+    };
+    std::vector<float> sk, ss, ck, cs;
+    signals(sel, sk, ss);
+    signals(cal, ck, cs);
+    ood.set_thresholds(sk, ss, o.ood_quantile);
+    for (size_t i = 0; i < sel.size(); ++i) sel.ood[i] = ood.is_ood(sk[i], ss[i]);
+    for (size_t i = 0; i < cal.size(); ++i) cal.ood[i] = ood.is_ood(ck[i], cs[i]);
+  }
+  std::vector<ScoredStage> stages;
+  std::vector<uint8_t> all_rows(sel.size(), 1);
+  for (size_t c = 0; c < zoo.size(); ++c)
+    if (zoo[c].model) stages.push_back(score_stage(zoo[c], c, K, sel, cal, all_rows, o.seed));
+  timings["gate_seconds"] = round4(sw.seconds());
+
+  progress.step("choosing the plan on select, certifying on calibrate");
+  sw = Stopwatch();
+  double max_target = o.target;
+  for (double t : o.frontier_targets) max_target = std::max(max_target, t);
+  // One step grid for all targets (its first step sized for the strictest), so that certified
+  // coverage cannot increase with the target.
+  const int min_first_rows =
+      std::max(o.min_rows, static_cast<int>(std::ceil(1.5 * min_rows_to_certify(max_target, o.delta))));
+  WalkParams wp{o.target, o.delta, o.min_rows};
+
+  // Model and method choice at the user's target, on select only.
+  Choice best;
+  double best_cov = -1;
+  for (const auto& st : stages) {
+    for (Method m : o.methods) {
+      Choice ch = make_plan(m, st, stages, zoo, sel, cal, wp, min_first_rows, K, o.seed);
+      if (ch.plan.method == Method::kNone) continue;
+      double cov = ch.select_walk.certified ? ch.select_walk.coverage : 0;
+      if (cov > best_cov + 1e-12) best_cov = cov, best = std::move(ch);
+    }
+  }
+  if (!best.plan.s1) {  // nothing plannable: fall back to l2d on the winner for the report
+    const ScoredStage* s = &stages.front();
+    for (const auto& st : stages)
+      if (st.candidate == winner) s = &st;
+    best = make_plan(Method::kL2D, *s, stages, zoo, sel, cal, wp, min_first_rows, K, o.seed);
+  }
+  WalkResult cert = walk_plan(best.plan, zoo, cal, false, wp);
+  const bool below_min = cert.certified && cert.coverage < o.min_coverage;
+  const bool deployed = cert.certified && !below_min;
+
+  // Frontier: every method × target, with the chosen stage-1 surrogate, walked on calibrate.
+  json frontier = json::array();
+  std::vector<double> targets = o.frontier_targets;
+  if (std::find(targets.begin(), targets.end(), o.target) == targets.end())
+    targets.push_back(o.target);
+  std::sort(targets.begin(), targets.end());
+  for (Method m : o.methods) {
+    for (double t : targets) {
+      WalkParams twp{t, o.delta, o.min_rows};
+      Choice ch = make_plan(m, *best.plan.s1, stages, zoo, sel, cal, twp, min_first_rows, K, o.seed);
+      json row{{"method", method_name(m)}, {"target", t}};
+      if (ch.plan.method == Method::kNone) {
+        row["available"] = false;
+        row["certified"] = false;
+        row["coverage"] = 0.0;
+      } else {
+        WalkResult w = walk_plan(ch.plan, zoo, cal, false, twp);
+        row.update(walk_json(w, cal.size()));
+        row["available"] = true;
+        row["select_coverage"] = round4(ch.select_walk.certified ? ch.select_walk.coverage : 0);
+      }
+      frontier.push_back(row);
+    }
+  }
+  timings["certify_seconds"] = round4(sw.seconds());
+
+  // The policy the router will run.
+  FitResult result;
+  Policy& p = result.policy;
+  p.featurizer = std::move(featurizer);
+  p.labels = set.labels;
+  p.ood = std::move(ood);
+  p.method = deployed ? best.plan.method : Method::kNone;
+  const ScoredStage& s1 = *best.plan.s1;
+  p.stage1.acceptor = s1.acceptor;
+  p.stage1.label_prior = s1.label_prior;
+  p.stage1.threshold = deployed ? cert.gate.tau1 : 1.f;
+  if (deployed && p.method == Method::kRSB) {
+    if (std::isfinite(cert.gate.tau2)) {
+      p.stage2.acceptor = best.plan.s2->acceptor;
+      p.stage2.label_prior = best.plan.s2->label_prior;
+      p.stage2.threshold = cert.gate.tau2;
+    } else {
+      p.method = Method::kL2D;  // stage 2 certified nothing beyond stage 1
+    }
+  }
+  const std::string s1_name = zoo[s1.candidate].name;
+  const std::string s2_name =
+      p.method == Method::kRSB ? zoo[best.plan.s2->candidate].name : std::string();
+  if (p.method == Method::kRSB) p.stage2.surrogate = std::move(zoo[best.plan.s2->candidate].model);
+  // Per-label report on calibrate with the deployed gate.
+  json per_label = json::array();
+  {
+    std::vector<int> n(K, 0), acc(K, 0), agr(K, 0);
+    for (size_t i = 0; i < cal.size(); ++i) {
+      int y = cal.y[i];
+      ++n[y];
+      if (!deployed || cal.ood[i]) continue;
+      const auto& c1 = zoo[s1.candidate];
+      if (p.method == Method::kGlobal || s1.cal_score[i] >= p.stage1.threshold) {
+        ++acc[y];
+        agr[y] += c1.calib_pred[i] == y;
+      } else if (p.method == Method::kRSB && best.plan.s2->cal_score[i] >= p.stage2.threshold) {
+        ++acc[y];
+        agr[y] += zoo[best.plan.s2->candidate].calib_pred[i] == y;
+      }
+    }
+    for (int c = 0; c < K; ++c) {
+      double cov = n[c] ? double(acc[c]) / n[c] : 0;
+      json row{{"label", set.labels[c]}, {"calibrate_rows", n[c]}, {"coverage", round4(cov)},
+               {"handled", acc[c]}};
+      row["agreement"] = acc[c] ? json(round4(double(agr[c]) / acc[c])) : json(nullptr);
+      row["lower_bound"] = acc[c] ? json(round4(clopper_pearson_lower(acc[c], agr[c], 1 - o.delta)))
+                                  : json(nullptr);
+      row["status"] = cov >= 0.9 ? "handled" : cov > 0 ? "partly_handled" : "deferred";
+      per_label.push_back(row);
+    }
+  }
+  p.stage1.surrogate = std::move(zoo[s1.candidate].model);
+
+  json m;
+  m["format"] = "tracer-policy";
+  m["format_version"] = kModelFormatVersion;
+  m["tracer_version"] = TRACER_VERSION;
+  m["created_at"] = utc_now();
+  m["labels"] = set.labels;
+  m["featurizer"] = {{"kind", p.featurizer->kind()},
+                     {"fingerprint", p.featurizer->fingerprint()},
+                     {"description", p.featurizer->describe()},
+                     {"dim", p.featurizer->dim()}};
+  m["split"] = {{"seed", o.seed},
+                {"train", split.train.size()},
+                {"select", split.select.size()},
+                {"calibrate", split.calibrate.size()}};
+  json zj = json::array();
+  for (const auto& c : zoo) {
+    json row{{"name", c.name}, {"fit_seconds", round4(c.fit_seconds)}};
+    if (c.error.empty())
+      row["select_agreement"] = round4(c.select_agreement);
+    else
+      row["error"] = c.error;
+    zj.push_back(row);
+  }
+  m["zoo"] = zj;
+  m["surrogate"] = {{"name", s1_name},
+                    {"select_agreement", round4(zoo[s1.candidate].select_agreement)},
+                    {"best_by_select_agreement", zoo[winner].name}};
+  json gate;
+  gate["deployed"] = deployed;
+  gate["method"] = method_name(p.method);
+  gate["chosen_method"] = method_name(best.plan.method);
+  gate["target"] = o.target;
+  gate["delta"] = o.delta;
+  gate["min_rows"] = o.min_rows;
+  gate["min_coverage"] = o.min_coverage;
+  gate["guarantee"] =
+      deployed ? "on traffic like these traces, the surrogate's answers agree with the teacher "
+                 "at least " + std::to_string(o.target) + " of the time, with probability at "
+                 "least " + std::to_string(1 - o.delta)
+               : "nothing deployed: every input is deferred to the LLM";
+  gate["certified"] = walk_json(cert, cal.size());
+  gate["select_estimate"] = walk_json(best.select_walk, sel.size());
+  gate["stage1"] = {{"surrogate", s1_name}, {"threshold", p.stage1.threshold},
+                    {"acceptor_fallback", p.stage1.acceptor.is_fallback()}};
+  if (p.method == Method::kRSB)
+    gate["stage2"] = {{"surrogate", s2_name}, {"threshold", p.stage2.threshold}};
+  json steps = json::array();
+  for (const auto& s : cert.trace)
+    steps.push_back({{"threshold", s.threshold}, {"n", s.n}, {"k", s.k},
+                     {"p_value", s.p_value}, {"passed", s.passed}});
+  gate["calibrate_walk"] = steps;
+  if (!deployed)
+    gate["refusal"] = refusal_json(cert, best.plan.method, cal, zoo, s1, o, set.size(), below_min);
+  m["gate"] = gate;
+  size_t sel_flag = std::count(sel.ood.begin(), sel.ood.end(), 1);
+  size_t cal_flag = std::count(cal.ood.begin(), cal.ood.end(), 1);
+  m["ood"] = {{"enabled", p.ood.enabled()},
+              {"min_known_fraction", p.ood.min_known()},
+              {"min_similarity", p.ood.min_similarity()},
+              {"select_flagged", round4(sel.size() ? double(sel_flag) / sel.size() : 0)},
+              {"calibrate_flagged", round4(cal.size() ? double(cal_flag) / cal.size() : 0)}};
+  m["per_label"] = per_label;
+  m["per_label_split"] = "calibrate";
+  timings["total_seconds"] = round4(total_time.seconds());
+  m["timings"] = timings;
+  progress.finish();
+
+  result.manifest = std::move(m);
+  result.frontier = json{{"split", "calibrate"}, {"delta", o.delta}, {"rows", frontier}};
+  result.deployed = deployed;
+  return result;
+}
+
+void write_artifact(const std::string& dir, FitResult& r) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!fs::is_directory(dir))
+    throw InputError("cannot create the output folder " + dir + (ec ? ": " + ec.message() : ""));
+  std::string model = encode_policy(r.policy);
+  std::string sum = checksum_hex(fnv1a64(model));
+  r.manifest["policy_version"] = r.manifest.value("created_at", std::string()) + "-" + sum.substr(0, 8);
+  r.manifest["model"] = {{"file", "model.bin"}, {"bytes", model.size()}, {"checksum", sum}};
+  r.policy.policy_version = r.manifest["policy_version"];
+
+  json history = json::array();
+  auto hist_path = (fs::path(dir) / "history.json").string();
+  if (fs::exists(hist_path)) {
+    try {
+      history = json::parse(read_whole_file(hist_path));
+      if (!history.is_array()) history = json::array();
+    } catch (const json::exception&) {
+      history = json::array();  // an unreadable history is replaced rather than blocking a fit
+    }
+  }
+  const json& g = r.manifest["gate"];
+  history.push_back({{"policy_version", r.manifest["policy_version"]},
+                     {"created_at", r.manifest["created_at"]},
+                     {"deployed", g["deployed"]},
+                     {"method", g["method"]},
+                     {"target", g["target"]},
+                     {"coverage", g["certified"]["coverage"]},
+                     {"agreement", g["certified"]["agreement"]},
+                     {"lower_bound", g["certified"]["lower_bound"]}});
+
+  write_file_atomic((fs::path(dir) / "model.bin").string(), model);
+  write_file_atomic((fs::path(dir) / "frontier.json").string(), r.frontier.dump(2) + "\n");
+  write_file_atomic(hist_path, history.dump(2) + "\n");
+  write_file_atomic((fs::path(dir) / "manifest.json").string(), r.manifest.dump(2) + "\n");
+}
+
+}  // namespace tracer

@@ -1,0 +1,46 @@
+#pragma once
+// `tracer fit` as a library call: traces in, a certified (or refused) policy out.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "fit/split.hpp"
+#include "io/traces.hpp"
+#include "policy/policy.hpp"
+#include "util/progress.hpp"
+
+namespace tracer {
+
+struct FitOptions {
+  double target = 0.95;   // alpha: required agreement with the teacher on handled traffic
+  double delta = 0.05;    // allowed probability that the guarantee fails
+  double min_coverage = 0.05;  // certified coverage below this is refused
+  int min_rows = 30;      // fewest accepted calibration rows a step may be tested on
+  std::vector<double> frontier_targets = {0.80, 0.85, 0.90, 0.95, 0.97, 0.99};
+  std::vector<std::string> zoo;  // empty: default_zoo(trees)
+  bool trees = false;
+  std::vector<Method> methods = {Method::kGlobal, Method::kL2D, Method::kRSB};
+  SplitFractions fractions;
+  uint64_t seed = 42;
+  int threads = 2;
+  size_t min_per_label = 3;
+  std::string featurizer = "tfidf";
+  bool ood = true;
+  double ood_quantile = 0.005;  // share of in-distribution select rows the OOD gate may flag
+};
+
+struct FitResult {
+  Policy policy;
+  nlohmann::json manifest;  // everything but the model section (added when written)
+  nlohmann::json frontier;
+  bool deployed = false;
+};
+
+FitResult fit_policy(const TraceSet& traces, const FitOptions& options, Progress& progress);
+
+// Writes model.bin, frontier.json, history.json and manifest.json (last) into `dir`, each
+// atomically. A refused fit still writes its manifest (deployed: false) and a model that defers
+// everything, so a stale policy never keeps serving.
+void write_artifact(const std::string& dir, FitResult& result);
+
+}  // namespace tracer

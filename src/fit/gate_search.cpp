@@ -1,0 +1,143 @@
+#include "fit/gate_search.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "gate/bounds.hpp"
+#include "gate/ood.hpp"
+
+namespace tracer {
+namespace {
+
+// Smoothed per-label agreement of the surrogate's predicted label on the given rows.
+std::vector<float> label_prior(const std::vector<int>& pred, std::span<const int> y,
+                               std::span<const uint8_t> rows, int num_classes) {
+  std::vector<double> n(num_classes, 0), k(num_classes, 0);
+  double tn = 0, tk = 0;
+  for (size_t i = 0; i < pred.size(); ++i) {
+    if (!rows[i]) continue;
+    n[pred[i]] += 1;
+    k[pred[i]] += pred[i] == y[i];
+    tn += 1;
+    tk += pred[i] == y[i];
+  }
+  const double overall = tn > 0 ? tk / tn : 0.5, strength = 10;
+  std::vector<float> prior(num_classes);
+  for (int c = 0; c < num_classes; ++c)
+    prior[c] = static_cast<float>((k[c] + strength * overall) / (n[c] + strength));
+  return prior;
+}
+
+void score_rows(const std::vector<float>& probs, const HeldOut& split, int num_classes,
+                const std::vector<float>& prior, const Acceptor& acc, std::vector<float>& out,
+                std::vector<Signals>* signals) {
+  out.resize(split.size());
+  if (signals) signals->resize(split.size());
+  for (size_t i = 0; i < split.size(); ++i) {
+    std::span<const float> p(probs.data() + i * num_classes, num_classes);
+    Signals s = compute_signals(p, prior, OodGate::known_fraction(split.stats[i]),
+                                static_cast<float>(split.stats[i].ngrams));
+    if (signals) (*signals)[i] = s;
+    out[i] = acc.score(s);
+  }
+}
+
+}  // namespace
+
+ScoredStage score_stage(const Candidate& c, size_t index, int num_classes, const HeldOut& sel,
+                        const HeldOut& cal, std::span<const uint8_t> fit_rows, uint64_t seed) {
+  ScoredStage st;
+  st.candidate = index;
+  st.label_prior = label_prior(c.select_pred, sel.y, fit_rows, num_classes);
+  // Signals on select with an untrained acceptor, only to collect the training rows.
+  std::vector<Signals> sig;
+  std::vector<float> unused;
+  score_rows(c.select_probs, sel, num_classes, st.label_prior, st.acceptor, unused, &sig);
+  std::vector<Signals> rows;
+  std::vector<uint8_t> agree;
+  for (size_t i = 0; i < sel.size(); ++i) {
+    if (!fit_rows[i]) continue;
+    rows.push_back(sig[i]);
+    agree.push_back(c.select_pred[i] == sel.y[i]);
+  }
+  st.acceptor.fit(rows, agree, seed);
+  score_rows(c.select_probs, sel, num_classes, st.label_prior, st.acceptor, st.sel_score, nullptr);
+  score_rows(c.calib_probs, cal, num_classes, st.label_prior, st.acceptor, st.cal_score, nullptr);
+  return st;
+}
+
+std::vector<float> select_thresholds(std::span<const float> select_scores,
+                                     std::span<const uint8_t> select_ood, size_t calib_size,
+                                     int min_first_rows) {
+  std::vector<float> in_dist;
+  for (size_t i = 0; i < select_scores.size(); ++i)
+    if (!select_ood[i]) in_dist.push_back(select_scores[i]);
+  if (in_dist.empty()) return {};
+  // Expected calibrate rows scale with the in-distribution share.
+  size_t effective_calib = static_cast<size_t>(
+      std::floor(double(calib_size) * in_dist.size() / select_scores.size()));
+  auto seq = threshold_sequence(in_dist, effective_calib, min_first_rows);
+  const float lowest = *std::min_element(in_dist.begin(), in_dist.end());
+  std::vector<float> out;
+  for (double t : seq) {
+    // Scores are in [0, 1]; the loosest step accepts every in-distribution row.
+    float f = std::isfinite(t) ? std::max(static_cast<float>(t), 0.f) : 0.f;
+    if (f < lowest) f = 0.f;
+    if (out.empty() || f < out.back()) out.push_back(f);
+  }
+  return out;
+}
+
+WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& split,
+                     bool on_select, const WalkParams& params) {
+  WalkResult res;
+  const size_t rows = split.size();
+  if (plan.method == Method::kNone || plan.steps.empty() || rows == 0) return res;
+  const auto& s1 = on_select ? plan.s1->sel_score : plan.s1->cal_score;
+  const auto& p1 = on_select ? zoo[plan.s1->candidate].select_pred : zoo[plan.s1->candidate].calib_pred;
+  const std::vector<float>* s2 = nullptr;
+  const std::vector<int>* p2 = nullptr;
+  if (plan.s2) {
+    s2 = on_select ? &plan.s2->sel_score : &plan.s2->cal_score;
+    p2 = on_select ? &zoo[plan.s2->candidate].select_pred : &zoo[plan.s2->candidate].calib_pred;
+  }
+  for (size_t j = 0; j < plan.steps.size(); ++j) {
+    const GateStep& g = plan.steps[j];
+    int n = 0, k = 0;
+    for (size_t i = 0; i < rows; ++i) {
+      if (split.ood[i]) continue;
+      if (plan.method == Method::kGlobal || s1[i] >= g.tau1) {
+        ++n;
+        k += p1[i] == split.y[i];
+      } else if (s2 && (*s2)[i] >= g.tau2) {
+        ++n;
+        k += (*p2)[i] == split.y[i];
+      }
+    }
+    CertifyStep step;
+    step.threshold = g.tau1;
+    step.n = n;
+    step.k = k;
+    if (n < params.min_rows) {  // too few rows to test: skipped, not a failure
+      res.trace.push_back(step);
+      continue;
+    }
+    step.p_value = binomial_upper_tail(n, k, params.alpha);
+    step.passed = step.p_value <= params.delta;
+    res.trace.push_back(step);
+    if (!step.passed) break;
+    res.certified = true;
+    res.step = static_cast<int>(j);
+    res.gate = g;
+    res.n = n;
+    res.k = k;
+  }
+  if (res.certified) {
+    res.coverage = double(res.n) / rows;
+    res.agreement = double(res.k) / res.n;
+    res.lower_bound = clopper_pearson_lower(res.n, res.k, 1 - params.delta);
+  }
+  return res;
+}
+
+}  // namespace tracer

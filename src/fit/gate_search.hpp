@@ -1,0 +1,80 @@
+#pragma once
+// Choosing and certifying the routing gate.
+//
+// Every method is a nested family of accepted sets indexed by steps (strict → loose), fixed
+// from the select split before calibrate labels are looked at:
+//   global: one step, accept every in-distribution input;
+//   l2d:    accept when stage-1 acceptor score >= tau1, tau1 walking down select quantiles;
+//   rsb:    the l2d steps down to tau1_sel (chosen on select), then additionally accept stage-2
+//           answers with score >= tau2, tau2 walking down.
+// Model, method and stage-2 choice use select only; only the chosen plan is walked on
+// calibrate (fixed-sequence testing), so its guarantee is not spent on the choosing.
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include "features/featurizer.hpp"
+#include "fit/zoo.hpp"
+#include "gate/acceptor.hpp"
+#include "gate/certify.hpp"
+#include "policy/policy.hpp"
+
+namespace tracer {
+
+// One held-out split, featurized, with its OOD flags.
+struct HeldOut {
+  const SparseMatrix* X = nullptr;
+  std::vector<int> y;
+  std::vector<FeatureStats> stats;
+  std::vector<uint8_t> ood;  // 1: flagged by the OOD gate (never accepted)
+  size_t size() const { return y.size(); }
+};
+
+// A candidate surrogate with an acceptor trained on (a subset of) select, scored on both splits.
+struct ScoredStage {
+  size_t candidate = 0;
+  Acceptor acceptor;
+  std::vector<float> label_prior;
+  std::vector<float> sel_score, cal_score;
+};
+
+ScoredStage score_stage(const Candidate& c, size_t index, int num_classes, const HeldOut& sel,
+                        const HeldOut& cal, std::span<const uint8_t> fit_rows, uint64_t seed);
+
+struct GateStep {
+  float tau1 = 0;
+  float tau2 = std::numeric_limits<float>::infinity();  // stage 2 off
+};
+
+struct Plan {
+  Method method = Method::kNone;
+  const ScoredStage* s1 = nullptr;
+  const ScoredStage* s2 = nullptr;  // rsb only
+  std::vector<GateStep> steps;      // strict → loose
+};
+
+struct WalkResult {
+  bool certified = false;
+  int step = -1;  // index of the loosest passed step
+  GateStep gate;
+  int n = 0, k = 0;
+  double coverage = 0, agreement = 0, lower_bound = 0;
+  std::vector<CertifyStep> trace;
+};
+
+struct WalkParams {
+  double alpha = 0.95, delta = 0.05;
+  int min_rows = 30;
+};
+
+// Fixed-sequence walk of a plan on one split (select for the dry run, calibrate to certify).
+WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& split,
+                     bool on_select, const WalkParams& params);
+
+// Thresholds (strict → loose, as floats so the router compares exactly the same numbers) from
+// the select scores of in-distribution rows; see threshold_sequence().
+std::vector<float> select_thresholds(std::span<const float> select_scores,
+                                     std::span<const uint8_t> select_ood, size_t calib_size,
+                                     int min_first_rows);
+
+}  // namespace tracer

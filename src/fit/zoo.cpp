@@ -1,0 +1,95 @@
+#include "fit/zoo.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <queue>
+#include <thread>
+
+#include "util/error.hpp"
+#include "util/progress.hpp"
+
+namespace tracer {
+namespace {
+
+void predict_all(const Surrogate& m, const SparseMatrix& X, int k, std::vector<float>& probs,
+                 std::vector<int>& pred) {
+  probs.assign(X.rows() * static_cast<size_t>(k), 0.f);
+  pred.assign(X.rows(), 0);
+  for (size_t i = 0; i < X.rows(); ++i) {
+    std::span<float> out(probs.data() + i * k, k);
+    m.predict_proba(X.row(i), out);
+    int best = 0;
+    for (int c = 1; c < k; ++c)
+      if (out[c] > out[best]) best = c;
+    pred[i] = best;
+  }
+}
+
+void fit_one(Candidate& c, const ZooData& d, uint64_t seed) {
+  try {
+    Stopwatch sw;
+    c.model = make_surrogate(c.name);
+    c.model->fit(*d.train, d.train_y, d.num_classes, FitContext{seed, 1});
+    c.fit_seconds = sw.seconds();
+    predict_all(*c.model, *d.select, d.num_classes, c.select_probs, c.select_pred);
+    predict_all(*c.model, *d.calibrate, d.num_classes, c.calib_probs, c.calib_pred);
+    size_t agree = 0;
+    for (size_t i = 0; i < c.select_pred.size(); ++i) agree += c.select_pred[i] == d.select_y[i];
+    c.select_agreement = c.select_pred.empty() ? 0 : double(agree) / c.select_pred.size();
+  } catch (const std::exception& e) {
+    c.model.reset();
+    c.error = e.what();
+  }
+}
+
+}  // namespace
+
+std::vector<Candidate> sweep_zoo(const std::vector<std::string>& names, const ZooData& data,
+                                 uint64_t seed, int threads,
+                                 const std::function<void(const Candidate&)>& on_done) {
+  std::vector<Candidate> zoo(names.size());
+  for (size_t i = 0; i < names.size(); ++i) zoo[i].name = names[i];
+  for (const auto& n : names) make_surrogate(n);  // unknown names fail before any work
+
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::queue<size_t> finished;
+  auto worker = [&] {
+    for (size_t i = next++; i < zoo.size(); i = next++) {
+      fit_one(zoo[i], data, seed);
+      std::lock_guard lock(mu);
+      finished.push(i);
+      cv.notify_one();
+    }
+  };
+  int n_threads = std::max(1, std::min<int>(threads, static_cast<int>(zoo.size())));
+  std::vector<std::jthread> pool;
+  for (int t = 0; t < n_threads; ++t) pool.emplace_back(worker);
+  for (size_t reported = 0; reported < zoo.size(); ++reported) {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return !finished.empty(); });
+    size_t i = finished.front();
+    finished.pop();
+    lock.unlock();
+    if (on_done) on_done(zoo[i]);
+  }
+  return zoo;
+}
+
+size_t best_candidate(const std::vector<Candidate>& zoo) {
+  size_t best = zoo.size();
+  for (size_t i = 0; i < zoo.size(); ++i) {
+    if (!zoo[i].model) continue;
+    if (best == zoo.size() || zoo[i].select_agreement > zoo[best].select_agreement) best = i;
+  }
+  if (best == zoo.size()) {
+    std::string why;
+    for (const auto& c : zoo) why += "\n  " + c.name + ": " + c.error;
+    throw InputError("every surrogate failed to fit:" + why);
+  }
+  return best;
+}
+
+}  // namespace tracer

@@ -1,0 +1,57 @@
+#pragma once
+// The routing policy: everything the router needs, and its on-disk form (`model.bin`).
+//
+// model.bin layout (little-endian):
+//   8 bytes  magic "TRACERPB"
+//   u32      format version (kModelFormatVersion)
+//   u64      payload size
+//   u64      FNV-1a 64 checksum of the payload
+//   payload  featurizer, labels, surrogate, gate (see policy.cpp)
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "features/featurizer.hpp"
+#include "gate/acceptor.hpp"
+#include "gate/ood.hpp"
+#include "models/surrogate.hpp"
+
+namespace tracer {
+
+inline constexpr uint32_t kModelFormatVersion = 1;
+
+// How a policy answers: `none` means nothing was certified and everything is deferred.
+enum class Method { kNone, kGlobal, kL2D, kRSB };
+std::string method_name(Method m);
+Method parse_method(const std::string& s);  // throws InputError
+
+struct Stage {
+  std::unique_ptr<Surrogate> surrogate;
+  Acceptor acceptor;
+  float threshold = 0;              // accept when acceptor score >= threshold
+  std::vector<float> label_prior;   // per-label agreement rate on select (acceptor signal)
+};
+
+struct Policy {
+  std::unique_ptr<Featurizer> featurizer;
+  std::vector<std::string> labels;
+  Method method = Method::kNone;
+  Stage stage1;
+  Stage stage2;  // rsb only: answers part of what stage 1 rejects
+  OodGate ood;
+  std::string policy_version;  // copied from the manifest when loaded
+};
+
+uint64_t fnv1a64(std::string_view bytes);
+std::string checksum_hex(uint64_t sum);  // 16 lowercase hex digits
+
+// Serialises to the model.bin format above.
+std::string encode_policy(const Policy& p);
+// Throws FormatError with a message saying what is wrong and what to do (refit) on a bad file.
+Policy decode_policy(std::string_view bytes, const std::string& source_name);
+
+// Writes `content` to `path` atomically (temp file in the same folder, fsync, rename).
+void write_file_atomic(const std::string& path, const std::string& content);
+std::string read_whole_file(const std::string& path);
+
+}  // namespace tracer

@@ -1,0 +1,118 @@
+#include "runtime/router.hpp"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "util/error.hpp"
+
+namespace tracer {
+
+std::string reason_name(DeferReason r) {
+  switch (r) {
+    case DeferReason::kNone: return "";
+    case DeferReason::kBelowThreshold: return "below_threshold";
+    case DeferReason::kOutOfDistribution: return "out_of_distribution";
+    case DeferReason::kNoPolicy: return "no_policy";
+  }
+  return "";
+}
+
+StageView evaluate_stage(const Stage& stage, SparseRow x, const FeatureStats& stats,
+                         std::span<float> probs) {
+  stage.surrogate->predict_proba(x, probs);
+  StageView v;
+  Signals sig = compute_signals(probs, stage.label_prior, OodGate::known_fraction(stats),
+                                static_cast<float>(stats.ngrams), &v.label);
+  v.probability = probs[v.label];
+  v.score = stage.acceptor.score(sig);
+  return v;
+}
+
+Router::Router(Policy policy, nlohmann::json manifest)
+    : policy_(std::move(policy)), manifest_(std::move(manifest)) {}
+
+Router Router::load(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir))
+    throw InputError("policy folder " + dir + " does not exist; create it with `tracer fit TRACES -o " +
+                     dir + "`");
+  std::string manifest_path = (fs::path(dir) / "manifest.json").string();
+  std::string model_path = (fs::path(dir) / "model.bin").string();
+  if (!fs::exists(manifest_path) || !fs::exists(model_path))
+    throw InputError(dir + " is not a complete tracer policy (needs manifest.json and model.bin); "
+                     "run `tracer fit` again");
+  nlohmann::json manifest;
+  try {
+    manifest = nlohmann::json::parse(read_whole_file(manifest_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(manifest_path + " is not valid JSON (" + e.what() + "); refit the policy");
+  }
+  std::string bytes = read_whole_file(model_path);
+  Policy policy = decode_policy(bytes, model_path);
+  std::string want = manifest.value("/featurizer/fingerprint"_json_pointer, std::string());
+  if (want != policy.featurizer->fingerprint())
+    throw FormatError("featurizer mismatch: " + manifest_path + " records fingerprint '" + want +
+                      "' but model.bin holds '" + policy.featurizer->fingerprint() +
+                      "'; the two files come from different fits, refit the policy");
+  std::string model_sum = manifest.value("/model/checksum"_json_pointer, std::string());
+  if (!model_sum.empty() && model_sum != checksum_hex(fnv1a64(bytes)))
+    throw FormatError(model_path + " does not match the checksum recorded in " + manifest_path +
+                      "; the files come from different fits, refit the policy");
+  policy.policy_version = manifest.value("policy_version", std::string());
+  return Router(std::move(policy), std::move(manifest));
+}
+
+RouteScratch Router::make_scratch() const {
+  RouteScratch s;
+  size_t k = policy_.labels.size();
+  s.probs.resize(k);
+  s.probs2.resize(k);
+  s.sims.resize(std::max<size_t>(k, policy_.ood.num_classes()));
+  s.x.idx.reserve(512);
+  s.x.val.reserve(512);
+  return s;
+}
+
+RouteResult Router::route(std::string_view text, RouteScratch& s) const {
+  FeatureStats stats;
+  policy_.featurizer->transform(text, s.x, &stats);
+  return route_features(s.x.row(), stats, s);
+}
+
+RouteResult Router::route_features(SparseRow x, const FeatureStats& stats,
+                                   RouteScratch& s) const {
+  RouteResult r;
+  StageView v1 = evaluate_stage(policy_.stage1, x, stats, s.probs);
+  r.label = v1.label;
+  r.probability = v1.probability;
+  r.accept_score = v1.score;
+  r.known_fraction = OodGate::known_fraction(stats);
+  r.similarity = policy_.ood.enabled() ? policy_.ood.similarity(x, s.sims) : 1.f;
+  if (policy_.method == Method::kNone) {
+    r.reason = DeferReason::kNoPolicy;
+    return r;
+  }
+  if (policy_.ood.is_ood(r.known_fraction, r.similarity)) {
+    r.reason = DeferReason::kOutOfDistribution;
+    return r;
+  }
+  if (policy_.method == Method::kGlobal || v1.score >= policy_.stage1.threshold) {
+    r.handled = true;
+    return r;
+  }
+  if (policy_.method == Method::kRSB && policy_.stage2.surrogate) {
+    StageView v2 = evaluate_stage(policy_.stage2, x, stats, s.probs2);
+    if (v2.score >= policy_.stage2.threshold) {
+      r.label = v2.label;
+      r.probability = v2.probability;
+      r.accept_score = v2.score;
+      r.stage = 2;
+      r.handled = true;
+      return r;
+    }
+  }
+  r.reason = DeferReason::kBelowThreshold;
+  return r;
+}
+
+}  // namespace tracer

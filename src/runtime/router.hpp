@@ -1,0 +1,61 @@
+#pragma once
+// The router: featurize → surrogate → OOD gate → acceptor → handled or deferred.
+// Thread-safe: one Router is shared by all threads; each thread brings its own Scratch.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "policy/policy.hpp"
+
+namespace tracer {
+
+enum class DeferReason { kNone, kBelowThreshold, kOutOfDistribution, kNoPolicy };
+std::string reason_name(DeferReason r);
+
+struct RouteResult {
+  int label = -1;           // the surrogate's answer (argmax of the answering stage)
+  float probability = 0;    // its probability
+  bool handled = false;     // true: the surrogate answers; false: defer to the LLM
+  float accept_score = 0;   // acceptor score of the stage that decided
+  int stage = 1;            // 1 or 2 (rsb second stage)
+  DeferReason reason = DeferReason::kNone;
+  float known_fraction = 0, similarity = 0;  // OOD signals
+};
+
+// Per-thread buffers so routing does not allocate once warmed up.
+struct RouteScratch {
+  SparseVector x;
+  std::vector<float> probs, probs2, sims;
+};
+
+// What one stage says about one featurized input (shared by the fitter and the router so the
+// certified numbers are computed exactly as traffic is routed).
+struct StageView {
+  int label = -1;
+  float probability = 0;
+  float score = 0;  // acceptor score
+};
+StageView evaluate_stage(const Stage& stage, SparseRow x, const FeatureStats& stats,
+                         std::span<float> probs);
+
+class Router {
+ public:
+  // Loads `dir/manifest.json` and `dir/model.bin`; checks version, checksum and featurizer.
+  static Router load(const std::string& dir);
+  Router(Policy policy, nlohmann::json manifest);
+
+  RouteScratch make_scratch() const;
+  RouteResult route(std::string_view text, RouteScratch& s) const;
+  // Routes an already featurized input (used by the fitter).
+  RouteResult route_features(SparseRow x, const FeatureStats& stats, RouteScratch& s) const;
+
+  const Policy& policy() const { return policy_; }
+  const nlohmann::json& manifest() const { return manifest_; }
+  const std::string& label_name(int i) const { return policy_.labels.at(i); }
+
+ private:
+  Policy policy_;
+  nlohmann::json manifest_;
+};
+
+}  // namespace tracer

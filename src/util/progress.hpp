@@ -1,0 +1,66 @@
+#pragma once
+// Step lines with timings on stderr for long work ("[2/6] fitting the zoo ... 3.1 s").
+// Silent when disabled (--quiet, or stderr is not a terminal).
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+namespace tracer {
+
+class Progress {
+ public:
+  explicit Progress(bool enabled, int total_steps = 0) : enabled_(enabled), total_(total_steps) {}
+
+  // Starts a step; the previous one (if any) is closed with its duration.
+  void step(const std::string& what) {
+    finish();
+    ++current_;
+    start_ = std::chrono::steady_clock::now();
+    open_ = true;
+    if (!enabled_) return;
+    if (total_ > 0)
+      std::fprintf(stderr, "[%d/%d] %s ...", current_, total_, what.c_str());
+    else
+      std::fprintf(stderr, "%s ...", what.c_str());
+    std::fflush(stderr);
+  }
+  // A detail line inside the current step.
+  void note(const std::string& line) {
+    if (!enabled_) return;
+    if (open_) std::fprintf(stderr, "\n");
+    std::fprintf(stderr, "      %s", line.c_str());
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (!open_) return;
+    open_ = false;
+    if (!enabled_) return;
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    std::fprintf(stderr, " %.2f s\n", s);
+  }
+  bool enabled() const { return enabled_; }
+  ~Progress() { finish(); }
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+
+ private:
+  bool enabled_;
+  int total_;
+  int current_ = 0;
+  bool open_ = false;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// Wall-clock stopwatch in seconds.
+class Stopwatch {
+ public:
+  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace tracer
