@@ -52,6 +52,29 @@ std::vector<double> threshold_sequence(std::span<const float> select_scores, siz
   return out;
 }
 
+int rows_for_power(double alpha, double delta, double agreement, double power, int max_rows) {
+  check_level("target agreement alpha", alpha);
+  check_level("risk delta", delta);
+  check_level("power", power);
+  if (!(agreement > alpha) || agreement > 1) return -1;
+  // Power is a sawtooth in n (the critical count is an integer), so scan rather than bisect;
+  // steps of ~1.5% of n keep this to a few hundred tail evaluations.
+  for (int n = min_rows_to_certify(alpha, delta); n <= max_rows; n += std::max(1, n / 64)) {
+    // Smallest k whose p-value passes: the tail falls with k.
+    int lo = 0, hi = n + 1;
+    while (lo < hi) {
+      const int mid = lo + (hi - lo) / 2;
+      if (binomial_upper_tail(n, mid, alpha) <= delta) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    if (lo <= n && binomial_upper_tail(n, lo, agreement) >= power) return n;
+  }
+  return -1;
+}
+
 CertifyResult certify_fixed_sequence(std::span<const double> thresholds,
                                      std::span<const float> calib_scores,
                                      std::span<const uint8_t> calib_agree, double alpha,

@@ -40,6 +40,14 @@ struct CertifyResult {
 std::vector<double> threshold_sequence(std::span<const float> select_scores, size_t calib_size,
                                        int min_first_rows, double step = 0.01);
 
+// Smallest number of accepted calibration rows at which a region whose true agreement is
+// `agreement` passes the test at (alpha, delta) with probability >= `power`; -1 when it never
+// does (agreement <= alpha, or more than max_rows needed). A caller can feed it an agreement
+// estimated on the select split (independent of calibrate) to size the first step: a first step
+// too small to pass ends the walk before it starts. Throws InputError on levels outside (0, 1).
+int rows_for_power(double alpha, double delta, double agreement, double power = 0.8,
+                   int max_rows = 10000000);
+
 // Walks `thresholds` (strict → loose) on calibration (scores, agree) and certifies while the
 // binomial p-value of H0: agreement < alpha is ≤ delta; stops at the first failure. A step with
 // fewer than `min_rows` accepted rows is skipped (not a failure). The result is the loosest step

@@ -27,7 +27,7 @@ const float kLearningRate = std::getenv("LR") ? std::atof(std::getenv("LR")) : 3
 const float kDropout = std::getenv("DO") ? std::atof(std::getenv("DO")) : 0.0f;
 const int kMinEpochs = std::getenv("EP") ? std::atoi(std::getenv("EP")) : 8;
 const double kInitScale = std::getenv("IS") ? std::atof(std::getenv("IS")) : 1.0;
-constexpr size_t kMinUpdates = 1500;  // minibatch steps; small trace sets get more passes
+constexpr size_t kMinExamples = 80'000;  // small trace sets get more passes
 constexpr int kMaxEpochs = 300;
 
 class Mlp final : public Surrogate {
@@ -60,8 +60,7 @@ class Mlp final : public Surrogate {
     const float keep = 1.f - kDropout, inv_keep = 1.f / keep;
 
     std::vector<uint32_t> order = models::shuffled_range(n, rng);
-    const size_t batches = (n + kBatch - 1) / kBatch;
-    const int epochs = models::epochs_for(batches, kMinEpochs, kMinUpdates, kMaxEpochs);
+    const int epochs = models::epochs_for(n, kMinEpochs, kMinExamples, kMaxEpochs);
     for (int e = 0; e < epochs; ++e) {
       models::shuffle(order, rng);
       for (size_t start = 0; start < n; start += kBatch) {
@@ -107,8 +106,7 @@ class Mlp final : public Surrogate {
         adam.update(off_b1, l1.b.data(), gb1.data(), H);
         adam.update(off_w2, l2.w.data(), gw2.data(), H * C);
         adam.update(off_b2, l2.b.data(), gb2.data(), C);
-        // Ascending order so the update sequence does not depend on hash or insertion order.
-        std::sort(touched_rows.begin(), touched_rows.end());
+        // Rows update independently, so their (seeded, data-driven) order is irrelevant.
         for (uint32_t j : touched_rows) {
           float* g = g1.data() + j * H;
           adam.update(j * H, l1.row(j), g, H);

@@ -8,6 +8,7 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "gate/bounds.hpp"
@@ -280,6 +281,7 @@ struct Tally {
   int certified = 0;
   int violations = 0;
   int naive_violations = 0;
+  int nostop_violations = 0;
   int full_coverage = 0;
 };
 
@@ -309,18 +311,21 @@ Tally run_world(const World& w, double alpha, double delta, int runs, int n_sele
       if (r.threshold == -kInf) ++tally.full_coverage;
     }
     // Negative control.
-    double naive = kInf;
+    std::vector<std::pair<float, uint8_t>> rows;
+    for (int i = 0; i < n_calib; ++i) rows.emplace_back(scores[i], agree[i]);
+    std::sort(rows.begin(), rows.end(), std::greater<>());
+    // Second control: the right p-values, but the walk does not stop at the first failure.
+    double naive = kInf, nostop = kInf;
+    size_t n = 0;
+    int k = 0;
     for (double tau : thresholds) {
-      int n = 0, k = 0;
-      for (int i = 0; i < n_calib; ++i) {
-        if (scores[i] >= tau) {
-          ++n;
-          k += agree[i];
-        }
-      }
-      if (n >= min_rows && k >= alpha * n) naive = tau;
+      for (; n < rows.size() && rows[n].first >= tau; ++n) k += rows[n].second;
+      if (static_cast<int>(n) < min_rows) continue;
+      if (k >= alpha * static_cast<double>(n)) naive = tau;
+      if (binomial_upper_tail(static_cast<int>(n), k, alpha) <= delta) nostop = tau;
     }
     if (naive < kInf && w.agreement_above(naive) < alpha) ++tally.naive_violations;
+    if (nostop < kInf && w.agreement_above(nostop) < alpha) ++tally.nostop_violations;
   }
   return tally;
 }
@@ -345,9 +350,9 @@ TEST(CertifyStatistics, ViolationRateIsAtMostDelta) {
         const Tally t = run_world(w, alpha, delta, runs, n_select, n_calib, 3 * min_rows,
                                   static_cast<uint64_t>(alpha * 1000 + delta * 100));
         std::printf("  %-14s alpha=%.2f delta=%.2f: certified %3d/%d, violations %3d "
-                    "(allowed %3d), naive violations %3d\n",
+                    "(allowed %3d); controls: naive %3d, no-stop %3d\n",
                     w.name, alpha, delta, t.certified, t.runs, t.violations, allowed,
-                    t.naive_violations);
+                    t.naive_violations, t.nostop_violations);
         EXPECT_LE(t.violations, allowed) << w.name << " alpha=" << alpha << " delta=" << delta;
         // The test can fail: a procedure without the bound breaks it in the same worlds.
         EXPECT_GT(t.naive_violations, allowed)
@@ -367,13 +372,41 @@ TEST(CertifyStatistics, CertifiesFullCoverageWhenAgreementIsHighEverywhere) {
     const double delta = 0.05;
     const World w{"high", [alpha](double s) { return alpha + 0.03 + 0.02 * s; },
                   [alpha](double t) { return (alpha + 0.03) * (1 - t) + 0.01 * (1 - t * t); }};
-    const int min_rows = min_rows_to_certify(alpha, delta);
-    const Tally t = run_world(w, alpha, delta, runs, 2000, 2000, 3 * min_rows, 99);
-    std::printf("  high-everywhere alpha=%.2f: certified %d/%d, full coverage %d\n", alpha,
-                t.certified, t.runs, t.full_coverage);
+    // The first step is sized to pass at the known agreement floor with 80% power.
+    const int first = rows_for_power(alpha, delta, alpha + 0.03, 0.8);
+    ASSERT_GT(first, 0);
+    const Tally t = run_world(w, alpha, delta, runs, 2000, 2000, first, 99);
+    std::printf("  high-everywhere alpha=%.2f first step %d rows: certified %d/%d, full "
+                "coverage %d\n", alpha, first, t.certified, t.runs, t.full_coverage);
     EXPECT_EQ(t.violations, 0);
     EXPECT_GE(t.full_coverage, 0.8 * runs) << "alpha=" << alpha;
   }
+}
+
+TEST(CertifyStatistics, RowsForPowerMeetsItsPromise) {
+  EXPECT_EQ(rows_for_power(0.9, 0.05, 0.9), -1);
+  EXPECT_EQ(rows_for_power(0.9, 0.05, 0.85), -1);
+  EXPECT_EQ(rows_for_power(0.95, 0.05, 1.0), 59);  // all agree: the minimum already passes
+  for (double alpha : {0.8, 0.9, 0.95, 0.99}) {
+    for (double gap : {0.005, 0.02, 0.05}) {
+      const double a = std::min(alpha + gap, 0.999);
+      const int n = rows_for_power(alpha, 0.05, a, 0.8);
+      ASSERT_GT(n, 0);
+      // Exact power at n: P(Bin(n, a) >= critical count).
+      int kc = 0;
+      while (binomial_upper_tail(n, kc, alpha) > 0.05) ++kc;
+      EXPECT_GE(binomial_upper_tail(n, kc, a), 0.8) << alpha << " " << gap;
+      // And not wildly oversized: at 70% of n the power is below target.
+      const int m = std::max(min_rows_to_certify(alpha, 0.05), (7 * n) / 10);
+      int km = 0;
+      while (binomial_upper_tail(m, km, alpha) > 0.05) ++km;
+      if (m < n) {
+        EXPECT_LT(binomial_upper_tail(m, km, a), 0.8) << alpha << " " << gap;
+      }
+    }
+  }
+  // Smaller gaps need more rows.
+  EXPECT_GT(rows_for_power(0.9, 0.05, 0.92), rows_for_power(0.9, 0.05, 0.95));
 }
 
 }  // namespace
