@@ -30,7 +30,7 @@ tracer::TfidfFeaturizer fitted() {
   c.min_df = 1;
   tracer::TfidfFeaturizer f(c);
   std::vector<std::string> docs = {"I lost my card", "Où est ma carte ?", "card arrived 🙂",
-                                   "ＡＢＣ straße", "東京 card", "top up $100 by card"};
+                                   "ＡＢＣ straße",  "東京 card",         "top up $100 by card"};
   f.fit(docs);
   return f;
 }

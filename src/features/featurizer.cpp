@@ -11,8 +11,8 @@ namespace tracer {
 
 SparseMatrix Featurizer::transform_all(std::span<const std::string> texts, int threads) const {
   const size_t n = texts.size();
-  const size_t workers = std::clamp<size_t>(threads < 1 ? 1 : static_cast<size_t>(threads), 1,
-                                            std::max<size_t>(n, 1));
+  const size_t workers =
+      std::clamp<size_t>(threads < 1 ? 1 : static_cast<size_t>(threads), 1, std::max<size_t>(n, 1));
   auto run = [&](size_t begin, size_t end, SparseMatrix& m) {
     SparseVector v;
     for (size_t i = begin; i < end; ++i) {

@@ -142,10 +142,10 @@ void sanitize_utf8(std::string_view text, std::string& buf) {
 utf8proc_ssize_t decompose(std::string_view text, std::vector<int32_t>& cps) {
   if (cps.size() < text.size() + 1) cps.resize(text.size() + 1);
   for (;;) {
-    utf8proc_ssize_t n = utf8proc_decompose(
-        reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
-        static_cast<utf8proc_ssize_t>(text.size()), cps.data(),
-        static_cast<utf8proc_ssize_t>(cps.size()), kNormOptions);
+    utf8proc_ssize_t n =
+        utf8proc_decompose(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                           static_cast<utf8proc_ssize_t>(text.size()), cps.data(),
+                           static_cast<utf8proc_ssize_t>(cps.size()), kNormOptions);
     if (n < 0 || static_cast<size_t>(n) <= cps.size()) return n;
     cps.resize(static_cast<size_t>(n));
   }
@@ -352,9 +352,9 @@ void TfidfFeaturizer::finish_vocabulary() {
   const size_t n = terms_.size();
   idf_.resize(n);
   for (size_t c = 0; c < n; ++c)
-    idf_[c] = static_cast<float>(std::log((1.0 + static_cast<double>(num_docs_)) /
-                                          (1.0 + static_cast<double>(df_[c]))) +
-                                 1.0);
+    idf_[c] = static_cast<float>(
+        std::log((1.0 + static_cast<double>(num_docs_)) / (1.0 + static_cast<double>(df_[c]))) +
+        1.0);
   size_t cap = 16;
   while (cap < 2 * n) cap *= 2;  // load factor <= 1/2 keeps misses to ~2 probes
   table_.assign(cap, Slot{});
@@ -425,8 +425,8 @@ std::string TfidfFeaturizer::describe() const {
   if (config_.word_max_n > 0) grams = "word 1-" + std::to_string(config_.word_max_n);
   if (config_.char_max_n > 0) {
     if (!grams.empty()) grams += " + ";
-    grams += "char_wb " + std::to_string(config_.char_min_n) + "-" +
-             std::to_string(config_.char_max_n);
+    grams +=
+        "char_wb " + std::to_string(config_.char_min_n) + "-" + std::to_string(config_.char_max_n);
   }
   return "tfidf " + grams + " grams, " + std::to_string(dim()) + " features (min_df " +
          std::to_string(config_.min_df) + ", " + std::to_string(num_docs_) +
@@ -445,7 +445,7 @@ std::optional<uint32_t> TfidfFeaturizer::column_of(std::string_view term, NgramK
 }
 
 std::vector<std::pair<NgramKind, std::string>> TfidfFeaturizer::ngrams(std::string_view text,
-                                                                     const TfidfConfig& config) {
+                                                                       const TfidfConfig& config) {
   config.validate();
   SparseVector scratch;
   normalize_tokens(text, scratch.scratch, scratch.scratch_cp);
@@ -496,8 +496,7 @@ void TfidfFeaturizer::load(BinaryReader& r) {
   if (tmp.kinds_.size() != n || tmp.df_.size() != n || n > cfg.max_features)
     throw FormatError("tfidf featurizer: vocabulary arrays disagree in size (file corrupted?)");
   for (size_t c = 0; c < n; ++c) {
-    if (tmp.terms_[c].empty() || tmp.kinds_[c] > 1 || tmp.df_[c] < 1 ||
-        tmp.df_[c] > tmp.num_docs_)
+    if (tmp.terms_[c].empty() || tmp.kinds_[c] > 1 || tmp.df_[c] < 1 || tmp.df_[c] > tmp.num_docs_)
       throw FormatError("tfidf featurizer: invalid vocabulary entry " + std::to_string(c) +
                         " (file corrupted?)");
   }

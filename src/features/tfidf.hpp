@@ -14,12 +14,12 @@
 namespace tracer {
 
 struct TfidfConfig {
-  uint32_t min_df = 2;             // keep n-grams seen in at least this many training texts
-  uint32_t max_features = 30000;   // then keep the most frequent (highest df) ones
-  uint32_t word_max_n = 2;         // word 1..word_max_n-grams; 0 disables word n-grams
-  uint32_t char_min_n = 2;         // char_wb n-grams of char_min_n..char_max_n code points;
-  uint32_t char_max_n = 5;         // char_max_n 0 disables them
-  void validate() const;           // throws InputError naming the bad field
+  uint32_t min_df = 2;            // keep n-grams seen in at least this many training texts
+  uint32_t max_features = 30000;  // then keep the most frequent (highest df) ones
+  uint32_t word_max_n = 2;        // word 1..word_max_n-grams; 0 disables word n-grams
+  uint32_t char_min_n = 2;        // char_wb n-grams of char_min_n..char_max_n code points;
+  uint32_t char_max_n = 5;        // char_max_n 0 disables them
+  void validate() const;          // throws InputError naming the bad field
 };
 
 enum class NgramKind : uint8_t { kWord = 0, kChar = 1 };

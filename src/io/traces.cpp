@@ -308,7 +308,7 @@ std::string parse_json_line(std::string_view line, const ReadOptions& options, T
   json j;
   try {
     j = json::parse(line);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for numbers like 1e999
     return fmt::format("malformed JSON ({}); each line must be one complete JSON object such as {}",
                        clean_parse_error(e.what()), kExample);
   }

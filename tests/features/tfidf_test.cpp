@@ -1,7 +1,6 @@
 #include "features/tfidf.hpp"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <utf8proc.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "test_util.hpp"
@@ -114,8 +114,8 @@ TEST(Tfidf, HandComputedWeightsOnTinyCorpus) {
 TEST(Tfidf, CharWbNgramsOfAKnownWord) {
   // Padded " card ": 5 bigrams, 4 trigrams, 3 four-grams, 2 five-grams, as sklearn's char_wb.
   auto g = TfidfFeaturizer::ngrams("card", chars_only());
-  std::vector<std::string> expected = {" c",   "ca",   "ar",    "rd",   "d ",    " ca",  "car",
-                                       "ard",  "rd ",  " car",  "card", "ard ",  " card", "card "};
+  std::vector<std::string> expected = {" c",  "ca",  "ar",   "rd",   "d ",   " ca",   "car",
+                                       "ard", "rd ", " car", "card", "ard ", " card", "card "};
   EXPECT_EQ(sorted(strings_of(g)), sorted(expected));
   for (const auto& [kind, s] : g) EXPECT_EQ(kind, NgramKind::kChar);
   // A word shorter than n contributes the whole padded word once.
@@ -150,10 +150,10 @@ TEST(Tfidf, AsciiFastPathAgreesWithUnicodeCategories) {
     auto got = strings_of(TfidfFeaturizer::ngrams(text, words_only(1)));
     auto cat = utf8proc_category(c);
     std::vector<std::string> expected;
-    bool word = cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL ||
-                cat == UTF8PROC_CATEGORY_ND;
-    bool symbol = cat == UTF8PROC_CATEGORY_SM || cat == UTF8PROC_CATEGORY_SC ||
-                  cat == UTF8PROC_CATEGORY_SO;
+    bool word =
+        cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_ND;
+    bool symbol =
+        cat == UTF8PROC_CATEGORY_SM || cat == UTF8PROC_CATEGORY_SC || cat == UTF8PROC_CATEGORY_SO;
     if (word) {
       expected = {"x" + std::string(1, static_cast<char>(std::tolower(c))) + "y"};
     } else if (symbol) {
@@ -167,13 +167,13 @@ TEST(Tfidf, AsciiFastPathAgreesWithUnicodeCategories) {
 
 TEST(Tfidf, LowercaseAndNfkc) {
   auto g = [](const std::string& s) { return TfidfFeaturizer::ngrams(s, TfidfConfig{}); };
-  EXPECT_EQ(g("ＡＢＣ"), g("abc"));            // full-width
+  EXPECT_EQ(g("ＡＢＣ"), g("abc"));  // full-width
   EXPECT_EQ(g("HeLLo World"), g("hello world"));
-  EXPECT_EQ(g("ﬁle"), g("file"));              // ligature
-  EXPECT_EQ(g("Straße"), g("STRASSE"));        // casefold
-  EXPECT_EQ(g("cafe\u0301"), g("café"));       // composed == decomposed
+  EXPECT_EQ(g("ﬁle"), g("file"));                     // ligature
+  EXPECT_EQ(g("Straße"), g("STRASSE"));               // casefold
+  EXPECT_EQ(g("cafe\u0301"), g("café"));              // composed == decomposed
   EXPECT_EQ(g("soft\u00ADhyphen"), g("softhyphen"));  // default ignorable removed
-  EXPECT_NE(g("café"), g("cafe"));             // accents are kept
+  EXPECT_NE(g("café"), g("cafe"));                    // accents are kept
 
   // Normalising twice changes nothing: our pipeline agrees with utf8proc's NFKC_Casefold.
   for (std::string s : {"Ǆemal ΣΊΣΥΦΟΣ", "① ㎒ Ⅻ", "ＴＥＳＴ　ｔｅｓｔ", "Ångström İstanbul"}) {
@@ -360,18 +360,22 @@ TEST(Tfidf, InvalidUtf8DoesNotCrash) {
   f.fit(docs);
   SparseVector v;
   FeatureStats st;
-  for (std::string bad : {std::string("\xff\xfe\xfd"), std::string("caf\xc3"),
-                          std::string("\xed\xa0\x80 surrogate"), std::string("\xc0\xaf overlong"),
-                          std::string("caf\xc3\xa9\xff noir"), std::string("a\0b", 3),
-                          std::string("\xf4\x90\x80\x80 too big")}) {
+  for (std::string bad :
+       {std::string("\xff\xfe\xfd"), std::string("caf\xc3"), std::string("\xed\xa0\x80 surrogate"),
+        std::string("\xc0\xaf overlong"), std::string("caf\xc3\xa9\xff noir"),
+        std::string("a\0b", 3), std::string("\xf4\x90\x80\x80 too big")}) {
     f.transform(bad, v, &st);
     EXPECT_NEAR(v.idx.empty() ? 1.0 : norm2(v), 1.0, 1e-5);
     EXPECT_LE(st.known_ngrams, st.ngrams);
   }
   // Invalid bytes become U+FFFD, a one-character token.
   auto cfg = words_only(1);
-  EXPECT_EQ(TfidfFeaturizer::ngrams("ab\xff" "cd é", cfg),
-            TfidfFeaturizer::ngrams("ab\xEF\xBF\xBD" "cd é", cfg));
+  EXPECT_EQ(TfidfFeaturizer::ngrams("ab\xff"
+                                    "cd é",
+                                    cfg),
+            TfidfFeaturizer::ngrams("ab\xEF\xBF\xBD"
+                                    "cd é",
+                                    cfg));
   EXPECT_EQ(strings_of(TfidfFeaturizer::ngrams("caf\xc3\xa9\xff", cfg)),
             (std::vector<std::string>{"café", "\xEF\xBF\xBD"}));
   f.transform("caf\xc3\xa9\xff noir", v, &st);

@@ -116,6 +116,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadLineCase{"MalformedJson", R"({"input": "x", "teacher": })", "malformed JSON"},
         BadLineCase{"TruncatedJson", R"({"input": "x", "teacher": "a")", "malformed JSON"},
         BadLineCase{"TrailingGarbage", R"({"input": "x", "teacher": "a"} x)", "malformed JSON"},
+        BadLineCase{"NumberOverflow", R"({"input": "x", "teacher": "a", "n": 1e999})",
+                    "malformed JSON (number overflow parsing '1e999')"},
         BadLineCase{"ArrayNotObject", R"(["x", "a"])", "expected a JSON object, got an array"},
         BadLineCase{"NumberNotObject", "42", "expected a JSON object, got a number"},
         BadLineCase{"MissingInput", R"({"teacher": "a", "inputs": "x"})",
