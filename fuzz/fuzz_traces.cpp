@@ -62,9 +62,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     options.max_line_bytes = 64;
     options.max_errors_reported = 2;
   }
-  const std::string path = (std::filesystem::temp_directory_path() /
-                            ("tracer_fuzz_" + std::to_string(::getpid()) + (csv ? ".csv" : ".jsonl")))
-                               .string();
+  const std::string path =
+      (std::filesystem::temp_directory_path() /
+       ("tracer_fuzz_" + std::to_string(::getpid()) + (csv ? ".csv" : ".jsonl")))
+          .string();
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(data + 1), static_cast<std::streamsize>(size - 1));

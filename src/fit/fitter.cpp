@@ -70,7 +70,7 @@ struct Choice {
 // Builds the best plan of `method` for stage-1 candidate `s1` at target alpha (select only).
 Choice make_plan(Method method, const ScoredStage& s1, const std::vector<ScoredStage>& stages,
                  const std::vector<Candidate>& zoo, const HeldOut& sel, const HeldOut& cal,
-                 const WalkParams& wp, int min_first_rows, int num_classes, uint64_t seed) {
+                 const WalkParams& wp, double grid_alpha, int num_classes, uint64_t seed) {
   Choice ch;
   ch.plan.method = method;
   ch.plan.s1 = &s1;
@@ -79,7 +79,13 @@ Choice make_plan(Method method, const ScoredStage& s1, const std::vector<ScoredS
     ch.select_walk = walk_plan(ch.plan, zoo, sel, true, wp);
     return ch;
   }
-  auto taus = select_thresholds(s1.sel_score, sel.ood, cal.size(), min_first_rows);
+  // The step grid depends on select and on the user's target only, never on the frontier
+  // target being walked: one grid for every target keeps coverage monotone in the target.
+  std::vector<uint8_t> agree1(sel.size());
+  for (size_t i = 0; i < sel.size(); ++i) agree1[i] = zoo[s1.candidate].select_pred[i] == sel.y[i];
+  const int first = first_step_rows(s1.sel_score, agree1, sel.ood, cal.size(), grid_alpha,
+                                    wp.delta, wp.min_rows);
+  auto taus = select_thresholds(s1.sel_score, sel.ood, cal.size(), first);
   for (float t : taus) ch.plan.steps.push_back(GateStep{t});
   Plan l2d = ch.plan;
   l2d.method = Method::kL2D;
@@ -271,12 +277,6 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
 
   progress.step("choosing the plan on select, certifying on calibrate");
   sw = Stopwatch();
-  double max_target = o.target;
-  for (double t : o.frontier_targets) max_target = std::max(max_target, t);
-  // One step grid for all targets (its first step sized for the strictest), so that certified
-  // coverage cannot increase with the target.
-  const int min_first_rows =
-      std::max(o.min_rows, static_cast<int>(std::ceil(1.5 * min_rows_to_certify(max_target, o.delta))));
   WalkParams wp{o.target, o.delta, o.min_rows};
 
   // Model and method choice at the user's target, on select only.
@@ -284,7 +284,7 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   double best_cov = -1;
   for (const auto& st : stages) {
     for (Method m : o.methods) {
-      Choice ch = make_plan(m, st, stages, zoo, sel, cal, wp, min_first_rows, K, o.seed);
+      Choice ch = make_plan(m, st, stages, zoo, sel, cal, wp, o.target, K, o.seed);
       if (ch.plan.method == Method::kNone) continue;
       double cov = ch.select_walk.certified ? ch.select_walk.coverage : 0;
       if (cov > best_cov + 1e-12) best_cov = cov, best = std::move(ch);
@@ -294,7 +294,7 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
     const ScoredStage* s = &stages.front();
     for (const auto& st : stages)
       if (st.candidate == winner) s = &st;
-    best = make_plan(Method::kL2D, *s, stages, zoo, sel, cal, wp, min_first_rows, K, o.seed);
+    best = make_plan(Method::kL2D, *s, stages, zoo, sel, cal, wp, o.target, K, o.seed);
   }
   WalkResult cert = walk_plan(best.plan, zoo, cal, false, wp);
   const bool below_min = cert.certified && cert.coverage < o.min_coverage;
@@ -309,7 +309,7 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   for (Method m : o.methods) {
     for (double t : targets) {
       WalkParams twp{t, o.delta, o.min_rows};
-      Choice ch = make_plan(m, *best.plan.s1, stages, zoo, sel, cal, twp, min_first_rows, K, o.seed);
+      Choice ch = make_plan(m, *best.plan.s1, stages, zoo, sel, cal, twp, o.target, K, o.seed);
       json row{{"method", method_name(m)}, {"target", t}};
       if (ch.plan.method == Method::kNone) {
         row["available"] = false;

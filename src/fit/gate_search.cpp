@@ -88,6 +88,29 @@ std::vector<float> select_thresholds(std::span<const float> select_scores,
   return out;
 }
 
+int first_step_rows(std::span<const float> select_scores, std::span<const uint8_t> select_agree,
+                    std::span<const uint8_t> select_ood, size_t calib_size, double alpha,
+                    double delta, int min_rows) {
+  const int floor_rows =
+      std::max(min_rows, static_cast<int>(std::ceil(1.5 * min_rows_to_certify(alpha, delta))));
+  std::vector<std::pair<float, uint8_t>> rows;
+  for (size_t i = 0; i < select_scores.size(); ++i)
+    if (!select_ood[i]) rows.emplace_back(select_scores[i], select_agree[i]);
+  if (rows.empty() || calib_size == 0) return floor_rows;
+  std::stable_sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  const double scale = double(calib_size) / select_scores.size();
+  size_t agree = 0;
+  for (size_t m = 0; m < rows.size(); ++m) {
+    agree += rows[m].second;
+    const int cal_rows = static_cast<int>((m + 1) * scale);
+    if (cal_rows < floor_rows) continue;
+    const double est = (agree + 1.0) / (m + 3.0);
+    const int need = rows_for_power(alpha, delta, est, 0.8, 10 * static_cast<int>(calib_size) + 10);
+    if (need > 0 && cal_rows >= need) return cal_rows;
+  }
+  return floor_rows;  // no region is expected to pass; the walk will most likely refuse
+}
+
 WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& split,
                      bool on_select, const WalkParams& params) {
   WalkResult res;

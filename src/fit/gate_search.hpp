@@ -77,4 +77,12 @@ std::vector<float> select_thresholds(std::span<const float> select_scores,
                                      std::span<const uint8_t> select_ood, size_t calib_size,
                                      int min_first_rows);
 
+// Size of the first step of the walk, in expected calibrate rows, from select only: the
+// smallest top-scored region whose select agreement (Laplace-smoothed) would pass at (alpha,
+// delta) with power 0.8 at its calibrate size, and never below 1.5 × min_rows_to_certify. A
+// first step too small to pass ends the walk before it starts.
+int first_step_rows(std::span<const float> select_scores, std::span<const uint8_t> select_agree,
+                    std::span<const uint8_t> select_ood, size_t calib_size, double alpha,
+                    double delta, int min_rows);
+
 }  // namespace tracer

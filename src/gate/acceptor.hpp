@@ -47,7 +47,7 @@ class Acceptor {
  private:
   bool fallback_ = true;
   std::array<double, kFeatures> mean_{};
-  std::array<double, kFeatures> scale_{};  // 1 / std (1 for a constant feature)
+  std::array<double, kFeatures> scale_{};        // 1 / std (1 for a constant feature)
   std::array<double, kFeatures + 1> weights_{};  // on standardised features; last = bias
 };
 

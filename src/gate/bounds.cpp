@@ -8,14 +8,13 @@
 namespace tracer {
 namespace {
 
-constexpr double kLn2Pi = 1.837877066409345483560659472811;        // log(2 pi)
-constexpr double kLnSqrt2Pi = 0.918938533204672741780329736406;    // log(sqrt(2 pi))
+constexpr double kLn2Pi = 1.837877066409345483560659472811;      // log(2 pi)
+constexpr double kLnSqrt2Pi = 0.918938533204672741780329736406;  // log(sqrt(2 pi))
 
 // log(x!) - log(sqrt(2 pi x) (x/e)^x): the Stirling remainder (Loader 2000). The series is used
 // for large x, where subtracting two huge logs would lose the digits that matter.
 double stirlerr(double x) {
-  constexpr double S0 = 1.0 / 12, S1 = 1.0 / 360, S2 = 1.0 / 1260, S3 = 1.0 / 1680,
-                   S4 = 1.0 / 1188;
+  constexpr double S0 = 1.0 / 12, S1 = 1.0 / 360, S2 = 1.0 / 1260, S3 = 1.0 / 1680, S4 = 1.0 / 1188;
   if (x <= 15.0) {
     if (x <= 0) return 0;
     return std::lgamma(x + 1.0) - (x + 0.5) * std::log(x) + x - kLnSqrt2Pi;
@@ -52,8 +51,7 @@ double log_dbinom(double x, double n, double p, double q) {
     return p < 0.1 ? -bd0(n, n * q) - n * p : n * std::log(q);
   }
   if (x == n) return q < 0.1 ? -bd0(n, n * p) - n * q : n * std::log(p);
-  const double lc =
-      stirlerr(n) - stirlerr(x) - stirlerr(n - x) - bd0(x, n * p) - bd0(n - x, n * q);
+  const double lc = stirlerr(n) - stirlerr(x) - stirlerr(n - x) - bd0(x, n * p) - bd0(n - x, n * q);
   const double lf = kLn2Pi + std::log(x) + std::log1p(-x / n);
   return lc - 0.5 * lf;
 }
@@ -119,13 +117,13 @@ double binomial_upper_tail(int n, int k, double p) {
   // P(X >= k) = I_p(k, n-k+1). With a = k, b = n-k+1 the beta prefactor
   // p^a q^b / (a B(a,b)) equals q * P(X = k), and p^a q^b / (b B(a,b)) equals p * P(X = k-1).
   if (p < (dk + 1) / (dn + 3)) {
-    const double log_tail = log_dbinom(dk, dn, p, q) + std::log(q) +
-                            std::log(beta_cf(dk, dn - dk + 1, p));
+    const double log_tail =
+        log_dbinom(dk, dn, p, q) + std::log(q) + std::log(beta_cf(dk, dn - dk + 1, p));
     const double tail = std::exp(log_tail);
     return tail < 1 ? tail : 1;
   }
-  const double log_head = log_dbinom(dk - 1, dn, p, q) + std::log(p) +
-                          std::log(beta_cf(dn - dk + 1, dk, q));
+  const double log_head =
+      log_dbinom(dk - 1, dn, p, q) + std::log(p) + std::log(beta_cf(dn - dk + 1, dk, q));
   const double tail = 1 - std::exp(log_head);
   return tail > 0 ? tail : 0;
 }

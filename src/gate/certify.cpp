@@ -130,7 +130,8 @@ CertifyResult certify_fixed_sequence(std::span<const double> thresholds,
     result.k = st.k;
   }
   if (result.certified) {
-    result.coverage = calib_scores.empty() ? 0 : static_cast<double>(result.n) / calib_scores.size();
+    result.coverage =
+        calib_scores.empty() ? 0 : static_cast<double>(result.n) / calib_scores.size();
     result.agreement = result.n > 0 ? static_cast<double>(result.k) / result.n : 0;
     result.lower_bound = clopper_pearson_lower(result.n, result.k, 1 - delta);
   }

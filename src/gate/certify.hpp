@@ -24,10 +24,10 @@ struct CertifyResult {
   // Loosest certified threshold. When nothing is certified it is +infinity (accept nothing), so
   // a caller that forgets to check `certified` still fails safe.
   double threshold = 0;
-  int n = 0, k = 0;         // accepted / agreeing calibration rows at that threshold
-  double coverage = 0;      // n / calibration rows
-  double agreement = 0;     // k / n
-  double lower_bound = 0;   // one-sided Clopper–Pearson lower bound at 1 - delta
+  int n = 0, k = 0;                // accepted / agreeing calibration rows at that threshold
+  double coverage = 0;             // n / calibration rows
+  double agreement = 0;            // k / n
+  double lower_bound = 0;          // one-sided Clopper–Pearson lower bound at 1 - delta
   std::vector<CertifyStep> steps;  // every step walked, strict → loose, incl. the failure
 };
 
@@ -35,8 +35,8 @@ struct CertifyResult {
 // quantiles giving coverage start, start+step, ..., on select, where start = min_first_rows /
 // calib_size so the first step is expected to accept min_first_rows calibration rows (at least
 // `step`). Ties collapse, so the result is strictly decreasing; the last entry is always
-// -infinity (accept every row: coverage 100%). NaN scores are ignored. Throws InputError unless
-// 0 < step <= 1.
+// -infinity (accept every row: coverage 100%). Every finite entry is a select score, so it
+// converts to float exactly. NaN scores are ignored. Throws InputError unless 0 < step <= 1.
 std::vector<double> threshold_sequence(std::span<const float> select_scores, size_t calib_size,
                                        int min_first_rows, double step = 0.01);
 
@@ -50,7 +50,8 @@ int rows_for_power(double alpha, double delta, double agreement, double power = 
 
 // Walks `thresholds` (strict → loose) on calibration (scores, agree) and certifies while the
 // binomial p-value of H0: agreement < alpha is ≤ delta; stops at the first failure. A step with
-// fewer than `min_rows` accepted rows is skipped (not a failure). The result is the loosest step
+// fewer than `min_rows` accepted rows is skipped (not a failure; with min_rows =
+// min_rows_to_certify it could not have passed). The result is the loosest step
 // that passed. A NaN score is never accepted (as at run time). Throws InputError on mismatched
 // sizes, thresholds that are not strictly decreasing, or alpha / delta outside (0, 1).
 CertifyResult certify_fixed_sequence(std::span<const double> thresholds,

@@ -16,10 +16,10 @@ namespace tracer {
 
 struct CsvRecord {
   std::vector<std::string> fields;
-  size_t line = 0;           // 1-based physical line the record starts on
-  bool any_quoted = false;   // some field was quoted (a quoted empty field is not a blank line)
-  bool too_long = false;     // the record exceeded the byte limit; its fields are incomplete
-  std::string error;         // why the record is malformed; empty when it is well-formed
+  size_t line = 0;          // 1-based physical line the record starts on
+  bool any_quoted = false;  // some field was quoted (a quoted empty field is not a blank line)
+  bool too_long = false;    // the record exceeded the byte limit; its fields are incomplete
+  std::string error;        // why the record is malformed; empty when it is well-formed
 
   // A line holding nothing but spaces/tabs.
   bool blank() const;

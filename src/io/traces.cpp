@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <charconv>
 #include <cfloat>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -112,15 +112,22 @@ std::string keys_list(std::span<const std::string_view> keys) {
 
 std::string json_kind(const json& j) {
   switch (j.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "an array";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::boolean:
+      return "a boolean";
     case json::value_t::number_integer:
     case json::value_t::number_unsigned:
-    case json::value_t::number_float: return "a number";
-    default: return "not text";
+    case json::value_t::number_float:
+      return "a number";
+    default:
+      return "not text";
   }
 }
 
@@ -275,8 +282,8 @@ const json* find_alias(const json& obj, std::span<const std::string_view> keys,
 }
 
 // Reads a required string field (input or label); returns the reason when it is unusable.
-std::string required_string(const json& obj, std::span<const std::string_view> keys,
-                            bool is_label, std::string* out, std::string_view* used) {
+std::string required_string(const json& obj, std::span<const std::string_view> keys, bool is_label,
+                            std::string* out, std::string_view* used) {
   const std::string_view role = is_label ? "label" : "input";
   const std::string_view need = is_label ? "the LLM's label" : "the text the LLM classified";
   const json* v = find_alias(obj, keys, used);
@@ -293,9 +300,10 @@ std::string required_string(const json& obj, std::span<const std::string_view> k
                        in_quotes(*used), need);
   }
   if (v->is_number() || v->is_boolean()) {
-    return fmt::format("{} field {} is {} ({}), not a string; write it as a JSON string, e.g. "
-                       "{}: \"{}\"",
-                       role, in_quotes(*used), json_kind(*v), v->dump(), in_quotes(*used), v->dump());
+    return fmt::format(
+        "{} field {} is {} ({}), not a string; write it as a JSON string, e.g. "
+        "{}: \"{}\"",
+        role, in_quotes(*used), json_kind(*v), v->dump(), in_quotes(*used), v->dump());
   }
   return fmt::format("{} field {} is {}, not a string; every trace needs {} as one JSON string",
                      role, in_quotes(*used), json_kind(*v), need);
@@ -509,8 +517,8 @@ class Collector {
     }
     if (report_.accepted == 0) {
       if (bad_ > 0) {
-        throw InputError(fmt::format("{}: no valid traces: all {} {}{} are invalid:{}", path_,
-                                     bad_, unit, bad_ == 1 ? "" : "s", listing()));
+        throw InputError(fmt::format("{}: no valid traces: all {} {}{} are invalid:{}", path_, bad_,
+                                     unit, bad_ == 1 ? "" : "s", listing()));
       }
       throw InputError(fmt::format("{}: {}", path_, empty_message));
     }
@@ -590,10 +598,10 @@ void skip_byte_order_mark(ChunkedReader& reader, const std::string& path) {
     reader.skip(3);
   } else if (head.starts_with("\xFF\xFE") || head.starts_with("\xFE\xFF") ||
              head.starts_with(std::string_view("\x00\x00\xFE\xFF", 4))) {
-    throw InputError(fmt::format(
-        "\"{}\" is encoded as UTF-16 or UTF-32; tracer reads UTF-8: convert it, e.g. "
-        "`iconv -f utf-16 -t utf-8 FILE > FILE.utf8`",
-        path));
+    throw InputError(
+        fmt::format("\"{}\" is encoded as UTF-16 or UTF-32; tracer reads UTF-8: convert it, e.g. "
+                    "`iconv -f utf-16 -t utf-8 FILE > FILE.utf8`",
+                    path));
   }
 }
 
@@ -609,8 +617,8 @@ void read_jsonl(ChunkedReader& reader, const ReadOptions& options, Collector& co
     collector.seen();
     if (!truncated && !line.empty() && line.back() == '\r') line.pop_back();
     if (truncated || line.size() > limit) {
-      collector.bad(number, fmt::format(
-                                "the line is longer than the limit of {} bytes; each line must "
+      collector.bad(number,
+                    fmt::format("the line is longer than the limit of {} bytes; each line must "
                                 "hold one trace as a JSON object",
                                 limit));
       continue;
@@ -640,10 +648,10 @@ bool read_csv(ChunkedReader& reader, const std::string& path, const ReadOptions&
     collector.seen();
     if (rec.blank()) continue;
     if (rec.too_long) {
-      collector.bad(rec.line, fmt::format(
-                                  "the record is longer than the limit of {} bytes; look for a "
-                                  "quote that is never closed",
-                                  options.max_line_bytes));
+      collector.bad(rec.line,
+                    fmt::format("the record is longer than the limit of {} bytes; look for a "
+                                "quote that is never closed",
+                                options.max_line_bytes));
       continue;
     }
     if (!rec.error.empty()) {
@@ -720,10 +728,9 @@ void check_label_counts(const TraceSet& set, size_t min_per_label) {
     throw InputError(fmt::format(
         "{}; a classifier needs at least two labels to choose between - check that the label "
         "field holds the LLM's label for each trace",
-        set.labels.empty()
-            ? std::string("there are no traces")
-            : fmt::format("all {} traces have the same label {}", set.size(),
-                          in_quotes(set.labels.front()))));
+        set.labels.empty() ? std::string("there are no traces")
+                           : fmt::format("all {} traces have the same label {}", set.size(),
+                                         in_quotes(set.labels.front()))));
   }
   const auto counts = set.label_counts();
   std::vector<size_t> rare;
@@ -736,7 +743,8 @@ void check_label_counts(const TraceSet& set, size_t min_per_label) {
   constexpr size_t kShown = 10;
   std::string list;
   for (size_t k = 0; k < rare.size() && k < kShown; ++k) {
-    list += fmt::format("{}{} ({})", k ? ", " : "", in_quotes(set.labels[rare[k]]), counts[rare[k]]);
+    list +=
+        fmt::format("{}{} ({})", k ? ", " : "", in_quotes(set.labels[rare[k]]), counts[rare[k]]);
   }
   if (rare.size() > kShown) list += fmt::format(", and {} more", rare.size() - kShown);
   throw InputError(fmt::format(

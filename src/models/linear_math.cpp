@@ -115,8 +115,9 @@ Adam::Adam(size_t num_params, Config cfg) : cfg_(cfg), m_(num_params, 0.f), v_(n
 
 void Adam::next_step() {
   ++t_;
-  const double c1 = 1.0 - std::pow(static_cast<double>(cfg_.beta1), static_cast<double>(t_));
-  c2_ = static_cast<float>(1.0 - std::pow(static_cast<double>(cfg_.beta2), static_cast<double>(t_)));
+  const double t = static_cast<double>(t_);
+  const double c1 = 1.0 - std::pow(static_cast<double>(cfg_.beta1), t);
+  c2_ = static_cast<float>(1.0 - std::pow(static_cast<double>(cfg_.beta2), t));
   step_ = static_cast<float>(cfg_.lr / c1);
 }
 

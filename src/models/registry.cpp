@@ -11,7 +11,7 @@ using Factory = std::function<std::unique_ptr<Surrogate>()>;
 
 const std::map<std::string, Factory>& registry() {
   static const std::map<std::string, Factory> r = {
-      {"logreg_strong", [] { return make_logistic("logreg_strong", 1e-4); }},
+      {"logreg_strong", [] { return make_logistic("logreg_strong", 1e-5); }},
       {"logreg_weak", [] { return make_logistic("logreg_weak", 1e-6); }},
       {"linear_svm", [] { return make_linear_svm("linear_svm"); }},
       {"complement_nb", [] { return make_complement_nb("complement_nb"); }},

@@ -331,7 +331,7 @@ class XGBoost final : public Surrogate {
     check<InputError>(
         XGBoosterPredictFromCSR(booster_.get(), indptr_json.data(), idx_json.data(),
                                 val_json.data(), dim_,
-                                R"({"type": 0, "training": false, "iteration_begin": 0, )"
+                                R"({"type": 0, "training": false, "iteration_begin": 0, "cache_id": 0, )"
                                 R"("iteration_end": 0, "strict_shape": true, "missing": NaN})",
                                 nullptr, &shape, &dims, &result),
         "predicting");

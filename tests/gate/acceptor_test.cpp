@@ -45,7 +45,7 @@ TEST(ComputeSignals, TwoClassesZerosAndTies) {
   EXPECT_FLOAT_EQ(s.v[0], 1.f);
   EXPECT_FLOAT_EQ(s.v[1], 0.f);
   EXPECT_FLOAT_EQ(s.v[2], 1.f);
-  EXPECT_FLOAT_EQ(s.v[3], 1.f);  // no uncertainty; the zero does not produce NaN
+  EXPECT_FLOAT_EQ(s.v[3], 1.f);   // no uncertainty; the zero does not produce NaN
   EXPECT_FLOAT_EQ(s.v[4], 0.5f);  // no priors given
   EXPECT_FLOAT_EQ(s.v[6], 0.f);
   const std::vector<float> coin = {0.5f, 0.5f};
@@ -113,8 +113,8 @@ Data make_data(int n, uint64_t seed, bool ood_matters) {
     double sum = 0;
     for (int c = 0; c < K; ++c) {
       // Box–Muller from two uniforms keeps the stream portable across standard libraries.
-      const double g =
-          std::sqrt(-2 * std::log(1 - uniform(rng))) * std::cos(2 * std::numbers::pi * uniform(rng));
+      const double g = std::sqrt(-2 * std::log(1 - uniform(rng))) *
+                       std::cos(2 * std::numbers::pi * uniform(rng));
       probs[c] = static_cast<float>(std::exp(temp * g + (c == 0 ? 1.0 : 0.0)));
       sum += probs[c];
     }

@@ -29,13 +29,12 @@ void expect_rel_near(double got, double want, double rel, const char* what) {
     EXPECT_EQ(got, 0) << what;
     return;
   }
-  EXPECT_LE(std::fabs(got - want), rel * std::fabs(want)) << what << ": got " << got
-                                                          << " want " << want;
+  EXPECT_LE(std::fabs(got - want), rel * std::fabs(want))
+      << what << ": got " << got << " want " << want;
 }
 
 TEST(BinomialTail, MatchesDirectSummationForSmallN) {
-  const std::vector<double> ps = {1e-6, 0.01, 0.1, 0.25, 0.3, 0.5, 0.77, 0.9, 0.95, 0.99,
-                                  1 - 1e-6};
+  const std::vector<double> ps = {1e-6, 0.01, 0.1, 0.25, 0.3, 0.5, 0.77, 0.9, 0.95, 0.99, 1 - 1e-6};
   int checked = 0;
   for (int n = 1; n <= 60; ++n) {
     for (int k = 0; k <= n; ++k) {
@@ -81,8 +80,7 @@ TEST(BinomialTail, ClosedFormsAndTinyTails) {
   for (int n : {1, 7, 100, 1000, 100000}) {
     for (double p : {1e-300, 1e-9, 0.2, 0.5, 0.95, 0.999}) {
       const double all = std::pow(p, n);
-      if (all > 1e-290)
-        expect_rel_near(binomial_upper_tail(n, n, p), all, 1e-12, "p^n");
+      if (all > 1e-290) expect_rel_near(binomial_upper_tail(n, n, p), all, 1e-12, "p^n");
       expect_rel_near(binomial_upper_tail(n, 1, p), -std::expm1(n * std::log1p(-p)), 1e-12,
                       "1-(1-p)^n");
     }
@@ -142,8 +140,7 @@ TEST(BinomialTail, FastForMillionsOfTrials) {
   const auto t0 = std::chrono::steady_clock::now();
   double acc = 0;
   for (int i = 0; i < 60; ++i) acc += binomial_upper_tail(1000000, 950000 + i, 0.95);
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_GT(acc, 0);
   EXPECT_LT(secs, 2.0);
 }
@@ -158,14 +155,13 @@ TEST(ClopperPearson, KnownValues) {
   };
   // Reference: the root of I_p(k, n-k+1) = 1 - conf at 50 digits (mpmath).
   const std::vector<Case> cases = {
-      {100, 95, 0.95, 0.89774662235672550521},   {2000, 1900, 0.95, 0.94122968576932756523},
-      {50, 3, 0.9, 0.022243984694506102495},     {10, 1, 0.99, 0.001004528708249949811},
+      {100, 95, 0.95, 0.89774662235672550521},  {2000, 1900, 0.95, 0.94122968576932756523},
+      {50, 3, 0.9, 0.022243984694506102495},    {10, 1, 0.99, 0.001004528708249949811},
       {300, 299, 0.95, 0.98428544510841604933},
   };
   for (const auto& c : cases) {
     expect_rel_near(clopper_pearson_lower(c.n, c.k, c.conf), c.lower, 1e-11, "cp lower");
-    expect_rel_near(clopper_pearson_upper(c.n, c.n - c.k, c.conf), 1 - c.lower, 1e-11,
-                    "cp upper");
+    expect_rel_near(clopper_pearson_upper(c.n, c.n - c.k, c.conf), 1 - c.lower, 1e-11, "cp upper");
   }
 }
 

@@ -29,7 +29,7 @@ TEST(ThresholdSequence, QuantilesFromStartToFullCoverage) {
   const auto t = threshold_sequence(scores, 1000, 100, 0.01);
   // Coverages 0.10, 0.11, ..., 0.99 and then everything.
   ASSERT_EQ(t.size(), 91u);
-  EXPECT_FLOAT_EQ(t[0], 0.900f);   // the 100th highest score accepts 100 rows
+  EXPECT_FLOAT_EQ(t[0], 0.900f);  // the 100th highest score accepts 100 rows
   EXPECT_FLOAT_EQ(t[1], 0.890f);
   EXPECT_FLOAT_EQ(t[89], 0.010f);  // coverage 0.99
   EXPECT_EQ(t.back(), -kInf);
@@ -344,10 +344,10 @@ TEST(CertifyStatistics, ViolationRateIsAtMostDelta) {
       for (const World& w : worlds(alpha)) {
         const Tally t = run_world(w, alpha, delta, runs, n_select, n_calib, 3 * min_rows,
                                   static_cast<uint64_t>(alpha * 1000 + delta * 100));
-        std::printf("  %-14s alpha=%.2f delta=%.2f: certified %3d/%d, violations %3d "
-                    "(allowed %3d), naive control %3d\n",
-                    w.name, alpha, delta, t.certified, t.runs, t.violations, allowed,
-                    t.naive_violations);
+        std::printf(
+            "  %-14s alpha=%.2f delta=%.2f: certified %3d/%d, violations %3d "
+            "(allowed %3d), naive control %3d\n",
+            w.name, alpha, delta, t.certified, t.runs, t.violations, allowed, t.naive_violations);
         EXPECT_LE(t.violations, allowed) << w.name << " alpha=" << alpha << " delta=" << delta;
         // The test can fail: a procedure without the bound breaks it in the same worlds.
         EXPECT_GT(t.naive_violations, allowed)
@@ -371,8 +371,10 @@ TEST(CertifyStatistics, CertifiesFullCoverageWhenAgreementIsHighEverywhere) {
     const int first = rows_for_power(alpha, delta, alpha + 0.03, 0.8);
     ASSERT_GT(first, 0);
     const Tally t = run_world(w, alpha, delta, runs, 2000, 2000, first, 99);
-    std::printf("  high-everywhere alpha=%.2f first step %d rows: certified %d/%d, full "
-                "coverage %d\n", alpha, first, t.certified, t.runs, t.full_coverage);
+    std::printf(
+        "  high-everywhere alpha=%.2f first step %d rows: certified %d/%d, full "
+        "coverage %d\n",
+        alpha, first, t.certified, t.runs, t.full_coverage);
     EXPECT_EQ(t.violations, 0);
     EXPECT_GE(t.full_coverage, 0.8 * runs) << "alpha=" << alpha;
   }

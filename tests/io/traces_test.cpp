@@ -50,8 +50,8 @@ ReadOptions skipping() {
 
 struct BadLineCase {
   std::string name;
-  std::string bad_line;             // written as line 3, after two good lines
-  std::string expected;             // a phrase the reason must contain
+  std::string bad_line;  // written as line 3, after two good lines
+  std::string expected;  // a phrase the reason must contain
   ReadOptions options = {};
   std::string good = R"("input": "hello there", "teacher": "greet")";  // fields of lines 1-2
 };
@@ -167,10 +167,13 @@ INSTANTIATE_TEST_SUITE_P(
                     "does not fit a 32-bit float"},
         BadLineCase{"EmbeddingWrongWidth",
                     R"({"input": "x", "teacher": "a", "embedding": [1, 2, 3]})",
-                    R"("embedding" has 3 numbers but the first trace (line 1) has 2)", {},
+                    R"("embedding" has 3 numbers but the first trace (line 1) has 2)",
+                    {},
                     kEmbedded},
-        BadLineCase{"EmbeddingMissingWhenOthersHaveOne", R"({"input": "x", "teacher": "a"})",
-                    R"(no "embedding" but the first trace (line 1) has one of width 2)", {},
+        BadLineCase{"EmbeddingMissingWhenOthersHaveOne",
+                    R"({"input": "x", "teacher": "a"})",
+                    R"(no "embedding" but the first trace (line 1) has one of width 2)",
+                    {},
                     kEmbedded},
         BadLineCase{"EmbeddingWhenOthersHaveNone",
                     R"({"input": "x", "teacher": "a", "embedding": [1]})",
@@ -226,17 +229,16 @@ TEST(ReadTraces, ReadsFieldsAndOptionalValues) {
 TEST(ReadTraces, AcceptsAliasesInPriorityOrder) {
   TempDir dir;
   const std::string path = dir.file("t.jsonl");
-  write_file(path,
-             R"({"text": "t1", "label": "l1"})"
-             "\n"
-             R"({"query": "q2", "output": "o2"})"
-             "\n"
-             R"({"prompt": "p3", "teacher": "x3"})"
-             "\n"
-             R"({"prompt": "p4", "query": "q4", "text": "t4", "output": "o4", "label": "l4"})"
-             "\n"
-             R"({"text": "t5", "input": "i5", "label": "l5", "teacher": "x5"})"
-             "\n");
+  write_file(path, R"({"text": "t1", "label": "l1"})"
+                   "\n"
+                   R"({"query": "q2", "output": "o2"})"
+                   "\n"
+                   R"({"prompt": "p3", "teacher": "x3"})"
+                   "\n"
+                   R"({"prompt": "p4", "query": "q4", "text": "t4", "output": "o4", "label": "l4"})"
+                   "\n"
+                   R"({"text": "t5", "input": "i5", "label": "l5", "teacher": "x5"})"
+                   "\n");
   const TraceSet set = read_traces(path);
   ASSERT_EQ(set.size(), 5u);
   EXPECT_EQ(set.traces[0].input, "t1");
@@ -262,11 +264,10 @@ TEST(ReadTraces, PreferredKeyWinsEvenWhenItsValueIsBad) {
 TEST(ReadTraces, ReadsEmbeddingsAndWidth) {
   TempDir dir;
   const std::string path = dir.file("t.jsonl");
-  write_file(path,
-             R"({"input": "a", "teacher": "x", "embedding": [0.5, -1, 2e3]})"
-             "\n"
-             R"({"input": "b", "teacher": "y", "embedding": [0, 0.25, -0.125], "id": null})"
-             "\n");
+  write_file(path, R"({"input": "a", "teacher": "x", "embedding": [0.5, -1, 2e3]})"
+                   "\n"
+                   R"({"input": "b", "teacher": "y", "embedding": [0, 0.25, -0.125], "id": null})"
+                   "\n");
   const TraceSet set = read_traces(path);
   ASSERT_EQ(set.size(), 2u);
   EXPECT_EQ(set.embedding_dim, 3u);
@@ -278,8 +279,12 @@ TEST(ReadTraces, ReadsEmbeddingsAndWidth) {
 TEST(ReadTraces, SkipsBlankLinesAndKeepsPhysicalLineNumbers) {
   TempDir dir;
   const std::string path = dir.file("t.jsonl");
-  write_file(path, "\n   \t\n" R"({"input": "a", "teacher": "x"})" "\n\n\r\n"
-                   R"({"input": "b", "teacher": "y"})" "\n  \n");
+  write_file(path,
+             "\n   \t\n"
+             R"({"input": "a", "teacher": "x"})"
+             "\n\n\r\n"
+             R"({"input": "b", "teacher": "y"})"
+             "\n  \n");
   ReadReport report;
   const TraceSet set = read_traces(path, {}, &report);
   ASSERT_EQ(set.size(), 2u);
@@ -294,9 +299,13 @@ TEST(ReadTraces, SkipsBlankLinesAndKeepsPhysicalLineNumbers) {
 TEST(ReadTraces, HandlesCrlfBomAndMissingFinalNewline) {
   TempDir dir;
   const std::string path = dir.file("t.jsonl");
-  write_file(path, "\xEF\xBB\xBF" R"({"input": "a b", "teacher": "x"})" "\r\n"
-                   R"({"input": "c", "teacher": "y"})" "\r\n"
-                   R"({"input": "d", "teacher": "y"})");
+  write_file(path,
+             "\xEF\xBB\xBF"
+             R"({"input": "a b", "teacher": "x"})"
+             "\r\n"
+             R"({"input": "c", "teacher": "y"})"
+             "\r\n"
+             R"({"input": "d", "teacher": "y"})");
   const TraceSet set = read_traces(path);
   ASSERT_EQ(set.size(), 3u);
   EXPECT_EQ(set.traces[0].input, "a b");
@@ -309,8 +318,9 @@ TEST(ReadTraces, HandlesCrlfBomAndMissingFinalNewline) {
 TEST(ReadTraces, KeepsUnicodeTextExactly) {
   TempDir dir;
   const std::string path = dir.file("t.ndjson");
-  write_file(path, "{\"input\": \"caf\u00e9 \\u00fcber \U0001F600\", \"teacher\": \"\u65e5\"}\n"
-                   "{\"input\": \"b\", \"teacher\": \"z\"}\n");
+  write_file(path,
+             "{\"input\": \"caf\u00e9 \\u00fcber \U0001F600\", \"teacher\": \"\u65e5\"}\n"
+             "{\"input\": \"b\", \"teacher\": \"z\"}\n");
   const TraceSet set = read_traces(path);
   ASSERT_EQ(set.size(), 2u);
   EXPECT_EQ(set.traces[0].input, "caf\u00e9 \u00fcber \U0001F600");
@@ -377,7 +387,10 @@ TEST(ReadTraces, ListsFirstReasonsAndCountsTheRest) {
 TEST(ReadTraces, NoValidTracesIsAnErrorEvenWhenSkipping) {
   TempDir dir;
   const std::string path = dir.file("t.jsonl");
-  write_file(path, R"({"input": "x"})" "\n" R"({"teacher": "a"})" "\n");
+  write_file(path, R"({"input": "x"})"
+                   "\n"
+                   R"({"teacher": "a"})"
+                   "\n");
   const std::string msg = read_error(path, skipping());
   EXPECT_THAT(msg, HasSubstr("no valid traces"));
   EXPECT_THAT(msg, HasSubstr(path + ":1: no label field"));
@@ -402,14 +415,16 @@ TEST(ReadTraces, MissingFileDirectoryAndUnknownExtension) {
   std::filesystem::create_directory(folder);
   EXPECT_THAT(read_error(folder), HasSubstr("is a directory"));
   const std::string txt = dir.file("traces.txt");
-  write_file(txt, R"({"input": "a", "teacher": "x"})" "\n");
+  write_file(txt, R"({"input": "a", "teacher": "x"})"
+                  "\n");
   const std::string msg = read_error(txt);
   EXPECT_THAT(msg, HasSubstr(txt));
   EXPECT_THAT(msg, HasSubstr(".jsonl"));
   EXPECT_THAT(msg, HasSubstr(".ndjson"));
   EXPECT_THAT(msg, HasSubstr(".csv"));
   const std::string upper = dir.file("TRACES.JSONL");
-  write_file(upper, R"({"input": "a", "teacher": "x"})" "\n");
+  write_file(upper, R"({"input": "a", "teacher": "x"})"
+                    "\n");
   EXPECT_EQ(read_traces(upper).size(), 1u) << "extensions are case-insensitive";
 }
 
@@ -425,9 +440,13 @@ TEST(ReadTraces, PathologicalLineIsRejectedAtTheDefaultLimit) {
   const std::string path = dir.file("t.jsonl");
   const size_t limit = ReadOptions{}.max_line_bytes;
   EXPECT_EQ(limit, size_t{16} << 20);
-  std::string content = R"({"input": "a", "teacher": "x"})" "\n{\"input\": \"";
+  std::string content = R"({"input": "a", "teacher": "x"})"
+                        "\n{\"input\": \"";
   content.append(limit, 'z');
-  content += "\", \"teacher\": \"y\"}\n" R"({"input": "b", "teacher": "y"})" "\n";
+  content +=
+      "\", \"teacher\": \"y\"}\n"
+      R"({"input": "b", "teacher": "y"})"
+      "\n";
   write_file(path, content);
   ReadReport report;
   const TraceSet set = read_traces(path, skipping(), &report);
@@ -441,12 +460,16 @@ TEST(ReadTraces, PathologicalLineIsRejectedAtTheDefaultLimit) {
 TEST(StreamTraces, CallsSinkInFileOrder) {
   TempDir dir;
   const std::string path = dir.file("t.jsonl");
-  write_file(path, R"({"input": "a", "teacher": "x"})" "\n" R"({"input": "b", "teacher": "y"})"
-                   "\n" R"({"input": "c", "teacher": "x"})" "\n");
+  write_file(path, R"({"input": "a", "teacher": "x"})"
+                   "\n"
+                   R"({"input": "b", "teacher": "y"})"
+                   "\n"
+                   R"({"input": "c", "teacher": "x"})"
+                   "\n");
   std::vector<std::string> seen;
   ReadReport report;
-  stream_traces(path, {}, [&](Trace&& t) { seen.push_back(t.input + std::to_string(t.line)); },
-                &report);
+  stream_traces(
+      path, {}, [&](Trace&& t) { seen.push_back(t.input + std::to_string(t.line)); }, &report);
   EXPECT_EQ(seen, (std::vector<std::string>{"a1", "b2", "c3"}));
   EXPECT_EQ(report.accepted, 3u);
 }
@@ -454,8 +477,10 @@ TEST(StreamTraces, CallsSinkInFileOrder) {
 TEST(StreamTraces, StopsFeedingTheSinkOnceTheFileIsDoomed) {
   TempDir dir;
   const std::string path = dir.file("t.jsonl");
-  write_file(path, R"({"input": "a", "teacher": "x"})" "\nnot json\n"
-                   R"({"input": "c", "teacher": "x"})" "\n");
+  write_file(path, R"({"input": "a", "teacher": "x"})"
+                   "\nnot json\n"
+                   R"({"input": "c", "teacher": "x"})"
+                   "\n");
   size_t calls = 0;
   EXPECT_THROW(stream_traces(path, {}, [&](Trace&&) { ++calls; }), InputError);
   EXPECT_EQ(calls, 1u);
@@ -467,8 +492,13 @@ TEST(StreamTraces, StopsFeedingTheSinkOnceTheFileIsDoomed) {
 TEST(ReadTraces, IndexesSortedLabels) {
   TempDir dir;
   const std::string path = dir.file("t.jsonl");
-  write_file(path, R"({"input": "1", "teacher": "b"})" "\n" R"({"input": "2", "teacher": "B"})"
-                   "\n" R"({"input": "3", "teacher": "a"})" "\n" R"({"input": "4", "teacher": "b"})"
+  write_file(path, R"({"input": "1", "teacher": "b"})"
+                   "\n"
+                   R"({"input": "2", "teacher": "B"})"
+                   "\n"
+                   R"({"input": "3", "teacher": "a"})"
+                   "\n"
+                   R"({"input": "4", "teacher": "b"})"
                    "\n");
   const TraceSet set = read_traces(path);
   EXPECT_EQ(set.labels, (std::vector<std::string>{"B", "a", "b"}));  // byte order
@@ -556,11 +586,12 @@ TEST(ReadCsv, ReadsQuotedFieldsWithCommasQuotesAndNewlines) {
 TEST(ReadCsv, HandlesBomCrlfAliasesAndHeaderCase) {
   TempDir dir;
   const std::string path = dir.file("t.CSV");
-  write_file(path, "\xEF\xBB\xBF Text ,LABEL\r\n"
-                   "a,x\r\n"
-                   "\r\n"
-                   "\"b\r\nc\",y\r\n"
-                   "d,y");
+  write_file(path,
+             "\xEF\xBB\xBF Text ,LABEL\r\n"
+             "a,x\r\n"
+             "\r\n"
+             "\"b\r\nc\",y\r\n"
+             "d,y");
   ReadReport report;
   const TraceSet set = read_traces(path, {}, &report);
   ASSERT_EQ(set.size(), 3u);
@@ -631,8 +662,10 @@ INSTANTIATE_TEST_SUITE_P(
                    "field \"text\" is not valid UTF-8 (bad byte at offset 3)"},
         BadCsvCase{"EmbeddingNotNumbers", "input,teacher,embedding", "a,x,0.1 abc",
                    "\"abc\" at position 1, which is not a finite number", "b,y,1 2"},
-        BadCsvCase{"EmbeddingBadJson", "input,teacher,embedding", "a,x,\"[1, \"", "not a valid "
-                   "JSON array", "b,y,1 2"},
+        BadCsvCase{"EmbeddingBadJson", "input,teacher,embedding", "a,x,\"[1, \"",
+                   "not a valid "
+                   "JSON array",
+                   "b,y,1 2"},
         BadCsvCase{"EmbeddingWrongWidth", "input,teacher,embedding", "a,x,1 2 3",
                    "\"embedding\" has 3 numbers but the first trace (line 2) has 2", "b,y,1 2"}),
     [](const ::testing::TestParamInfo<BadCsvCase>& info) { return info.param.name; });
@@ -664,8 +697,8 @@ TEST(ReadCsv, HeaderProblemsRejectTheFile) {
 TEST(ReadCsv, OverlongRecordIsRejectedAndReadingResumes) {
   TempDir dir;
   const std::string path = dir.file("t.csv");
-  write_file(path, "input,teacher\na,x\n\"" + std::string(500, 'q') + "\n" +
-                       std::string(500, 'r') + "\",y\nb,y\n");
+  write_file(path, "input,teacher\na,x\n\"" + std::string(500, 'q') + "\n" + std::string(500, 'r') +
+                       "\",y\nb,y\n");
   ReadOptions options = skipping();
   options.max_line_bytes = 100;
   ReadReport report;
