@@ -14,6 +14,9 @@ struct Command {
 Command add_fit_command(CLI::App& app);
 Command add_predict_command(CLI::App& app);
 Command add_demo_command(CLI::App& app);
+Command add_serve_command(CLI::App& app);   // serve.cpp
+Command add_traces_command(CLI::App& app);  // traces.cpp
+Command add_report_command(CLI::App& app);  // report.cpp
 
 std::vector<Command> register_commands(CLI::App& app);
 

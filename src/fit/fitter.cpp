@@ -1,5 +1,7 @@
 #include "fit/fitter.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -162,11 +164,12 @@ json refusal_json(const WalkResult& best, Method best_method, const HeldOut& cal
   json r;
   std::string reason;
   if (below_min_coverage) {
-    reason = "the certified coverage " + std::to_string(best.coverage) +
-             " is below --min-coverage " + std::to_string(o.min_coverage);
+    reason = fmt::format("the certified coverage {:.4f} is below --min-coverage {:g}",
+                         best.coverage, o.min_coverage);
   } else {
-    reason = "no share of traffic could be certified at agreement >= " +
-             std::to_string(o.target) + " with confidence " + std::to_string(1 - o.delta);
+    reason = fmt::format("no share of traffic could be certified at agreement >= {:g} with "
+                         "confidence {:g}",
+                         o.target, 1 - o.delta);
   }
   r["reason"] = reason;
   r["best_method"] = method_name(best_method);
@@ -350,22 +353,47 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   const std::string s2_name =
       p.method == Method::kRSB ? zoo[best.plan.s2->candidate].name : std::string();
   if (p.method == Method::kRSB) p.stage2.surrogate = std::move(zoo[best.plan.s2->candidate].model);
-  // Per-label report on calibrate with the deployed gate.
+  // Every calibrate row's decision under the deployed policy: the per-label table here and
+  // the qualitative report are both computed from these held-out rows.
+  std::vector<HeldOutDecision>& rows = result.calibrate_rows;
+  rows.resize(cal.size());
+  {
+    const auto& c1 = zoo[s1.candidate];
+    for (size_t i = 0; i < cal.size(); ++i) {
+      HeldOutDecision& d = rows[i];
+      d.trace = split.calibrate[i];
+      d.teacher = cal.y[i];
+      std::span<const float> probs(c1.calib_probs.data() + i * K, K);
+      d.predicted = c1.calib_pred[i];
+      d.probability = probs[d.predicted];
+      d.runner_up = d.predicted == 0 ? 1 : 0;
+      for (int c = 0; c < K; ++c)
+        if (c != d.predicted && probs[c] > probs[d.runner_up]) d.runner_up = c;
+      d.score = s1.cal_score[i];
+      if (!deployed) {
+        d.reason = DeferReason::kNoPolicy;
+      } else if (cal.ood[i]) {
+        d.reason = DeferReason::kOutOfDistribution;
+      } else if (p.method == Method::kGlobal || s1.cal_score[i] >= p.stage1.threshold) {
+        d.handled = true;
+      } else if (p.method == Method::kRSB && best.plan.s2->cal_score[i] >= p.stage2.threshold) {
+        d.handled = true;
+        d.stage = 2;
+        d.predicted = zoo[best.plan.s2->candidate].calib_pred[i];
+        d.score = best.plan.s2->cal_score[i];
+      } else {
+        d.reason = DeferReason::kBelowThreshold;
+      }
+    }
+  }
   json per_label = json::array();
   {
     std::vector<int> n(K, 0), acc(K, 0), agr(K, 0);
-    for (size_t i = 0; i < cal.size(); ++i) {
-      int y = cal.y[i];
-      ++n[y];
-      if (!deployed || cal.ood[i]) continue;
-      const auto& c1 = zoo[s1.candidate];
-      if (p.method == Method::kGlobal || s1.cal_score[i] >= p.stage1.threshold) {
-        ++acc[y];
-        agr[y] += c1.calib_pred[i] == y;
-      } else if (p.method == Method::kRSB && best.plan.s2->cal_score[i] >= p.stage2.threshold) {
-        ++acc[y];
-        agr[y] += zoo[best.plan.s2->candidate].calib_pred[i] == y;
-      }
+    for (const auto& d : rows) {
+      ++n[d.teacher];
+      if (!d.handled) continue;
+      ++acc[d.teacher];
+      agr[d.teacher] += d.predicted == d.teacher;
     }
     for (int c = 0; c < K; ++c) {
       double cov = n[c] ? double(acc[c]) / n[c] : 0;
@@ -416,9 +444,9 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   gate["min_rows"] = o.min_rows;
   gate["min_coverage"] = o.min_coverage;
   gate["guarantee"] =
-      deployed ? "on traffic like these traces, the surrogate's answers agree with the teacher "
-                 "at least " + std::to_string(o.target) + " of the time, with probability at "
-                 "least " + std::to_string(1 - o.delta)
+      deployed ? fmt::format("on traffic like these traces, the surrogate's answers agree with the "
+                             "teacher at least {:g}% of the time, with probability at least {:g}%",
+                             o.target * 100, (1 - o.delta) * 100)
                : "nothing deployed: every input is deferred to the LLM";
   gate["certified"] = walk_json(cert, cal.size());
   gate["select_estimate"] = walk_json(best.select_walk, sel.size());

@@ -7,6 +7,7 @@
 #include "fit/split.hpp"
 #include "io/traces.hpp"
 #include "policy/policy.hpp"
+#include "runtime/router.hpp"
 #include "util/progress.hpp"
 
 namespace tracer {
@@ -29,8 +30,22 @@ struct FitOptions {
   double ood_quantile = 0.005;  // share of in-distribution select rows the OOD gate may flag
 };
 
+// One calibrate row under the deployed policy (held out: nothing was fit or chosen on it).
+struct HeldOutDecision {
+  size_t trace = 0;      // index into the TraceSet
+  int teacher = 0;       // the LLM's label
+  int predicted = 0;     // the answering stage's label
+  int runner_up = 0;     // stage 1's second most probable label
+  float probability = 0; // stage 1's top probability
+  float score = 0;       // acceptor score of the answering stage
+  bool handled = false;
+  int stage = 1;
+  DeferReason reason = DeferReason::kNone;
+};
+
 struct FitResult {
   Policy policy;
+  std::vector<HeldOutDecision> calibrate_rows;
   nlohmann::json manifest;  // everything but the model section (added when written)
   nlohmann::json frontier;
   bool deployed = false;
