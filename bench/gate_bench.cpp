@@ -53,8 +53,11 @@ std::vector<Trace> without(const std::vector<Trace>& v, const std::string& label
   return out;
 }
 
+double g_ood_quantile = 0;  // set once from the command line before any fit
+
 Router fit_router(const TraceSet& train, FitOptions fo, json* manifest = nullptr) {
   Progress quiet(false);
+  fo.ood_quantile = g_ood_quantile;
   FitResult r = fit_policy(train, fo, quiet);
   if (manifest) *manifest = r.manifest;
   return Router(std::move(r.policy), r.manifest);
@@ -69,13 +72,17 @@ int main(int argc, char** argv) {
   int resplits = 0;
   bool skip_table = false;
   std::string zoo;
+  double ood_quantile = FitOptions().ood_quantile;
+  app.add_option("--ood-quantile", ood_quantile, "Share of in-distribution rows the OOD gate flags");
   app.add_option("--data", data, "Folder holding banking77/, clinc150/, snli/");
   app.add_option("--json-out", out);
   app.add_option("--validity", resplits, "Random re-splits per dataset for the validity check (0: skip)");
   app.add_flag("--skip-table", skip_table, "Only run the validity check");
   app.add_option("--zoo", zoo, "Comma-separated zoo for the validity runs (default: default zoo)");
   CLI11_PARSE(app, argc, argv);
+  g_ood_quantile = ood_quantile;
   json result;
+  result["ood_quantile"] = ood_quantile;
 
   auto load = [&](const std::string& rel) { return read_traces(data + "/" + rel); };
   if (!skip_table) {

@@ -114,6 +114,10 @@ Command add_fit_command(CLI::App& app) {
   for (const auto& n : surrogate_names()) zoo_help += n + " ";
   sub->add_option("--zoo", args->zoo, zoo_help);
   sub->add_flag("--trees", args->fit.trees, "Also try gradient-boosted trees (xgboost; slower)");
+  sub->add_option("--ensemble", args->fit.ensemble_members,
+                  "Also try the average of the N best candidates by select agreement (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 8));
   sub->add_option("--methods", args->methods, "Routing methods to consider: global,l2d,rsb")
       ->capture_default_str();
   sub->add_option("--split", args->split, "Fractions TRAIN SELECT CALIBRATE (sum to 1)")
@@ -128,6 +132,11 @@ Command add_fit_command(CLI::App& app) {
                   "Reject trace files where a label has fewer traces than this")
       ->capture_default_str();
   sub->add_flag("--no-ood", args->no_ood, "Disable the out-of-distribution gate");
+  sub->add_option("--ood-quantile", args->fit.ood_quantile,
+                  "Share of in-distribution (select) inputs the OOD gate may flag; higher "
+                  "defers more unusual inputs")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.5));
   sub->add_flag("--skip-invalid", args->skip_invalid,
                 "Skip invalid trace lines (reporting how many) instead of rejecting the file");
   sub->add_flag("-q,--quiet", args->quiet, "No progress or summary output");

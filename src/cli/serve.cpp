@@ -1,12 +1,131 @@
-// Placeholder: `tracer serve` is being built (owned by its own change); registered so the CLI links.
+// `tracer serve POLICY_DIR`: the HTTP API (and, with --upstream, the OpenAI-compatible proxy).
+// Signals: SIGHUP reloads the policy folder; SIGTERM / SIGINT stop gracefully.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
 #include "cli/commands.hpp"
+#include "serve/server.hpp"
 #include "util/error.hpp"
 
 namespace tracer::cli {
+namespace {
+
+struct ServeArgs {
+  serve::ServeOptions opt;
+  std::string text_from = "last-user";
+};
+
+std::string url_host(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+int run_serve(ServeArgs& a) {
+  serve::ServeOptions& o = a.opt;
+  o.text_from = serve::parse_text_from(a.text_from);
+  if (o.api_key.empty())
+    if (const char* k = std::getenv("TRACER_API_KEY")) o.api_key = k;
+  // Block the signals before any thread exists so that every thread inherits the mask and only
+  // this one receives them, through sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);  // a client hanging up must not kill the server
+
+  serve::ApiServer server(o);
+  int port = server.bind();
+  std::cerr << "tracer serve: policy " << server.policy_version() << " from " << o.policy_dir
+            << (server.proxy() ? ", proxy to " + o.upstream + ", traces to " + server.trace_db()
+                               : std::string())
+            << (o.api_key.empty() ? ", no API key (open)" : ", API key required") << "\n";
+  std::cout << "listening on http://" << url_host(o.host) << ":" << port << std::endl;
+
+  std::thread http([&server] { server.run(); });
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      serve::ReloadResult r = server.reload();
+      if (r.ok)
+        std::cerr << "tracer serve: reloaded policy " << r.previous_policy_version << " -> "
+                  << r.policy_version << "\n";
+      else
+        std::cerr << "tracer serve: reload failed, still serving " << r.policy_version << ": "
+                  << r.error << "\n";
+      continue;
+    }
+    std::cerr << "tracer serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
+              << ", finishing in-flight requests\n";
+    break;
+  }
+  server.stop();
+  http.join();
+  std::cerr << "tracer serve: stopped\n";
+  return 0;
+}
+
+}  // namespace
 
 Command add_serve_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("serve", "(not available yet)");
-  return {sub, [] () -> int { throw InputError("tracer serve is not available in this build yet"); }};
+  auto args = std::make_shared<ServeArgs>();
+  serve::ServeOptions& o = args->opt;
+  auto* sub = app.add_subcommand(
+      "serve",
+      "Serve a policy over HTTP: POST /v1/route, /v1/route/batch, GET /healthz, /v1/policy, "
+      "/metrics. With --upstream, also an OpenAI-compatible POST /v1/chat/completions that "
+      "answers with the surrogate when it is certified to, and otherwise forwards to the LLM and "
+      "records the new trace. SIGHUP or POST /v1/admin/reload reloads the policy folder.");
+  sub->add_option("policy", o.policy_dir, "Policy folder written by `tracer fit`")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  sub->add_option("--host", o.host, "Address to bind (0.0.0.0 to listen on every interface)")
+      ->capture_default_str();
+  sub->add_option("-p,--port", o.port, "Port (0: any free port; the bound one is printed)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  sub->add_option("--threads", o.threads,
+                  "Worker threads = connections served at once (keep-alive connections hold one)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  sub->add_option("--api-key", o.api_key,
+                  "Require \"Authorization: Bearer KEY\" on every endpoint but /healthz (default: "
+                  "env TRACER_API_KEY; unset = open)");
+  sub->add_option("--max-body-bytes", o.max_body_bytes, "Largest request body accepted (413 above)")
+      ->capture_default_str();
+  sub->add_option("--max-text-bytes", o.limits.max_text_bytes,
+                  "Longest text accepted for routing (413 above)")
+      ->capture_default_str();
+  sub->add_option("--max-batch", o.limits.max_batch, "Most texts in one /v1/route/batch")
+      ->capture_default_str();
+  sub->add_option("--upstream", o.upstream,
+                  "Proxy mode: OpenAI-compatible base URL of the LLM (e.g. http://127.0.0.1:11434); "
+                  "deferred chat completions go to URL/v1/chat/completions");
+  sub->add_option("--upstream-api-key", o.upstream_api_key,
+                  "Bearer key for the upstream (default: pass the client's Authorization through, "
+                  "unless --api-key is set)");
+  sub->add_option("--upstream-timeout", o.upstream_timeout_s,
+                  "Seconds to wait for the upstream per attempt (504 after)")
+      ->capture_default_str();
+  sub->add_option("--upstream-retries", o.upstream_retries,
+                  "Retries on connect errors and 5xx, with exponential backoff from 100 ms")
+      ->capture_default_str();
+  sub->add_option("--text-from", args->text_from,
+                  "Which messages are classified: last-user, all-user or system+last-user")
+      ->capture_default_str();
+  sub->add_option("--label-json-field", o.label_json_field,
+                  "The LLM answers JSON: read the label from this field (handled answers are "
+                  "JSON too)");
+  sub->add_option("--label-regex", o.label_regex,
+                  "Read the label from the LLM's answer with this regex's one capture group");
+  sub->add_option("--trace-db", o.trace_db, "Trace store for proxied traffic (default: "
+                                            "POLICY_DIR/traces.db)");
+  sub->add_flag("--record-handled", o.record_handled,
+                "Also record requests the surrogate answered (their label is the surrogate's)");
+  return {sub, [args] { return run_serve(*args); }};
 }
 
 }  // namespace tracer::cli

@@ -1,12 +1,168 @@
-// Placeholder: `tracer traces` is being built (owned by its own change); registered so the CLI links.
+// `tracer traces export|count|import`: inspect and move the traces in the trace store.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.hpp"
+#include "io/trace_store.hpp"
+#include "io/traces.hpp"
 #include "util/error.hpp"
 
 namespace tracer::cli {
+namespace {
+
+constexpr const char* kDefaultDb = ".tracer/traces.db";
+
+struct TracesArgs {
+  std::string db = kDefaultDb;
+  std::string output;
+  bool include_unknown = false;
+  int64_t since_ms = -1;
+  std::string file;
+  bool skip_invalid = false;
+};
+
+// Reading commands must not create an empty store at a mistyped path.
+void require_store(const std::string& db) {
+  if (!std::filesystem::is_regular_file(db)) {
+    throw InputError("no trace store at " + db + "; give its path with --db, or create one with "
+                     "`tracer traces import FILE.jsonl --db " + db + "`");
+  }
+}
+
+int run_export(const TracesArgs& a) {
+  require_store(a.db);
+  TraceStore store(a.db);
+  const int64_t total = store.count();
+  size_t written = 0;
+  if (a.output.empty()) {
+    written = store.export_jsonl(std::cout, a.include_unknown);
+  } else {
+    // Temporary file + rename: a failed export never leaves a truncated trace file behind.
+    const std::string tmp = a.output + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      if (!out) throw InputError("cannot write " + tmp + "; check that the folder exists");
+      try {
+        written = store.export_jsonl(out, a.include_unknown);
+      } catch (...) {
+        out.close();
+        std::filesystem::remove(tmp);
+        throw;
+      }
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, a.output, ec);
+    if (ec) throw InputError("cannot rename " + tmp + " to " + a.output + ": " + ec.message());
+  }
+  std::cerr << "exported " << written << " of " << total << " stored traces"
+            << (a.output.empty() ? std::string() : " to " + a.output);
+  if (static_cast<int64_t>(written) < total)
+    std::cerr << " (" << total - static_cast<int64_t>(written)
+              << " with an unknown label or blank input skipped; --include-unknown keeps them)";
+  std::cerr << "\n";
+  return 0;
+}
+
+int run_count(const TracesArgs& a) {
+  require_store(a.db);
+  TraceStore store(a.db);
+  std::cout << (a.since_ms >= 0 ? store.count_since(a.since_ms) : store.count()) << "\n";
+  return 0;
+}
+
+// Keeps the time, policy version and decision of traces exported earlier (their metadata).
+void apply_metadata(const std::string& metadata, StoredTrace& row) {
+  if (metadata.empty()) return;
+  const auto j = nlohmann::json::parse(metadata, nullptr, false);
+  if (!j.is_object()) return;
+  if (auto it = j.find("time_ms"); it != j.end() && it->is_number_integer())
+    row.time_ms = it->get<int64_t>();
+  if (auto it = j.find("policy_version"); it != j.end() && it->is_string())
+    row.policy_version = it->get<std::string>();
+  if (auto it = j.find("decision"); it != j.end() && it->is_string())
+    row.decision = it->get<std::string>();
+}
+
+int run_import(const TracesArgs& a) {
+  ReadOptions options;
+  options.skip_invalid = a.skip_invalid;
+  ReadReport report;
+  // All-or-nothing: the whole file is validated before the first row is stored.
+  TraceSet set = read_traces(a.file, options, &report);
+  TraceStore store(a.db);
+  const int64_t before = store.count();
+  for (Trace& t : set.traces) {
+    StoredTrace row;
+    row.input = std::move(t.input);
+    row.teacher = std::move(t.teacher);
+    row.source = "import";
+    apply_metadata(t.metadata, row);
+    store.append(std::move(row));
+  }
+  store.flush();
+  std::cerr << "imported " << set.size() << " traces from " << a.file << " into " << a.db
+            << " (" << before + static_cast<int64_t>(set.size()) << " stored)";
+  if (report.skipped > 0) std::cerr << "; skipped " << report.skipped << " invalid lines";
+  std::cerr << "\n";
+  for (const auto& e : report.errors) std::cerr << "  " << e << "\n";
+  return 0;
+}
+
+void add_db_option(CLI::App* app, TracesArgs& args) {
+  app->add_option("--db", args.db, "Trace store (SQLite file) to use")
+      ->default_str(kDefaultDb);
+}
+
+}  // namespace
 
 Command add_traces_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("traces", "(not available yet)");
-  return {sub, [] () -> int { throw InputError("tracer traces is not available in this build yet"); }};
+  auto args = std::make_shared<TracesArgs>();
+  auto* sub = app.add_subcommand(
+      "traces",
+      "Inspect and move the traces in the trace store (the SQLite file where `tracer serve` "
+      "records the LLM's answers): export them for `tracer fit`, count them, import a file.");
+  sub->require_subcommand(1);
+
+  auto* exp = sub->add_subcommand(
+      "export",
+      "Write the stored traces as JSONL trace lines, oldest first, readable by `tracer fit`: "
+      "{\"input\", \"teacher\", \"id\", \"metadata\": {\"time_ms\", \"source\", "
+      "\"policy_version\", \"decision\"}}. A summary goes to stderr.");
+  add_db_option(exp, *args);
+  exp->add_option("-o,--output", args->output,
+                  "Write the JSONL here (atomically: temporary file + rename) instead of stdout");
+  exp->add_flag("--include-unknown", args->include_unknown,
+                "Also write traces whose LLM answer was outside the label space, with "
+                "\"teacher\": null, \"label_known\": false and \"raw_output\"; `tracer fit` then "
+                "needs --skip-invalid");
+
+  auto* cnt = sub->add_subcommand("count", "Print the number of stored traces");
+  add_db_option(cnt, *args);
+  cnt->add_option("--since-ms", args->since_ms,
+                  "Count only traces recorded at or after this time (unix epoch milliseconds)")
+      ->check(CLI::NonNegativeNumber);
+
+  auto* imp = sub->add_subcommand(
+      "import",
+      "Append the traces of a JSONL or CSV trace file to the store (source \"import\"; "
+      "time_ms, policy_version and decision are kept from their metadata when present). "
+      "The file is validated as a whole first: nothing is stored unless every line is valid "
+      "(or --skip-invalid).");
+  imp->add_option("file", args->file, "Trace file (.jsonl or .csv) to import")
+      ->required()
+      ->check(CLI::ExistingFile);
+  add_db_option(imp, *args);
+  imp->add_flag("--skip-invalid", args->skip_invalid,
+                "Skip invalid lines (reporting how many and why) instead of rejecting the file");
+
+  return {sub, [args, exp, cnt, imp]() -> int {
+            if (exp->parsed()) return run_export(*args);
+            if (cnt->parsed()) return run_count(*args);
+            if (imp->parsed()) return run_import(*args);
+            throw InputError("tracer traces needs a subcommand: export, count or import");
+          }};
 }
 
 }  // namespace tracer::cli

@@ -85,9 +85,9 @@ Choice make_plan(Method method, const ScoredStage& s1, const std::vector<ScoredS
   // target being walked: one grid for every target keeps coverage monotone in the target.
   std::vector<uint8_t> agree1(sel.size());
   for (size_t i = 0; i < sel.size(); ++i) agree1[i] = zoo[s1.candidate].select_pred[i] == sel.y[i];
-  const int first = first_step_rows(s1.sel_score, agree1, sel.ood, cal.size(), grid_alpha,
+  const int first = first_step_rows(s1.sel_score, agree1, s1.sel_ood, cal.size(), grid_alpha,
                                     wp.delta, wp.min_rows);
-  auto taus = select_thresholds(s1.sel_score, sel.ood, cal.size(), first);
+  auto taus = select_thresholds(s1.sel_score, s1.sel_ood, cal.size(), first);
   for (float t : taus) ch.plan.steps.push_back(GateStep{t});
   Plan l2d = ch.plan;
   l2d.method = Method::kL2D;
@@ -106,7 +106,7 @@ Choice make_plan(Method method, const ScoredStage& s1, const std::vector<ScoredS
   std::vector<uint8_t> residual(sel.size(), 0);
   size_t n_res = 0;
   for (size_t i = 0; i < sel.size(); ++i)
-    if (!sel.ood[i] && s1.sel_score[i] < tau1) residual[i] = 1, ++n_res;
+    if (!s1.sel_ood[i] && s1.sel_score[i] < tau1) residual[i] = 1, ++n_res;
   if (n_res < 100) {
     ch.plan.method = Method::kNone;
     return ch;
@@ -127,7 +127,7 @@ Choice make_plan(Method method, const ScoredStage& s1, const std::vector<ScoredS
     return ch;
   }
   ch.stage2 = std::make_unique<ScoredStage>(
-      score_stage(zoo[best], best, num_classes, sel, cal, residual, seed + 1));
+      score_stage(zoo[best], best, num_classes, sel, cal, residual, seed + 1, nullptr, 0));
   std::vector<float> res_scores;
   std::vector<uint8_t> res_ood;
   for (size_t i = 0; i < sel.size(); ++i)
@@ -248,34 +248,29 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
     else
       progress.note(c.name + ": failed: " + c.error);
   });
+  if (o.ensemble_members >= 2) add_ensemble(zoo, zd, o.ensemble_members);
   size_t winner = best_candidate(zoo);
   timings["zoo_seconds"] = round4(sw.seconds());
 
   progress.step("OOD gate and acceptors");
   sw = Stopwatch();
   OodGate ood;
-  sel.ood.assign(sel.size(), 0);
-  cal.ood.assign(cal.size(), 0);
   if (o.ood) {
     ood.fit_centroids(Xtr, ytr, K);
     std::vector<float> scratch(K);
-    auto signals = [&](const HeldOut& h, std::vector<float>& known, std::vector<float>& sim) {
-      for (size_t i = 0; i < h.size(); ++i) {
-        known.push_back(OodGate::known_fraction(h.stats[i]));
-        sim.push_back(ood.similarity(h.X->row(i), scratch));
+    for (HeldOut* h : {&sel, &cal}) {
+      for (size_t i = 0; i < h->size(); ++i) {
+        h->known.push_back(OodGate::known_fraction(h->stats[i]));
+        h->similarity.push_back(ood.similarity(h->X->row(i), scratch));
       }
-    };
-    std::vector<float> sk, ss, ck, cs;
-    signals(sel, sk, ss);
-    signals(cal, ck, cs);
-    ood.set_thresholds(sk, ss, o.ood_quantile);
-    for (size_t i = 0; i < sel.size(); ++i) sel.ood[i] = ood.is_ood(sk[i], ss[i]);
-    for (size_t i = 0; i < cal.size(); ++i) cal.ood[i] = ood.is_ood(ck[i], cs[i]);
+    }
   }
   std::vector<ScoredStage> stages;
   std::vector<uint8_t> all_rows(sel.size(), 1);
   for (size_t c = 0; c < zoo.size(); ++c)
-    if (zoo[c].model) stages.push_back(score_stage(zoo[c], c, K, sel, cal, all_rows, o.seed));
+    if (zoo[c].model)
+      stages.push_back(score_stage(zoo[c], c, K, sel, cal, all_rows, o.seed,
+                                   o.ood ? &ood : nullptr, o.ood_quantile));
   timings["gate_seconds"] = round4(sw.seconds());
 
   progress.step("choosing the plan on select, certifying on calibrate");
@@ -285,8 +280,12 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   // Model and method choice at the user's target, on select only.
   Choice best;
   double best_cov = -1;
+  // Global is the last step of l2d's walk, and a single test fails all-or-nothing: when l2d is
+  // allowed, it stands in for global (a walk certified to its last step is deployed as global).
+  const bool has_l2d = std::find(o.methods.begin(), o.methods.end(), Method::kL2D) != o.methods.end();
   for (const auto& st : stages) {
     for (Method m : o.methods) {
+      if (m == Method::kGlobal && has_l2d) continue;
       Choice ch = make_plan(m, st, stages, zoo, sel, cal, wp, o.target, K, o.seed);
       if (ch.plan.method == Method::kNone) continue;
       double cov = ch.select_walk.certified ? ch.select_walk.coverage : 0;
@@ -334,9 +333,11 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   Policy& p = result.policy;
   p.featurizer = std::move(featurizer);
   p.labels = set.labels;
-  p.ood = std::move(ood);
   p.method = deployed ? best.plan.method : Method::kNone;
+  if (deployed && p.method == Method::kL2D && cert.step + 1 == static_cast<int>(best.plan.steps.size()))
+    p.method = Method::kGlobal;  // certified down to accepting every in-distribution input
   const ScoredStage& s1 = *best.plan.s1;
+  p.ood = s1.ood;
   p.stage1.acceptor = s1.acceptor;
   p.stage1.label_prior = s1.label_prior;
   p.stage1.threshold = deployed ? cert.gate.tau1 : 1.f;
@@ -372,7 +373,7 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
       d.score = s1.cal_score[i];
       if (!deployed) {
         d.reason = DeferReason::kNoPolicy;
-      } else if (cal.ood[i]) {
+      } else if (s1.cal_ood[i]) {
         d.reason = DeferReason::kOutOfDistribution;
       } else if (p.method == Method::kGlobal || s1.cal_score[i] >= p.stage1.threshold) {
         d.handled = true;
@@ -462,11 +463,11 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   if (!deployed)
     gate["refusal"] = refusal_json(cert, best.plan.method, cal, zoo, s1, o, set.size(), below_min);
   m["gate"] = gate;
-  size_t sel_flag = std::count(sel.ood.begin(), sel.ood.end(), 1);
-  size_t cal_flag = std::count(cal.ood.begin(), cal.ood.end(), 1);
+  size_t sel_flag = std::count(s1.sel_ood.begin(), s1.sel_ood.end(), 1);
+  size_t cal_flag = std::count(s1.cal_ood.begin(), s1.cal_ood.end(), 1);
   m["ood"] = {{"enabled", p.ood.enabled()},
-              {"min_known_fraction", p.ood.min_known()},
-              {"min_similarity", p.ood.min_similarity()},
+              {"quantile", p.ood.quantile()},
+              {"score_threshold", p.ood.threshold()},
               {"select_flagged", round4(sel.size() ? double(sel_flag) / sel.size() : 0)},
               {"calibrate_flagged", round4(cal.size() ? double(cal_flag) / cal.size() : 0)}};
   m["per_label"] = per_label;

@@ -20,6 +20,7 @@ struct FitOptions {
   std::vector<double> frontier_targets = {0.80, 0.85, 0.90, 0.95, 0.97, 0.99};
   std::vector<std::string> zoo;  // empty: default_zoo(trees)
   bool trees = false;
+  size_t ensemble_members = 2;  // also try the average of the best N candidates (0: off)
   std::vector<Method> methods = {Method::kGlobal, Method::kL2D, Method::kRSB};
   SplitFractions fractions;
   uint64_t seed = 42;

@@ -45,9 +45,26 @@ void score_rows(const std::vector<float>& probs, const HeldOut& split, int num_c
 }  // namespace
 
 ScoredStage score_stage(const Candidate& c, size_t index, int num_classes, const HeldOut& sel,
-                        const HeldOut& cal, std::span<const uint8_t> fit_rows, uint64_t seed) {
+                        const HeldOut& cal, std::span<const uint8_t> fit_rows, uint64_t seed,
+                        const OodGate* gate, double ood_quantile) {
   ScoredStage st;
   st.candidate = index;
+  st.sel_ood.assign(sel.size(), 0);
+  st.cal_ood.assign(cal.size(), 0);
+  if (gate && gate->enabled()) {
+    auto top1 = [&](const std::vector<float>& probs, const std::vector<int>& pred, size_t i) {
+      return probs[i * num_classes + pred[i]];
+    };
+    std::vector<float> sel_top1(sel.size());
+    for (size_t i = 0; i < sel.size(); ++i) sel_top1[i] = top1(c.select_probs, c.select_pred, i);
+    st.ood = *gate;
+    st.ood.set_reference(sel.known, sel.similarity, sel_top1, ood_quantile);
+    for (size_t i = 0; i < sel.size(); ++i)
+      st.sel_ood[i] = st.ood.is_ood(sel.known[i], sel.similarity[i], sel_top1[i]);
+    for (size_t i = 0; i < cal.size(); ++i)
+      st.cal_ood[i] =
+          st.ood.is_ood(cal.known[i], cal.similarity[i], top1(c.calib_probs, c.calib_pred, i));
+  }
   st.label_prior = label_prior(c.select_pred, sel.y, fit_rows, num_classes);
   // Signals on select with an untrained acceptor, only to collect the training rows.
   std::vector<Signals> sig;
@@ -124,11 +141,12 @@ WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const 
     s2 = on_select ? &plan.s2->sel_score : &plan.s2->cal_score;
     p2 = on_select ? &zoo[plan.s2->candidate].select_pred : &zoo[plan.s2->candidate].calib_pred;
   }
+  const auto& ood = on_select ? plan.s1->sel_ood : plan.s1->cal_ood;
   for (size_t j = 0; j < plan.steps.size(); ++j) {
     const GateStep& g = plan.steps[j];
     int n = 0, k = 0;
     for (size_t i = 0; i < rows; ++i) {
-      if (split.ood[i]) continue;
+      if (ood[i]) continue;
       if (plan.method == Method::kGlobal || s1[i] >= g.tau1) {
         ++n;
         k += p1[i] == split.y[i];

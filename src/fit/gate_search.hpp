@@ -17,29 +17,36 @@
 #include "fit/zoo.hpp"
 #include "gate/acceptor.hpp"
 #include "gate/certify.hpp"
+#include "gate/ood.hpp"
 #include "policy/policy.hpp"
 
 namespace tracer {
 
-// One held-out split, featurized, with its OOD flags.
+// One held-out split, featurized, with the surrogate-independent OOD signals per row.
 struct HeldOut {
   const SparseMatrix* X = nullptr;
   std::vector<int> y;
   std::vector<FeatureStats> stats;
-  std::vector<uint8_t> ood;  // 1: flagged by the OOD gate (never accepted)
+  std::vector<float> known, similarity;
   size_t size() const { return y.size(); }
 };
 
-// A candidate surrogate with an acceptor trained on (a subset of) select, scored on both splits.
+// A candidate surrogate with an acceptor trained on (a subset of) select, scored on both splits,
+// and (as a stage 1) its own OOD gate, since the gate reads the surrogate's top-1 probability.
 struct ScoredStage {
   size_t candidate = 0;
   Acceptor acceptor;
   std::vector<float> label_prior;
   std::vector<float> sel_score, cal_score;
+  OodGate ood;                             // copy of the shared gate with this stage's reference
+  std::vector<uint8_t> sel_ood, cal_ood;  // 1: flagged (never accepted)
 };
 
+// `gate`: the shared OOD gate (centroids fitted) to calibrate for this candidate on select, or
+// null for no OOD flags (stage 2, or the gate disabled).
 ScoredStage score_stage(const Candidate& c, size_t index, int num_classes, const HeldOut& sel,
-                        const HeldOut& cal, std::span<const uint8_t> fit_rows, uint64_t seed);
+                        const HeldOut& cal, std::span<const uint8_t> fit_rows, uint64_t seed,
+                        const OodGate* gate, double ood_quantile);
 
 struct GateStep {
   float tau1 = 0;

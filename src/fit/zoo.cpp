@@ -1,5 +1,10 @@
 #include "fit/zoo.hpp"
 
+#include <algorithm>
+#include <numeric>
+
+#include "models/ensemble.hpp"
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -76,6 +81,48 @@ std::vector<Candidate> sweep_zoo(const std::vector<std::string>& names, const Zo
     if (on_done) on_done(zoo[i]);
   }
   return zoo;
+}
+
+void add_ensemble(std::vector<Candidate>& zoo, const ZooData& data, size_t members) {
+  std::vector<size_t> ok;
+  for (size_t i = 0; i < zoo.size(); ++i)
+    if (zoo[i].model) ok.push_back(i);
+  if (ok.size() < 2 || members < 2) return;
+  std::stable_sort(ok.begin(), ok.end(), [&](size_t a, size_t b) {
+    return zoo[a].select_agreement > zoo[b].select_agreement;
+  });
+  ok.resize(std::min(members, ok.size()));
+  Candidate e;
+  e.name = "ensemble";
+  std::vector<std::unique_ptr<Surrogate>> parts;
+  for (size_t i : ok) {
+    parts.push_back(clone_surrogate(*zoo[i].model));
+    e.fit_seconds += zoo[i].fit_seconds;
+  }
+  e.model = std::make_unique<EnsembleSurrogate>(std::move(parts));
+  const int k = data.num_classes;
+  const float w = 1.f / static_cast<float>(ok.size());
+  auto combine = [&](auto member_probs, std::vector<float>& probs, std::vector<int>& pred,
+                     size_t rows) {
+    probs.assign(rows * k, 0.f);
+    for (size_t i : ok) {
+      const std::vector<float>& p = member_probs(zoo[i]);
+      for (size_t j = 0; j < probs.size(); ++j) probs[j] += w * p[j];
+    }
+    pred.assign(rows, 0);
+    for (size_t r = 0; r < rows; ++r) {
+      const float* row = probs.data() + r * k;
+      pred[r] = static_cast<int>(std::max_element(row, row + k) - row);
+    }
+  };
+  combine([](const Candidate& c) -> const std::vector<float>& { return c.select_probs; },
+          e.select_probs, e.select_pred, data.select->rows());
+  combine([](const Candidate& c) -> const std::vector<float>& { return c.calib_probs; },
+          e.calib_probs, e.calib_pred, data.calibrate->rows());
+  size_t agree = 0;
+  for (size_t i = 0; i < e.select_pred.size(); ++i) agree += e.select_pred[i] == data.select_y[i];
+  e.select_agreement = e.select_pred.empty() ? 0 : double(agree) / e.select_pred.size();
+  zoo.push_back(std::move(e));
 }
 
 size_t best_candidate(const std::vector<Candidate>& zoo) {

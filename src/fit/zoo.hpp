@@ -37,6 +37,11 @@ std::vector<Candidate> sweep_zoo(const std::vector<std::string>& names, const Zo
                                  uint64_t seed, int threads,
                                  const std::function<void(const Candidate&)>& on_done = {});
 
+// Appends an "ensemble" candidate averaging the probabilities of the `members` best candidates
+// by select agreement (no refit: cached probabilities are combined exactly as the ensemble's
+// predict_proba does). No-op when fewer than two candidates succeeded.
+void add_ensemble(std::vector<Candidate>& zoo, const ZooData& data, size_t members = 2);
+
 // Index of the candidate with the best select agreement (ties: earlier in the list). Throws
 // when every candidate failed.
 size_t best_candidate(const std::vector<Candidate>& zoo);

@@ -8,14 +8,22 @@
 namespace tracer {
 namespace {
 
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;
 
-float lower_quantile(std::span<const float> v, double q) {
-  if (v.empty()) return 0.f;
+// Sorted values, thinned to at most `points` evenly spaced order statistics.
+std::vector<float> quantile_table(std::span<const float> v, size_t points) {
   std::vector<float> s(v.begin(), v.end());
-  size_t k = static_cast<size_t>(std::floor(q * (s.size() - 1)));
-  std::nth_element(s.begin(), s.begin() + k, s.end());
-  return s[k];
+  std::sort(s.begin(), s.end());
+  if (s.size() <= points) return s;
+  std::vector<float> t(points);
+  for (size_t i = 0; i < points; ++i) t[i] = s[i * (s.size() - 1) / (points - 1)];
+  return t;
+}
+
+// Smoothed empirical CDF: (#values <= x + 1) / (n + 1), so it is never 0.
+float log_cdf(const std::vector<float>& table, float x) {
+  size_t rank = std::upper_bound(table.begin(), table.end(), x) - table.begin();
+  return std::log((static_cast<float>(rank) + 1.f) / (static_cast<float>(table.size()) + 1.f));
 }
 
 }  // namespace
@@ -64,10 +72,29 @@ void OodGate::fit_centroids(const SparseMatrix& X, std::span<const int> y, int n
   enabled_ = true;
 }
 
-void OodGate::set_thresholds(std::span<const float> known_fraction,
-                             std::span<const float> similarity, double quantile) {
-  min_known_ = lower_quantile(known_fraction, quantile);
-  min_similarity_ = lower_quantile(similarity, quantile);
+void OodGate::set_reference(std::span<const float> known_fraction,
+                            std::span<const float> similarity, std::span<const float> top1,
+                            double quantile) {
+  tables_[0] = quantile_table(known_fraction, kTablePoints);
+  tables_[1] = quantile_table(similarity, kTablePoints);
+  tables_[2] = quantile_table(top1, kTablePoints);
+  quantile_ = quantile;
+  std::vector<float> scores(known_fraction.size());
+  for (size_t i = 0; i < scores.size(); ++i)
+    scores[i] = score(known_fraction[i], similarity[i], top1[i]);
+  if (scores.empty() || quantile <= 0) {
+    threshold_ = -1e30f;
+    return;
+  }
+  std::sort(scores.begin(), scores.end());
+  // Flag strictly below the quantile value, so at most that share of select rows is flagged.
+  threshold_ = scores[static_cast<size_t>(std::floor(quantile * (scores.size() - 1)))];
+}
+
+float OodGate::score(float known_fraction, float similarity, float top1) const {
+  if (tables_[0].empty()) return 0.f;
+  return log_cdf(tables_[0], known_fraction) + log_cdf(tables_[1], similarity) +
+         log_cdf(tables_[2], top1);
 }
 
 float OodGate::similarity(SparseRow x, std::span<float> scratch) const {
@@ -89,8 +116,9 @@ void OodGate::save(BinaryWriter& w) const {
   w.put<uint32_t>(kFormatVersion);
   w.put<uint8_t>(enabled_ ? 1 : 0);
   w.put<int32_t>(num_classes_);
-  w.put<float>(min_known_);
-  w.put<float>(min_similarity_);
+  w.put<double>(quantile_);
+  w.put<float>(threshold_);
+  for (const auto& t : tables_) w.put_vector(t);
   w.put_vector(offsets_);
   w.put_vector(post_class_);
   w.put_vector(post_weight_);
@@ -101,14 +129,16 @@ void OodGate::load(BinaryReader& r) {
     throw FormatError("OOD gate section has an unknown format version; refit the policy");
   enabled_ = r.get<uint8_t>() != 0;
   num_classes_ = r.get<int32_t>();
-  min_known_ = r.get<float>();
-  min_similarity_ = r.get<float>();
+  quantile_ = r.get<double>();
+  threshold_ = r.get<float>();
+  for (auto& t : tables_) t = r.get_vector<float>(kTablePoints);
   offsets_ = r.get_vector<uint32_t>();
   post_class_ = r.get_vector<uint32_t>();
   post_weight_ = r.get_vector<float>();
   bool ok = num_classes_ >= 0 && post_class_.size() == post_weight_.size() &&
             (offsets_.empty() || offsets_.back() == post_class_.size());
   for (size_t i = 1; ok && i < offsets_.size(); ++i) ok = offsets_[i - 1] <= offsets_[i];
+  for (const auto& t : tables_) ok = ok && std::is_sorted(t.begin(), t.end());
   for (size_t i = 0; ok && i < post_class_.size(); ++i)
     ok = post_class_[i] < static_cast<uint32_t>(num_classes_);
   if (!ok) throw FormatError("OOD gate section is inconsistent (model file corrupted?)");

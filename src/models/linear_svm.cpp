@@ -26,7 +26,7 @@ namespace {
 constexpr uint32_t kMagic = 0x4d565354;  // "TSVM"
 constexpr uint32_t kVersion = 1;
 constexpr double kC = 1.0;
-constexpr double kBias = 1.0;  // value of the constant feature appended to every row
+constexpr double kBias = 1.0;       // value of the constant feature appended to every row
 constexpr double kTolerance = 0.1;  // liblinear's default eps for this solver
 constexpr int kMaxIter = 1000;
 // One row in kHoldOutShare (stratified) is held out to fit the temperature on decision values
@@ -304,8 +304,8 @@ class LinearSvm final : public Surrogate {
     if (num_classes > 1 && n >= kMinRowsToCalibrate) {
       std::vector<size_t> train_rows, held_rows;
       split_hold_out(y, num_classes, ctx.seed, train_rows, held_rows);
-      OvrModel part = train_ovr(X, train_rows, y, num_classes, derive_seed(ctx.seed, 3, 0),
-                                ctx.threads, {});
+      OvrModel part =
+          train_ovr(X, train_rows, y, num_classes, derive_seed(ctx.seed, 3, 0), ctx.threads, {});
       std::vector<float> scores(held_rows.size() * k_count);
       std::vector<int> held_labels;
       for (size_t j = 0; j < held_rows.size(); ++j) {
@@ -320,8 +320,8 @@ class LinearSvm final : public Surrogate {
     }
     std::vector<size_t> all(n);
     for (size_t i = 0; i < n; ++i) all[i] = i;
-    weights_ = train_ovr(X, all, y, num_classes, derive_seed(ctx.seed, 4, 0), ctx.threads, warm)
-                   .weights;
+    weights_ =
+        train_ovr(X, all, y, num_classes, derive_seed(ctx.seed, 4, 0), ctx.threads, warm).weights;
     dim_ = dim;
     k_count_ = k_count;
     scale_ = static_cast<float>(scale);
@@ -356,8 +356,7 @@ class LinearSvm final : public Surrogate {
     const auto scale = r.get<float>();
     std::vector<float> weights = r.get_vector<float>();
     const bool sizes_ok = k_count >= 1 && k_count <= (1u << 24) && dim < (uint64_t{1} << 32) &&
-                          weights.size() / k_count == dim + 1 &&
-                          weights.size() % k_count == 0;
+                          weights.size() / k_count == dim + 1 && weights.size() % k_count == 0;
     if (!sizes_ok) throw FormatError(name_ + ": linear SVM weight matrix has the wrong shape");
     if (!std::isfinite(scale) || scale <= 0.0f)
       throw FormatError(name_ + ": linear SVM temperature is not a positive number");

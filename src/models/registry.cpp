@@ -1,6 +1,7 @@
 #include <functional>
 #include <map>
 
+#include "models/ensemble.hpp"
 #include "models/factories.hpp"
 #include "util/error.hpp"
 
@@ -37,6 +38,9 @@ std::vector<std::string> default_zoo(bool with_trees) {
 }
 
 std::unique_ptr<Surrogate> make_surrogate(const std::string& name) {
+  // Ensembles are assembled from fitted members by the zoo sweep, so they are not listed as
+  // candidates, but a stored one must load.
+  if (name == "ensemble") return std::make_unique<EnsembleSurrogate>();
   auto it = registry().find(name);
   if (it == registry().end()) {
     std::string valid;

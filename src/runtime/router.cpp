@@ -92,7 +92,7 @@ RouteResult Router::route_features(SparseRow x, const FeatureStats& stats,
     r.reason = DeferReason::kNoPolicy;
     return r;
   }
-  if (policy_.ood.is_ood(r.known_fraction, r.similarity)) {
+  if (policy_.ood.is_ood(r.known_fraction, r.similarity, v1.probability)) {
     r.reason = DeferReason::kOutOfDistribution;
     return r;
   }

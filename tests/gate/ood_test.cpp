@@ -29,19 +29,31 @@ TEST(OodGate, SimilarityHighInsideLowOutside) {
   EXPECT_EQ(g.similarity({idx, val}, scratch), 0.f);
 }
 
-TEST(OodGate, ThresholdsFromQuantilesFlagOutliers) {
+TEST(OodGate, CombinedScoreFlagsRowsUnusualOnAnySignal) {
   std::vector<int> y;
   SparseMatrix X = two_cluster_matrix(y);
   OodGate g;
   g.fit_centroids(X, y, 2);
-  std::vector<float> known(100), sim(100);
-  for (int i = 0; i < 100; ++i) known[i] = 0.5f + i * 0.005f, sim[i] = 0.3f + i * 0.005f;
-  g.set_thresholds(known, sim, 0.05);
-  EXPECT_FALSE(g.is_ood(0.9f, 0.9f));
-  EXPECT_TRUE(g.is_ood(0.1f, 0.9f));
-  EXPECT_TRUE(g.is_ood(0.9f, 0.05f));
+  // Reference rows: each signal uniform on its own range.
+  std::vector<float> known(1000), sim(1000), top1(1000);
+  for (int i = 0; i < 1000; ++i) {
+    known[i] = 0.5f + 0.0005f * i;
+    sim[i] = 0.3f + 0.0006f * ((i * 7) % 1000);
+    top1[i] = 0.2f + 0.0008f * ((i * 13) % 1000);
+  }
+  g.set_reference(known, sim, top1, 0.05);
+  // Close to the share asked for is flagged on the reference rows themselves.
+  int flagged = 0;
+  for (int i = 0; i < 1000; ++i) flagged += g.is_ood(known[i], sim[i], top1[i]);
+  EXPECT_GE(flagged, 30);
+  EXPECT_LE(flagged, 50);
+  EXPECT_FALSE(g.is_ood(0.9f, 0.8f, 0.9f));   // typical on every signal
+  EXPECT_TRUE(g.is_ood(0.1f, 0.8f, 0.9f));    // unknown vocabulary
+  EXPECT_TRUE(g.is_ood(0.9f, 0.0f, 0.9f));    // far from every centroid
+  EXPECT_TRUE(g.is_ood(0.9f, 0.8f, 0.01f));   // surrogate unsure
+  EXPECT_LT(g.score(0.55f, 0.35f, 0.25f), g.score(0.55f, 0.8f, 0.9f));  // several signals low
   g.disable();
-  EXPECT_FALSE(g.is_ood(0.1f, 0.05f));
+  EXPECT_FALSE(g.is_ood(0.1f, 0.0f, 0.01f));
 }
 
 TEST(OodGate, SaveLoadRoundTripAndCorruption) {

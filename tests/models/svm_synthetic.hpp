@@ -16,10 +16,10 @@ namespace tracer::testing {
 struct SvmSyntheticSpec {
   int classes = 4;
   size_t rows = 400;
-  size_t signature = 10;    // features owned by each class
-  size_t noise_dims = 60;   // shared features after the class blocks
-  int per_row = 4;          // signature features drawn per row
-  int noise_per_row = 3;    // noise features drawn per row
+  size_t signature = 10;   // features owned by each class
+  size_t noise_dims = 60;  // shared features after the class blocks
+  int per_row = 4;         // signature features drawn per row
+  int noise_per_row = 3;   // noise features drawn per row
   double label_noise = 0.0;
   uint64_t seed = 1;
 };

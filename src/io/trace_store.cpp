@@ -1,0 +1,433 @@
+#include "io/trace_store.hpp"
+
+#include <sqlite3.h>
+#include <utf8proc.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <stop_token>
+#include <string_view>
+#include <thread>
+
+#include "util/error.hpp"
+
+namespace tracer {
+namespace {
+
+// PRAGMA user_version of the schema below; bump it (and migrate) when the schema changes.
+constexpr int kSchemaVersion = 1;
+// Each text field must stay far below SQLite's 1e9-byte row limit, so that no queued row can
+// make every later batch fail.
+constexpr size_t kMaxFieldBytes = size_t{16} << 20;
+// Commit attempts while closing before queued rows are given up.
+constexpr int kCloseAttempts = 3;
+
+constexpr const char* kCreateSchema = R"sql(
+CREATE TABLE IF NOT EXISTS traces (
+  id INTEGER PRIMARY KEY,
+  time_ms INTEGER NOT NULL,
+  input TEXT NOT NULL,
+  teacher TEXT NOT NULL,
+  label_known INTEGER NOT NULL,
+  raw_output TEXT NOT NULL,
+  source TEXT NOT NULL,
+  policy_version TEXT NOT NULL,
+  decision TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_time ON traces(time_ms);
+)sql";
+
+constexpr const char* kInsert =
+    "INSERT INTO traces (time_ms, input, teacher, label_known, raw_output, source, "
+    "policy_version, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+
+struct DbClose {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using Db = std::unique_ptr<sqlite3, DbClose>;
+struct StmtFinalize {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalize>;
+
+std::string db_message(sqlite3* db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
+
+std::string where(const std::string& path) { return "trace store " + path; }
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Runs SQL without results; returns SQLite's message on failure, "" on success.
+std::string try_exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) == SQLITE_OK) return {};
+  std::string msg = err ? err : db_message(db);
+  sqlite3_free(err);
+  return msg.empty() ? std::string("unknown SQLite error") : msg;
+}
+
+void exec(sqlite3* db, const std::string& path, const char* sql, const char* what) {
+  if (auto msg = try_exec(db, sql); !msg.empty())
+    throw InputError(where(path) + ": cannot " + what + ": " + msg);
+}
+
+Stmt prepare(sqlite3* db, const std::string& path, const char* sql) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr) != SQLITE_OK) {
+    Stmt guard(raw);
+    throw InputError(where(path) + ": " + db_message(db) +
+                     " (is this a trace store written by tracer?)");
+  }
+  return Stmt(raw);
+}
+
+// The single integer a query returns (PRAGMA user_version, COUNT(*), ...).
+int64_t query_int(sqlite3* db, const std::string& path, const char* sql, int64_t bind = 0,
+                  bool has_bind = false) {
+  Stmt s = prepare(db, path, sql);
+  if (has_bind) sqlite3_bind_int64(s.get(), 1, bind);
+  const int rc = sqlite3_step(s.get());
+  if (rc != SQLITE_ROW) throw InputError(where(path) + ": cannot read: " + db_message(db));
+  return sqlite3_column_int64(s.get(), 0);
+}
+
+Db open_db(const std::string& path, int flags, int busy_timeout_ms) {
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  Db db(raw);
+  if (rc != SQLITE_OK) {
+    throw InputError("cannot open " + where(path) + ": " + db_message(raw) +
+                     "; check that its folder exists and is writable");
+  }
+  sqlite3_extended_result_codes(db.get(), 1);
+  sqlite3_busy_timeout(db.get(), busy_timeout_ms);
+  return db;
+}
+
+// WAL for crash safety and readers that never block the writer; NORMAL sync is durable against
+// process crashes, which is what the store promises (see the header).
+void configure(sqlite3* db, const std::string& path) {
+  Stmt s = prepare(db, path, "PRAGMA journal_mode=WAL");
+  const int rc = sqlite3_step(s.get());
+  if (rc != SQLITE_ROW) throw InputError(where(path) + ": " + db_message(db));
+  const auto* mode = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), 0));
+  if (mode == nullptr || std::string_view(mode) != "wal") {
+    throw InputError(where(path) + ": the file system does not support SQLite's WAL mode "
+                     "(journal mode is " + std::string(mode ? mode : "unknown") +
+                     "); put the store on a local disk");
+  }
+  exec(db, path, "PRAGMA synchronous=NORMAL", "set synchronous mode");
+}
+
+void create_schema(sqlite3* db, const std::string& path) {
+  exec(db, path, "BEGIN IMMEDIATE", "lock for schema creation");
+  const int64_t version = query_int(db, path, "PRAGMA user_version");
+  if (version > kSchemaVersion) {
+    throw FormatError(where(path) + " has schema version " + std::to_string(version) +
+                      ", newer than this tracer understands (" + std::to_string(kSchemaVersion) +
+                      "); upgrade tracer");
+  }
+  if (version == 0) {
+    const int64_t others = query_int(
+        db, path,
+        "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name <> 'traces' "
+        "AND name NOT LIKE 'sqlite_%'");
+    if (others > 0) {
+      throw InputError(where(path) + " is a SQLite database of something else (it has other "
+                       "tables); give a new file name");
+    }
+    exec(db, path, kCreateSchema, "create the schema");
+    const std::string set_version = "PRAGMA user_version = " + std::to_string(kSchemaVersion);
+    exec(db, path, set_version.c_str(), "set the schema version");
+  }
+  exec(db, path, "COMMIT", "commit the schema");
+}
+
+// Valid UTF-8 holding only whitespace: such text is rejected by read_traces, so not exported.
+bool is_blank_text(std::string_view s) {
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      if (c != ' ' && (c < '\t' || c > '\r')) return false;
+      ++i;
+      continue;
+    }
+    utf8proc_int32_t cp = 0;
+    const auto n = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(s.size() - i), &cp);
+    if (n <= 0) return false;
+    const auto cat = utf8proc_category(cp);
+    if (cp != 0x85 && cat != UTF8PROC_CATEGORY_ZS && cat != UTF8PROC_CATEGORY_ZL &&
+        cat != UTF8PROC_CATEGORY_ZP) {
+      return false;
+    }
+    i += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+std::string column_text(sqlite3_stmt* s, int col) {
+  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
+  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, col))) : std::string();
+}
+
+// Rejects rows SQLite would refuse, on the caller's thread, so no row can wedge the writer.
+void check_size(const StoredTrace& t, const std::string& path) {
+  for (const std::string* f : {&t.input, &t.teacher, &t.raw_output, &t.source,
+                               &t.policy_version, &t.decision}) {
+    if (f->size() > kMaxFieldBytes) {
+      throw InputError(where(path) + ": a trace field is " + std::to_string(f->size()) +
+                       " bytes, over the limit of " + std::to_string(kMaxFieldBytes) + " bytes");
+    }
+  }
+}
+
+}  // namespace
+
+struct TraceStore::Impl {
+  std::string path;
+  TraceStoreOptions options;
+  Db writer;    // used only by the writer thread once it runs
+  Stmt insert;  // prepared once, reused for every row
+  std::mutex read_mu;
+  Db reader;    // count() and export_jsonl(), from any thread; sees committed rows only
+
+  std::mutex mu;                          // guards everything below
+  std::condition_variable_any work_cv;    // wakes the writer (full batch, flush, stop)
+  std::condition_variable done_cv;        // a commit succeeded or failed (for flush)
+  std::condition_variable space_cv;       // the queue has room again (for append)
+  std::deque<StoredTrace> queue;
+  uint64_t queued_total = 0;     // rows ever queued
+  uint64_t committed_total = 0;  // rows ever committed (FIFO: the first committed_total queued)
+  uint64_t flush_target = 0;     // commit without waiting while committed_total < flush_target
+  uint64_t failures = 0;         // failed commits so far
+  std::string last_error;
+  std::jthread thread;
+
+  // One transaction for the batch. Returns SQLite's message on failure ("" on success); the
+  // transaction is then rolled back and nothing of the batch is stored.
+  std::string write_batch(const std::vector<StoredTrace>& rows) {
+    sqlite3* db = writer.get();
+    if (auto msg = try_exec(db, "BEGIN IMMEDIATE"); !msg.empty()) return msg;
+    sqlite3_stmt* s = insert.get();
+    for (const StoredTrace& t : rows) {
+      sqlite3_reset(s);
+      sqlite3_bind_int64(s, 1, t.time_ms);
+      int col = 2;
+      auto bind_text = [&](const std::string& v) {
+        sqlite3_bind_text(s, col++, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+      };
+      bind_text(t.input);
+      bind_text(t.teacher);
+      sqlite3_bind_int(s, col++, t.label_known ? 1 : 0);
+      bind_text(t.raw_output);
+      bind_text(t.source);
+      bind_text(t.policy_version);
+      bind_text(t.decision);
+      if (sqlite3_step(s) != SQLITE_DONE) {
+        std::string msg = db_message(db);
+        sqlite3_reset(s);
+        try_exec(db, "ROLLBACK");
+        return msg;
+      }
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);  // SQLITE_STATIC: do not keep pointers into rows being freed
+    if (auto msg = try_exec(db, "COMMIT"); !msg.empty()) {
+      try_exec(db, "ROLLBACK");
+      return msg;
+    }
+    return {};
+  }
+
+  void run(const std::stop_token& stop) {
+    const auto interval = std::chrono::milliseconds(options.flush_interval_ms);
+    std::vector<StoredTrace> batch;
+    batch.reserve(options.batch_rows);
+    int close_failures = 0;
+    std::unique_lock lock(mu);
+    while (true) {
+      if (!stop.stop_requested()) {
+        work_cv.wait_for(lock, stop, interval, [&] {
+          return queue.size() >= options.batch_rows || flush_target > committed_total;
+        });
+      }
+      if (queue.empty()) {
+        if (stop.stop_requested()) return;
+        continue;
+      }
+      const size_t n = std::min(queue.size(), options.batch_rows);
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue.front()));
+        queue.pop_front();
+      }
+      space_cv.notify_all();
+      lock.unlock();
+      std::string error = write_batch(batch);
+      lock.lock();
+      if (error.empty()) {
+        committed_total += n;
+        batch.clear();
+        done_cv.notify_all();
+        continue;
+      }
+      // Keep the rows, in order, for the next attempt.
+      for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue.push_front(std::move(*it));
+      batch.clear();
+      ++failures;
+      last_error = std::move(error);
+      done_cv.notify_all();
+      if (stop.stop_requested()) {
+        if (++close_failures >= kCloseAttempts) {
+          std::cerr << "tracer: " << where(path) << ": lost " << queue.size()
+                    << " queued traces on close: " << last_error << "\n";
+          queue.clear();
+          return;
+        }
+        lock.unlock();
+        std::this_thread::sleep_for(interval);
+        lock.lock();
+      } else {
+        // Back off instead of spinning on a failing disk; only a stop cuts this short.
+        work_cv.wait_for(lock, stop, interval, [] { return false; });
+      }
+    }
+  }
+};
+
+TraceStore::TraceStore(const std::string& path, TraceStoreOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  if (options.batch_rows == 0 || options.max_queue_rows == 0 || options.flush_interval_ms <= 0 ||
+      options.busy_timeout_ms < 0) {
+    throw InputError(where(path) + ": batch_rows, max_queue_rows and flush_interval_ms must be "
+                     "positive");
+  }
+  impl_->path = path;
+  impl_->options = options;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      throw InputError("cannot create the folder " + parent.string() + " for " + where(path) +
+                       ": " + ec.message());
+    }
+  }
+  impl_->writer = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, options.busy_timeout_ms);
+  sqlite3* db = impl_->writer.get();
+  configure(db, path);
+  create_schema(db, path);
+  impl_->insert = prepare(db, path, kInsert);
+  impl_->reader = open_db(path, SQLITE_OPEN_READONLY, options.busy_timeout_ms);
+  impl_->thread = std::jthread([impl = impl_.get()](std::stop_token stop) { impl->run(stop); });
+}
+
+TraceStore::~TraceStore() {
+  if (!impl_) return;
+  impl_->thread.request_stop();  // the writer drains the queue before it returns
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+void TraceStore::append(StoredTrace t) {
+  check_size(t, impl_->path);
+  if (t.time_ms == 0) t.time_ms = now_ms();
+  if (t.teacher.empty()) t.label_known = false;
+  Impl& s = *impl_;
+  std::unique_lock lock(s.mu);
+  s.space_cv.wait(lock, [&] { return s.queue.size() < s.options.max_queue_rows; });
+  s.queue.push_back(std::move(t));
+  ++s.queued_total;
+  if (s.queue.size() == s.options.batch_rows) s.work_cv.notify_one();
+}
+
+bool TraceStore::try_append(StoredTrace t) {
+  check_size(t, impl_->path);
+  if (t.time_ms == 0) t.time_ms = now_ms();
+  if (t.teacher.empty()) t.label_known = false;
+  Impl& s = *impl_;
+  std::lock_guard lock(s.mu);
+  if (s.queue.size() >= s.options.max_queue_rows) return false;
+  s.queue.push_back(std::move(t));
+  ++s.queued_total;
+  if (s.queue.size() == s.options.batch_rows) s.work_cv.notify_one();
+  return true;
+}
+
+void TraceStore::flush() {
+  Impl& s = *impl_;
+  std::unique_lock lock(s.mu);
+  const uint64_t target = s.queued_total;
+  if (s.committed_total >= target) return;
+  const uint64_t failures = s.failures;
+  s.flush_target = std::max(s.flush_target, target);
+  s.work_cv.notify_one();
+  s.done_cv.wait(lock, [&] { return s.committed_total >= target || s.failures != failures; });
+  if (s.committed_total < target) {
+    throw InputError(where(s.path) + ": cannot commit queued traces: " + s.last_error +
+                     "; they stay queued and are retried");
+  }
+}
+
+int64_t TraceStore::count() {
+  std::lock_guard lock(impl_->read_mu);
+  return query_int(impl_->reader.get(), impl_->path, "SELECT COUNT(*) FROM traces");
+}
+
+int64_t TraceStore::count_since(int64_t since_ms) {
+  std::lock_guard lock(impl_->read_mu);
+  return query_int(impl_->reader.get(), impl_->path,
+                   "SELECT COUNT(*) FROM traces WHERE time_ms >= ?", since_ms, true);
+}
+
+size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown) {
+  using Json = nlohmann::ordered_json;
+  std::lock_guard lock(impl_->read_mu);
+  sqlite3* db = impl_->reader.get();
+  Stmt s = prepare(db, impl_->path,
+                   "SELECT id, time_ms, input, teacher, label_known, raw_output, source, "
+                   "policy_version, decision FROM traces ORDER BY id");
+  size_t written = 0;
+  int rc = SQLITE_ROW;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    std::string input = column_text(s.get(), 2);
+    std::string teacher = column_text(s.get(), 3);
+    const bool known = sqlite3_column_int(s.get(), 4) != 0 && !is_blank_text(teacher);
+    if (!include_unknown && (!known || is_blank_text(input))) continue;
+    Json j;
+    j["input"] = std::move(input);
+    if (known) {
+      j["teacher"] = std::move(teacher);
+    } else {
+      j["teacher"] = nullptr;
+      j["label_known"] = false;
+      j["raw_output"] = column_text(s.get(), 5);
+    }
+    j["id"] = sqlite3_column_int64(s.get(), 0);
+    j["metadata"] = Json{{"time_ms", sqlite3_column_int64(s.get(), 1)},
+                         {"source", column_text(s.get(), 6)},
+                         {"policy_version", column_text(s.get(), 7)},
+                         {"decision", column_text(s.get(), 8)}};
+    // Invalid UTF-8 (from a misbehaving client) becomes U+FFFD rather than failing the export.
+    out << j.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
+    ++written;
+  }
+  if (rc != SQLITE_DONE) {
+    throw InputError(where(impl_->path) + ": cannot read rows: " + db_message(db));
+  }
+  out.flush();
+  if (!out) throw InputError(where(impl_->path) + ": failed writing the export");
+  return written;
+}
+
+const std::string& TraceStore::path() const { return impl_->path; }
+
+}  // namespace tracer

@@ -1,0 +1,54 @@
+#pragma once
+// A policy as served: the router, its scratch pool and what the endpoints answer about it.
+// Requests hold a shared_ptr to the one they started with, so a hot reload swaps the slot's
+// pointer and in-flight requests finish on the old policy, which dies with its last user.
+#include <atomic>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "runtime/router.hpp"
+#include "serve/scratch_pool.hpp"
+
+namespace tracer::serve {
+
+class LoadedPolicy {
+ public:
+  explicit LoadedPolicy(Router router);
+  LoadedPolicy(const LoadedPolicy&) = delete;
+  LoadedPolicy& operator=(const LoadedPolicy&) = delete;
+
+  static std::shared_ptr<const LoadedPolicy> load(const std::string& dir);
+
+  const Router& router() const { return router_; }
+  RouteResult route(std::string_view text) const;
+  const std::string& version() const { return router_.policy().policy_version; }
+  std::string method() const { return method_name(router_.policy().method); }
+  const std::string& manifest_json() const { return manifest_json_; }
+  size_t num_labels() const { return router_.policy().labels.size(); }
+  int label_index(std::string_view name) const;  // -1 when not a label of this policy
+
+  // {label, probability, decision, accept_score, reason (deferred only), policy_version}.
+  nlohmann::json decision_json(const RouteResult& r) const;
+
+ private:
+  Router router_;
+  mutable ScratchPool pool_;  // internally synchronised
+  std::string manifest_json_;
+  std::unordered_map<std::string, int> label_index_;
+};
+
+// The policy currently served; swapped atomically by reload.
+class PolicySlot {
+ public:
+  explicit PolicySlot(std::shared_ptr<const LoadedPolicy> p) : p_(std::move(p)) {}
+  std::shared_ptr<const LoadedPolicy> get() const { return p_.load(std::memory_order_acquire); }
+  void set(std::shared_ptr<const LoadedPolicy> p) { p_.store(std::move(p), std::memory_order_release); }
+
+ private:
+  std::atomic<std::shared_ptr<const LoadedPolicy>> p_;
+};
+
+}  // namespace tracer::serve

@@ -1,0 +1,149 @@
+#include "serve/metrics.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+namespace tracer::serve {
+namespace {
+
+constexpr std::array<std::string_view, kEndpoints> kPaths = {
+    "/v1/route", "/v1/route/batch", "/v1/chat/completions", "/healthz",
+    "/v1/policy", "/metrics",       "/v1/admin/reload",     "other"};
+constexpr std::array<std::string_view, kUpstreamOutcomes> kOutcomes = {"ok", "http_error",
+                                                                       "unreachable", "timeout"};
+
+uint64_t load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
+
+void header(std::string& out, std::string_view name, std::string_view type,
+            std::string_view help) {
+  out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+}
+
+}  // namespace
+
+std::string_view endpoint_path(Endpoint e) { return kPaths[static_cast<int>(e)]; }
+
+Endpoint endpoint_of(std::string_view path) {
+  for (int i = 0; i + 1 < kEndpoints; ++i)
+    if (kPaths[i] == path) return static_cast<Endpoint>(i);
+  return Endpoint::kOther;
+}
+
+std::string prometheus_escape(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+void Histogram::observe(double seconds) {
+  size_t i = 0;
+  while (i < kLatencyBuckets.size() && seconds > kLatencyBuckets[i]) ++i;
+  if (i < kLatencyBuckets.size()) buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  double ns = std::max(0.0, seconds) * 1e9;
+  sum_ns_.fetch_add(static_cast<uint64_t>(std::llround(ns)), std::memory_order_relaxed);
+}
+
+void Histogram::render(std::string& out, std::string_view name, std::string_view labels) const {
+  std::string sep = labels.empty() ? "" : ",";
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < kLatencyBuckets.size(); ++i) {
+    cumulative += load(buckets_[i]);
+    out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, kLatencyBuckets[i],
+                       cumulative);
+  }
+  uint64_t n = count();
+  out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, sep, n);
+  std::string braces = labels.empty() ? "" : fmt::format("{{{}}}", labels);
+  out += fmt::format("{}_sum{} {}\n", name, braces, static_cast<double>(load(sum_ns_)) / 1e9);
+  out += fmt::format("{}_count{} {}\n", name, braces, n);
+}
+
+void Metrics::count_request(Endpoint e, int status) {
+  int s = std::clamp(status, kMinStatus, kMinStatus + kStatuses - 1) - kMinStatus;
+  requests_[static_cast<int>(e)][s].fetch_add(1, std::memory_order_relaxed);
+}
+
+uint64_t Metrics::requests(Endpoint e, int status) const {
+  int s = std::clamp(status, kMinStatus, kMinStatus + kStatuses - 1) - kMinStatus;
+  return load(requests_[static_cast<int>(e)][s]);
+}
+
+void Metrics::count_decision(const RouteResult& r) {
+  int i = r.handled ? 0 : std::clamp(static_cast<int>(r.reason), 1, kReasons - 1);
+  decisions_[i].fetch_add(1, std::memory_order_relaxed);
+}
+
+void Metrics::count_upstream(UpstreamOutcome o, double seconds, int retries) {
+  upstream_[static_cast<int>(o)].fetch_add(1, std::memory_order_relaxed);
+  upstream_retries_.fetch_add(static_cast<uint64_t>(std::max(0, retries)),
+                              std::memory_order_relaxed);
+  upstream_latency_.observe(seconds);
+}
+
+void Metrics::count_trace(bool recorded, bool label_known) {
+  if (!recorded) traces_dropped_.fetch_add(1, std::memory_order_relaxed);
+  else traces_[label_known ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+}
+
+void Metrics::count_reload(bool ok) { reloads_[ok ? 1 : 0].fetch_add(1, std::memory_order_relaxed); }
+
+std::string Metrics::render(std::string_view policy_version, std::string_view method,
+                            size_t num_labels) const {
+  std::string out;
+  out.reserve(8192);
+  header(out, "tracer_requests_total", "counter", "HTTP requests by endpoint and status code.");
+  for (int e = 0; e < kEndpoints; ++e)
+    for (int s = 0; s < kStatuses; ++s)
+      if (uint64_t n = load(requests_[e][s]))
+        out += fmt::format("tracer_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n",
+                           kPaths[e], s + kMinStatus, n);
+  header(out, "tracer_request_duration_seconds", "histogram",
+         "Time spent handling a request (parse, route, upstream call, reply).");
+  for (int e = 0; e < kEndpoints; ++e)
+    if (latency_[e].count())
+      latency_[e].render(out, "tracer_request_duration_seconds",
+                         fmt::format("endpoint=\"{}\"", kPaths[e]));
+  header(out, "tracer_decisions_total", "counter",
+         "Routing decisions: handled by the surrogate, or deferred to the LLM by reason.");
+  out += fmt::format("tracer_decisions_total{{decision=\"handled\"}} {}\n", load(decisions_[0]));
+  for (int r = 1; r < kReasons; ++r)
+    out += fmt::format("tracer_decisions_total{{decision=\"deferred\",reason=\"{}\"}} {}\n",
+                       reason_name(static_cast<DeferReason>(r)), load(decisions_[r]));
+  header(out, "tracer_upstream_requests_total", "counter",
+         "Proxy calls to the upstream LLM by outcome (after retries).");
+  for (int o = 0; o < kUpstreamOutcomes; ++o)
+    out += fmt::format("tracer_upstream_requests_total{{outcome=\"{}\"}} {}\n", kOutcomes[o],
+                       load(upstream_[o]));
+  header(out, "tracer_upstream_retries_total", "counter", "Upstream attempts that were retried.");
+  out += fmt::format("tracer_upstream_retries_total {}\n", load(upstream_retries_));
+  header(out, "tracer_upstream_duration_seconds", "histogram",
+         "Upstream call time including retries.");
+  upstream_latency_.render(out, "tracer_upstream_duration_seconds", "");
+  header(out, "tracer_traces_recorded_total", "counter",
+         "Traces queued for the trace store, by whether the LLM's answer is a known label.");
+  out += fmt::format("tracer_traces_recorded_total{{label_known=\"true\"}} {}\n", load(traces_[1]));
+  out += fmt::format("tracer_traces_recorded_total{{label_known=\"false\"}} {}\n",
+                     load(traces_[0]));
+  header(out, "tracer_traces_dropped_total", "counter",
+         "Traces dropped because the trace store's queue was full.");
+  out += fmt::format("tracer_traces_dropped_total {}\n", load(traces_dropped_));
+  header(out, "tracer_policy_reloads_total", "counter", "Policy reloads by result.");
+  out += fmt::format("tracer_policy_reloads_total{{result=\"success\"}} {}\n", load(reloads_[1]));
+  out += fmt::format("tracer_policy_reloads_total{{result=\"failure\"}} {}\n", load(reloads_[0]));
+  header(out, "tracer_inflight_requests", "gauge", "Requests being handled now.");
+  out += fmt::format("tracer_inflight_requests {}\n", inflight_.load(std::memory_order_relaxed));
+  header(out, "tracer_policy_info", "gauge", "The policy being served (value is always 1).");
+  out += fmt::format("tracer_policy_info{{policy_version=\"{}\",method=\"{}\",labels=\"{}\"}} 1\n",
+                     prometheus_escape(policy_version), prometheus_escape(method), num_labels);
+  return out;
+}
+
+}  // namespace tracer::serve

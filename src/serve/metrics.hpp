@@ -1,0 +1,75 @@
+#pragma once
+// Server counters, rendered in the Prometheus text format by GET /metrics. Lock-free: every
+// counter is a relaxed atomic bumped on the request path.
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "runtime/router.hpp"
+
+namespace tracer::serve {
+
+enum class Endpoint : int { kRoute, kBatch, kChat, kHealth, kPolicy, kMetrics, kReload, kOther };
+inline constexpr int kEndpoints = 8;
+std::string_view endpoint_path(Endpoint e);  // "other" for kOther
+Endpoint endpoint_of(std::string_view path);
+
+enum class UpstreamOutcome : int { kOk, kHttpError, kUnreachable, kTimeout };
+inline constexpr int kUpstreamOutcomes = 4;
+
+// Latency buckets (seconds) shared by every histogram.
+inline constexpr std::array<double, 16> kLatencyBuckets = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,   10};
+
+class Histogram {
+ public:
+  void observe(double seconds);
+  // Appends the _bucket/_sum/_count lines of `name` with `labels` (e.g. endpoint="/v1/route").
+  void render(std::string& out, std::string_view name, std::string_view labels) const;
+  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+
+ private:
+  std::array<std::atomic<uint64_t>, kLatencyBuckets.size()> buckets_{};  // not cumulative
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_ns_{0};
+};
+
+class Metrics {
+ public:
+  void count_request(Endpoint e, int status);
+  void observe_latency(Endpoint e, double seconds) { latency_[static_cast<int>(e)].observe(seconds); }
+  void count_decision(const RouteResult& r);
+  void count_upstream(UpstreamOutcome o, double seconds, int retries);
+  void count_trace(bool recorded, bool label_known);
+  void count_reload(bool ok);
+  void inflight(int delta) { inflight_.fetch_add(delta, std::memory_order_relaxed); }
+
+  uint64_t requests(Endpoint e, int status) const;
+  uint64_t handled() const { return decisions_[0].load(std::memory_order_relaxed); }
+
+  // The whole exposition; the policy gauge carries these labels.
+  std::string render(std::string_view policy_version, std::string_view method,
+                     size_t num_labels) const;
+
+ private:
+  static constexpr int kMinStatus = 100, kStatuses = 500;
+  static constexpr int kReasons = 4;  // DeferReason values; index 0 (kNone) counts handled
+  std::array<std::array<std::atomic<uint64_t>, kStatuses>, kEndpoints> requests_{};
+  std::array<Histogram, kEndpoints> latency_{};
+  std::array<std::atomic<uint64_t>, kReasons> decisions_{};
+  std::array<std::atomic<uint64_t>, kUpstreamOutcomes> upstream_{};
+  std::atomic<uint64_t> upstream_retries_{0};
+  Histogram upstream_latency_;
+  std::array<std::atomic<uint64_t>, 2> traces_{};  // [label_known]
+  std::atomic<uint64_t> traces_dropped_{0};
+  std::array<std::atomic<uint64_t>, 2> reloads_{};  // [ok]
+  std::atomic<int64_t> inflight_{0};
+};
+
+// Escapes a Prometheus label value (backslash, double quote, newline).
+std::string prometheus_escape(std::string_view v);
+
+}  // namespace tracer::serve

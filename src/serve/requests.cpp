@@ -1,0 +1,258 @@
+#include "serve/requests.hpp"
+
+#include "util/error.hpp"
+
+namespace tracer::serve {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kInvalid = "invalid_request_error";
+constexpr const char* kTooLarge = "request_too_large";
+// libstdc++'s regex recurses per character; bound what it sees.
+constexpr size_t kMaxRegexInput = 8 * 1024;
+
+ApiError invalid(const std::string& message) { return ApiError(400, kInvalid, message); }
+
+json parse_object(std::string_view body) {
+  json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded())
+    throw invalid("the request body is not valid JSON (UTF-8); send a JSON object");
+  if (!j.is_object()) throw invalid("the request body must be a JSON object");
+  return j;
+}
+
+void reject_vectors(const json& j) {
+  for (const char* key : {"vector", "embedding", "vectors", "embeddings"})
+    if (j.contains(key))
+      throw invalid(std::string("this server routes text: precomputed vectors (\"") + key +
+                    "\") are not supported because the policy's featurizer reads text; send "
+                    "{\"text\": \"...\"} instead");
+}
+
+void check_text_size(size_t bytes, const RequestLimits& limits, const std::string& what) {
+  if (bytes > limits.max_text_bytes)
+    throw ApiError(413, kTooLarge,
+                   what + " is " + std::to_string(bytes) + " bytes; the limit is " +
+                       std::to_string(limits.max_text_bytes) + " (--max-text-bytes)");
+}
+
+const json* find_first(const json& j, std::initializer_list<const char*> keys, const char** found) {
+  for (const char* k : keys) {
+    auto it = j.find(k);
+    if (it != j.end()) {
+      *found = k;
+      return &*it;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::string error_body(std::string_view message, std::string_view type) {
+  json j{{"error", {{"message", message}, {"type", type}}}};
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string_view trim(std::string_view s) {
+  constexpr std::string_view ws = " \t\r\n\v\f";
+  size_t b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  size_t e = s.find_last_not_of(ws);
+  return s.substr(b, e - b + 1);
+}
+
+RouteRequest parse_route_request(std::string_view body, const RequestLimits& limits) {
+  json j = parse_object(body);
+  reject_vectors(j);
+  const char* key = nullptr;
+  const json* t = find_first(j, {"text", "input"}, &key);
+  if (!t) throw invalid("missing \"text\": send {\"text\": \"...\"} (or \"input\")");
+  if (t->is_array())
+    throw invalid(std::string("\"") + key + "\" must be one string; send several texts to "
+                  "/v1/route/batch as {\"texts\": [...]}");
+  if (!t->is_string()) throw invalid(std::string("\"") + key + "\" must be a string");
+  RouteRequest r;
+  r.text = t->get<std::string>();
+  check_text_size(r.text.size(), limits, "the text");
+  auto id = j.find("id");
+  if (id != j.end() && !id->is_null()) {
+    if (!id->is_string() && !id->is_number())
+      throw invalid("\"id\" must be a string or a number");
+    r.id = *id;
+  }
+  return r;
+}
+
+std::vector<std::string> parse_batch_request(std::string_view body, const RequestLimits& limits) {
+  json j = parse_object(body);
+  reject_vectors(j);
+  const char* key = nullptr;
+  const json* t = find_first(j, {"texts", "inputs"}, &key);
+  if (!t) throw invalid("missing \"texts\": send {\"texts\": [\"...\", ...]}");
+  if (!t->is_array()) throw invalid(std::string("\"") + key + "\" must be an array of strings");
+  if (t->size() > limits.max_batch)
+    throw ApiError(413, kTooLarge,
+                   "the batch has " + std::to_string(t->size()) + " texts; the limit is " +
+                       std::to_string(limits.max_batch) + " (--max-batch); split it");
+  std::vector<std::string> texts;
+  texts.reserve(t->size());
+  for (size_t i = 0; i < t->size(); ++i) {
+    const json& v = (*t)[i];
+    if (!v.is_string())
+      throw invalid(std::string("\"") + key + "\"[" + std::to_string(i) + "] must be a string");
+    texts.push_back(v.get<std::string>());
+    check_text_size(texts.back().size(), limits, "text " + std::to_string(i));
+  }
+  return texts;
+}
+
+TextFrom parse_text_from(std::string_view name) {
+  if (name == "last-user") return TextFrom::kLastUser;
+  if (name == "all-user") return TextFrom::kAllUser;
+  if (name == "system+last-user") return TextFrom::kSystemLastUser;
+  throw InputError("unknown --text-from '" + std::string(name) +
+                   "'; choose last-user, all-user or system+last-user");
+}
+
+std::string text_from_name(TextFrom t) {
+  switch (t) {
+    case TextFrom::kLastUser: return "last-user";
+    case TextFrom::kAllUser: return "all-user";
+    case TextFrom::kSystemLastUser: return "system+last-user";
+  }
+  return "";
+}
+
+std::string content_text(const json& content) {
+  if (content.is_null()) return {};
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array())
+    throw invalid("a message \"content\" must be a string or an array of content parts");
+  std::string out;
+  bool first = true;
+  for (const json& part : content) {
+    if (!part.is_object()) throw invalid("each content part must be an object with a \"type\"");
+    auto type = part.find("type");
+    if (type == part.end() || !type->is_string())
+      throw invalid("each content part needs a string \"type\"");
+    if (*type != "text") continue;  // images, audio, ...: not classified
+    auto text = part.find("text");
+    if (text == part.end() || !text->is_string())
+      throw invalid("a content part of type \"text\" needs a string \"text\"");
+    if (!first) out += '\n';
+    out += text->get_ref<const std::string&>();
+    first = false;
+  }
+  return out;
+}
+
+ChatRequest parse_chat_request(std::string_view body, TextFrom from, const RequestLimits& limits) {
+  json j = parse_object(body);
+  ChatRequest r;
+  auto model = j.find("model");
+  if (model != j.end() && !model->is_null()) {
+    if (!model->is_string()) throw invalid("\"model\" must be a string");
+    r.model = model->get<std::string>();
+  }
+  auto stream = j.find("stream");
+  if (stream != j.end() && !stream->is_null()) {
+    if (!stream->is_boolean()) throw invalid("\"stream\" must be true or false");
+    r.stream = stream->get<bool>();
+  }
+  auto messages = j.find("messages");
+  if (messages == j.end()) throw invalid("missing \"messages\": send an array of chat messages");
+  if (!messages->is_array() || messages->empty())
+    throw invalid("\"messages\" must be a non-empty array of {\"role\", \"content\"} objects");
+  std::vector<std::string> user, system;
+  for (const json& m : *messages) {
+    if (!m.is_object()) throw invalid("each message must be an object with \"role\" and \"content\"");
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) throw invalid("each message needs a string \"role\"");
+    auto content = m.find("content");
+    std::string text = content == m.end() ? std::string() : content_text(*content);
+    const std::string& rname = role->get_ref<const std::string&>();
+    if (rname == "user") user.push_back(std::move(text));
+    else if (rname == "system" || rname == "developer") system.push_back(std::move(text));
+  }
+  if (user.empty())
+    throw invalid("no \"user\" message to classify; the proxy routes on the user's text");
+  auto join = [](const std::vector<std::string>& parts) {
+    std::string out;
+    for (size_t i = 0; i < parts.size(); ++i) out += (i ? "\n" : "") + parts[i];
+    return out;
+  };
+  switch (from) {
+    case TextFrom::kLastUser: r.text = user.back(); break;
+    case TextFrom::kAllUser: r.text = join(user); break;
+    case TextFrom::kSystemLastUser:
+      r.text = system.empty() ? user.back() : join(system) + "\n" + user.back();
+      break;
+  }
+  check_text_size(r.text.size(), limits, "the text to classify");
+  return r;
+}
+
+bool chat_answer_text(std::string_view upstream_body, std::string& answer) {
+  json j = json::parse(upstream_body.begin(), upstream_body.end(), nullptr, false);
+  if (!j.is_object()) return false;
+  auto choices = j.find("choices");
+  if (choices == j.end() || !choices->is_array() || choices->empty()) return false;
+  const json& c = (*choices)[0];
+  if (!c.is_object()) return false;
+  auto message = c.find("message");
+  if (message == c.end() || !message->is_object()) return false;
+  auto content = message->find("content");
+  if (content == message->end()) return false;
+  try {
+    answer = content_text(*content);
+  } catch (const ApiError&) {
+    return false;
+  }
+  return true;
+}
+
+LabelParser::LabelParser(std::string json_field, const std::string& regex)
+    : json_field_(std::move(json_field)) {
+  if (!json_field_.empty() && !regex.empty())
+    throw InputError("give --label-json-field or --label-regex, not both");
+  if (regex.empty()) return;
+  try {
+    regex_ = std::regex(regex, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    throw InputError("--label-regex '" + regex + "' is not a valid regular expression (" +
+                     e.what() + ")");
+  }
+  if (regex_.mark_count() != 1)
+    throw InputError("--label-regex '" + regex + "' must have exactly one capture group (...) "
+                     "around the label; it has " + std::to_string(regex_.mark_count()));
+  use_regex_ = true;
+}
+
+std::string LabelParser::extract(std::string_view answer) const {
+  if (use_regex_) {
+    std::string_view in = answer.substr(0, std::min(answer.size(), kMaxRegexInput));
+    std::match_results<std::string_view::const_iterator> m;
+    if (!std::regex_search(in.begin(), in.end(), m, regex_) || !m[1].matched) return {};
+    return std::string(trim(std::string_view(m[1].first, m[1].second)));
+  }
+  std::string_view a = trim(answer);
+  if (json_field_.empty()) return std::string(a);
+  // Models often wrap JSON in a Markdown code fence.
+  if (a.substr(0, 3) == "```") {
+    size_t nl = a.find('\n');
+    a = nl == std::string_view::npos ? std::string_view() : a.substr(nl + 1);
+    a = trim(a);
+    if (a.size() >= 3 && a.substr(a.size() - 3) == "```") a = trim(a.substr(0, a.size() - 3));
+  }
+  json j = json::parse(a.begin(), a.end(), nullptr, false);
+  if (!j.is_object()) return {};
+  auto it = j.find(json_field_);
+  if (it == j.end()) return {};
+  if (it->is_string()) return std::string(trim(it->get_ref<const std::string&>()));
+  if (it->is_number() || it->is_boolean()) return it->dump();
+  return {};
+}
+
+}  // namespace tracer::serve

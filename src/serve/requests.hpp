@@ -1,0 +1,85 @@
+#pragma once
+// Request bodies of the HTTP API and the OpenAI-compatible proxy, parsed without sockets so they
+// can be unit-tested and fuzzed. Every failure is an ApiError carrying the HTTP status to answer.
+#include <cstddef>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tracer::serve {
+
+// An error answered to the client as {"error": {"message", "type"}} with this HTTP status.
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, std::string type, const std::string& message)
+      : std::runtime_error(message), status_(status), type_(std::move(type)) {}
+  int status() const { return status_; }
+  const std::string& type() const { return type_; }
+
+ private:
+  int status_;
+  std::string type_;
+};
+
+// {"error": {"message": ..., "type": ...}} (invalid UTF-8 in the message is replaced).
+std::string error_body(std::string_view message, std::string_view type);
+
+struct RequestLimits {
+  size_t max_text_bytes = 64 * 1024;  // longer texts get 413
+  size_t max_batch = 256;             // more texts in one batch get 413
+};
+
+// POST /v1/route: {"text": "..."} or {"input": "..."}; an optional "id" (string or number) is
+// echoed back.
+struct RouteRequest {
+  std::string text;
+  nlohmann::json id;  // null when absent
+};
+RouteRequest parse_route_request(std::string_view body, const RequestLimits& limits);
+
+// POST /v1/route/batch: {"texts": [...]} (or "inputs").
+std::vector<std::string> parse_batch_request(std::string_view body, const RequestLimits& limits);
+
+// Which chat messages make the text to classify.
+enum class TextFrom { kLastUser, kAllUser, kSystemLastUser };
+TextFrom parse_text_from(std::string_view name);  // throws InputError naming the choices
+std::string text_from_name(TextFrom t);
+
+// POST /v1/chat/completions (OpenAI-compatible).
+struct ChatRequest {
+  std::string text;   // what the router classifies
+  std::string model;  // the "model" field ("" when absent)
+  bool stream = false;
+};
+ChatRequest parse_chat_request(std::string_view body, TextFrom from, const RequestLimits& limits);
+
+// A message "content": a string, or an array of parts of which {"type": "text", "text"} count.
+std::string content_text(const nlohmann::json& content);
+
+// The assistant's answer in an upstream chat completion (choices[0].message.content); returns
+// false when the body is not a chat completion with a text answer.
+bool chat_answer_text(std::string_view upstream_body, std::string& answer);
+
+// Turns the LLM's answer into a candidate label: the trimmed answer, or a JSON field of it, or
+// the first capture group of a regex.
+class LabelParser {
+ public:
+  LabelParser() = default;
+  // Throws InputError when both are given or the regex is invalid / has no capture group.
+  LabelParser(std::string json_field, const std::string& regex);
+  // The candidate label ("" when the answer does not contain one).
+  std::string extract(std::string_view answer) const;
+  const std::string& json_field() const { return json_field_; }
+
+ private:
+  std::string json_field_;
+  bool use_regex_ = false;
+  std::regex regex_;
+};
+
+std::string_view trim(std::string_view s);
+
+}  // namespace tracer::serve

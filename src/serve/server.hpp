@@ -1,0 +1,62 @@
+#pragma once
+// `tracer serve`: the HTTP API over a policy folder, and the OpenAI-compatible proxy when an
+// upstream is given. See docs/serve.md for the endpoints.
+#include <memory>
+#include <string>
+
+#include "serve/requests.hpp"
+
+namespace tracer::serve {
+
+struct ServeOptions {
+  std::string policy_dir;
+  std::string host = "127.0.0.1";
+  int port = 8000;                     // 0: any free port (see ApiServer::bind)
+  int threads = 64;                    // connections served at once (one thread each)
+  std::string api_key;                 // bearer token for everything but /healthz ("" = open)
+  size_t max_body_bytes = 1 << 20;
+  RequestLimits limits;
+  // Proxy mode (on when upstream is set).
+  std::string upstream;
+  std::string upstream_api_key;
+  double upstream_timeout_s = 60;
+  int upstream_retries = 2;
+  int upstream_backoff_ms = 100;
+  TextFrom text_from = TextFrom::kLastUser;
+  std::string label_json_field;
+  std::string label_regex;
+  std::string trace_db;                // "" = POLICY_DIR/traces.db
+  bool record_handled = false;
+};
+
+struct ReloadResult {
+  bool ok = false;
+  std::string policy_version;           // served after the call
+  std::string previous_policy_version;  // served before it
+  std::string error;                    // why it failed (the old policy stays)
+};
+
+class ApiServer {
+ public:
+  // Loads the policy and, in proxy mode, opens the trace store. Throws InputError/FormatError.
+  explicit ApiServer(ServeOptions options);
+  ~ApiServer();  // call stop() and wait for run() to return first
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  int bind();  // binds host:port; returns the bound port; throws InputError when it cannot
+  void run();  // serves until stop(); then finishes in-flight requests and flushes traces
+  void stop();  // thread-safe; makes run() return
+  ReloadResult reload();  // thread-safe; loads the policy folder again and swaps it in
+
+  std::string policy_version() const;
+  const ServeOptions& options() const;
+  bool proxy() const;
+  std::string trace_db() const;  // "" when not in proxy mode
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tracer::serve

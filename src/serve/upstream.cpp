@@ -1,0 +1,143 @@
+#include "serve/upstream.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <mutex>
+#include <regex>
+#include <thread>
+#include <vector>
+
+#include "serve/http.hpp"
+#include "util/error.hpp"
+
+namespace tracer::serve {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+  });
+}
+
+}  // namespace
+
+struct Upstream::Impl {
+  UpstreamOptions opt;
+  std::string origin;  // scheme://host[:port]
+  std::string path;    // prefix + /v1/chat/completions
+  std::string url;
+  std::mutex mu;
+  std::vector<std::unique_ptr<httplib::Client>> idle;  // keep-alive connections to reuse
+
+  std::unique_ptr<httplib::Client> checkout() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!idle.empty()) {
+        auto c = std::move(idle.back());
+        idle.pop_back();
+        return c;
+      }
+    }
+    auto c = std::make_unique<httplib::Client>(origin);
+    auto t = std::chrono::microseconds(static_cast<int64_t>(opt.timeout_s * 1e6));
+    c->set_connection_timeout(t);
+    c->set_read_timeout(t);
+    c->set_write_timeout(t);
+    c->set_keep_alive(true);
+    c->set_tcp_nodelay(true);
+    return c;
+  }
+  void give_back(std::unique_ptr<httplib::Client> c) {
+    std::lock_guard<std::mutex> lock(mu);
+    idle.push_back(std::move(c));
+  }
+};
+
+Upstream::Upstream(UpstreamOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->opt = std::move(options);
+  const std::string& u = impl_->opt.url;
+  const std::regex kUrl(R"(^(https?)://([^/?#\s]+)(/[^?#\s]*)?$)", std::regex::icase);
+  std::smatch m;
+  if (!std::regex_match(u, m, kUrl))
+    throw InputError("--upstream '" + u + "' is not an http(s) URL like http://127.0.0.1:11434");
+  std::string prefix = m[3].matched ? m[3].str() : "";
+  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+  // OpenAI base URLs usually end in /v1; accept both spellings.
+  if (prefix.size() >= 3 && prefix.compare(prefix.size() - 3, 3, "/v1") == 0)
+    prefix.resize(prefix.size() - 3);
+  impl_->origin = m[1].str() + "://" + m[2].str();
+  impl_->path = prefix + "/v1/chat/completions";
+  impl_->url = impl_->origin + impl_->path;
+  if (!(impl_->opt.timeout_s > 0)) throw InputError("--upstream-timeout must be > 0 seconds");
+  if (impl_->opt.retries < 0) throw InputError("--upstream-retries must be >= 0");
+  if (!httplib::Client(impl_->origin).is_valid())
+    throw InputError("--upstream '" + u + "': cannot make a client for " + impl_->origin);
+}
+
+Upstream::~Upstream() = default;
+
+const std::string& Upstream::url() const { return impl_->url; }
+
+UpstreamReply Upstream::chat_completions(
+    const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers) const {
+  using Clock = std::chrono::steady_clock;
+  const UpstreamOptions& opt = impl_->opt;
+  httplib::Headers h;
+  for (const auto& [k, v] : headers) {
+    if (!opt.api_key.empty() && iequals(k, "authorization"))
+      continue;  // our own key replaces the client's
+    h.emplace(k, v);
+  }
+  if (!opt.api_key.empty()) h.emplace("Authorization", "Bearer " + opt.api_key);
+
+  UpstreamReply reply;
+  auto start = Clock::now();
+  for (int attempt = 0; attempt <= opt.retries; ++attempt) {
+    if (attempt > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(opt.backoff_ms << (attempt - 1)));
+      reply.retries = attempt;
+    }
+    auto client = impl_->checkout();
+    auto t0 = Clock::now();
+    httplib::Result res = client->Post(impl_->path, h, body, "application/json");
+    double took = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!res) {
+      httplib::Error err = res.error();
+      if (err == httplib::Error::Connection || err == httplib::Error::ConnectionTimeout) {
+        reply.outcome = err == httplib::Error::Connection ? UpstreamOutcome::kUnreachable
+                                                          : UpstreamOutcome::kTimeout;
+        reply.error = "cannot connect to the upstream " + impl_->url + " (" +
+                      httplib::to_string(err) + ")";
+        continue;  // the request never reached the model: safe to retry
+      }
+      // Sent but no (complete) answer: retrying could run the model twice, so stop here.
+      if (took >= opt.timeout_s * 0.95) {
+        reply.outcome = UpstreamOutcome::kTimeout;
+        reply.error = "the upstream " + impl_->url + " did not answer within " +
+                      std::to_string(opt.timeout_s) + " s (--upstream-timeout)";
+      } else {
+        reply.outcome = UpstreamOutcome::kUnreachable;
+        reply.error = "the upstream " + impl_->url + " failed (" + httplib::to_string(err) + ")";
+      }
+      break;
+    }
+    reply.status = res->status;
+    reply.body = std::move(res->body);
+    reply.content_type = res->get_header_value("Content-Type");
+    impl_->give_back(std::move(client));
+    if (reply.status >= 500) {
+      reply.outcome = UpstreamOutcome::kHttpError;
+      reply.error = "the upstream " + impl_->url + " answered HTTP " + std::to_string(reply.status);
+      continue;
+    }
+    reply.outcome = reply.status >= 200 && reply.status < 300 ? UpstreamOutcome::kOk
+                                                              : UpstreamOutcome::kHttpError;
+    reply.error.clear();
+    break;
+  }
+  reply.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return reply;
+}
+
+}  // namespace tracer::serve

@@ -1,0 +1,52 @@
+#pragma once
+// The upstream LLM of proxy mode: an OpenAI-compatible POST /v1/chat/completions with timeouts,
+// retries with exponential backoff (connect errors and 5xx only) and pooled keep-alive clients.
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "serve/metrics.hpp"
+
+namespace tracer::serve {
+
+struct UpstreamOptions {
+  std::string url;        // http(s)://host[:port][/prefix]; a trailing /v1 is accepted
+  std::string api_key;    // when set, sent as "Authorization: Bearer KEY" instead of the client's
+  double timeout_s = 60;  // connect, read and write timeout of one attempt
+  int retries = 2;        // extra attempts after a connect error or a 5xx answer
+  int backoff_ms = 100;   // wait before retry i (1-based): backoff_ms * 2^(i-1)
+};
+
+struct UpstreamReply {
+  UpstreamOutcome outcome = UpstreamOutcome::kOk;
+  int status = 0;            // the upstream's HTTP status (0 when it never answered)
+  std::string body;
+  std::string content_type;
+  int retries = 0;           // attempts beyond the first
+  double seconds = 0;        // whole call including backoff
+  std::string error;         // what went wrong, for kUnreachable / kTimeout / 5xx
+};
+
+class Upstream {
+ public:
+  explicit Upstream(UpstreamOptions options);  // throws InputError on a bad URL
+  ~Upstream();
+  Upstream(const Upstream&) = delete;
+  Upstream& operator=(const Upstream&) = delete;
+
+  // Forwards `body` unchanged with `headers` (the client's Authorization is dropped when an
+  // api_key is configured). Never throws for network errors: outcome says what happened
+  // (kOk: 2xx; kHttpError: any other answer, after retries for 5xx).
+  UpstreamReply chat_completions(const std::string& body,
+                                 const std::vector<std::pair<std::string, std::string>>& headers)
+      const;
+
+  const std::string& url() const;  // the full chat-completions URL, for messages
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tracer::serve

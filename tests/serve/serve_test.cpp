@@ -1,0 +1,738 @@
+// End-to-end: fit a small Banking77 policy with the real `tracer` binary, run `tracer serve` as a
+// child process on a free loopback port and talk HTTP to it, as a user would. The proxy tests run
+// an OpenAI-compatible stand-in for the LLM inside the test process.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "io/trace_store.hpp"
+#include "runtime/router.hpp"
+#include "serve/http.hpp"
+#include "test_util.hpp"
+
+extern char** environ;
+
+namespace tracer {
+namespace {
+
+using nlohmann::json;
+using testing::read_file;
+using testing::run_cli;
+using testing::source_path;
+using testing::TempDir;
+using testing::write_file;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Banking77 traces of the first `labels` labels: up to `per_label` train lines each, and every
+// test line of those labels.
+struct Subset {
+  std::string train_path;
+  std::vector<std::pair<std::string, std::string>> test;  // (input, teacher)
+};
+
+Subset banking_subset(const TempDir& dir, const std::string& name, int labels, int per_label) {
+  std::ifstream in(source_path("data/banking77/train.jsonl"));
+  std::map<std::string, int> seen;
+  std::string line, out;
+  while (std::getline(in, line)) {
+    std::string t = json::parse(line)["teacher"];
+    if (!seen.count(t) && static_cast<int>(seen.size()) >= labels) continue;
+    if (seen[t]++ < per_label) out += line + "\n";
+  }
+  Subset s;
+  s.train_path = dir.file(name);
+  write_file(s.train_path, out);
+  std::ifstream test(source_path("data/banking77/test.jsonl"));
+  while (std::getline(test, line)) {
+    json j = json::parse(line);
+    if (seen.count(j["teacher"])) s.test.emplace_back(j["input"], j["teacher"]);
+  }
+  return s;
+}
+
+std::string fast_zoo() { return testing::sanitized() ? " --zoo logreg_strong,complement_nb" : ""; }
+
+// Fits `traces` into `out` (target 0.95 leaves a share of traffic deferred on this subset).
+void fit(const std::string& traces, const std::string& out, const std::string& target = "0.95") {
+  auto r = run_cli("fit " + traces + " -o " + out + " --quiet --target " + target + fast_zoo());
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
+}
+
+std::string manifest_version(const std::string& dir) {
+  return json::parse(read_file(dir + "/manifest.json"))["policy_version"];
+}
+
+// A `tracer serve` child process. The constructor waits for its "listening on" line; the
+// destructor kills (SIGKILL) and reaps it if it is still running.
+class ServeProcess {
+ public:
+  explicit ServeProcess(std::vector<std::string> args, std::vector<std::string> env = {})
+      : err_path_(tmp_.file("stderr")) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    args.insert(args.begin(), {TRACER_CLI_PATH, "serve"});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    int rc = posix_spawn(&pid_, TRACER_CLI_PATH, &fa, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(fds[1]);
+    out_fd_ = fds[0];
+    if (rc != 0) throw std::runtime_error("cannot start " + std::string(TRACER_CLI_PATH));
+    port_ = read_port();
+  }
+  ~ServeProcess() {
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (out_fd_ >= 0) ::close(out_fd_);
+  }
+  ServeProcess(const ServeProcess&) = delete;
+  ServeProcess& operator=(const ServeProcess&) = delete;
+
+  int port() const { return port_; }
+  std::string stderr_text() const { return read_file(err_path_); }
+  void signal(int sig) const { ::kill(pid_, sig); }
+
+  std::unique_ptr<httplib::Client> client() const {
+    auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
+    c->set_read_timeout(std::chrono::seconds(30));
+    c->set_keep_alive(true);
+    return c;
+  }
+
+  // Waits for the process to exit; returns its exit code (-1: killed by a signal, -2: timeout).
+  int wait_exit(double timeout_s) {
+    auto t0 = Clock::now();
+    while (seconds_since(t0) < timeout_s) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        reaped_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return -2;
+  }
+
+ private:
+  int read_port() {
+    std::string out;
+    auto t0 = Clock::now();
+    double limit = testing::sanitized() ? 120 : 30;
+    while (seconds_since(t0) < limit) {
+      pollfd p{out_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 100) > 0) {
+        char buf[256];
+        ssize_t n = ::read(out_fd_, buf, sizeof buf);
+        if (n <= 0) break;  // stdout closed: the process died
+        out.append(buf, static_cast<size_t>(n));
+        const std::string key = "listening on http://127.0.0.1:";
+        size_t at = out.find(key);
+        if (at != std::string::npos && out.find('\n', at) != std::string::npos)
+          return std::stoi(out.substr(at + key.size()));
+      }
+    }
+    throw std::runtime_error("tracer serve did not start; stdout: " + out +
+                             "; stderr: " + stderr_text());
+  }
+
+  TempDir tmp_;
+  std::string err_path_;
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  int port_ = 0;
+  bool reaped_ = false;
+};
+
+json body(const httplib::Result& r) {
+  if (!r) throw std::runtime_error("no HTTP response: " + httplib::to_string(r.error()));
+  return json::parse(r->body);
+}
+
+// Asserts `r` is an error with the {"error": {"message", "type"}} body.
+void expect_error(const httplib::Result& r, int status, const std::string& type,
+                  const std::string& message_part = "") {
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, status) << r->body;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
+  json j = json::parse(r->body);
+  ASSERT_TRUE(j["error"]["message"].is_string()) << r->body;
+  EXPECT_EQ(j["error"]["type"], type) << r->body;
+  EXPECT_NE(j["error"]["message"].get<std::string>().find(message_part), std::string::npos)
+      << r->body;
+}
+
+httplib::Headers bearer(const std::string& key) { return {{"Authorization", "Bearer " + key}}; }
+
+std::string route_body(const std::string& text) { return json{{"text", text}}.dump(); }
+
+// The value of one Prometheus sample line (-1 when absent).
+double metric(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+TEST(Serve, RouteApiEndpointsLimitsAndAuth) {
+  TempDir dir;
+  Subset data = banking_subset(dir, "train.jsonl", 10, 80);
+  std::string policy = dir.file("policy");
+  fit(data.train_path, policy);
+  Router expected = Router::load(policy);
+  RouteScratch scratch = expected.make_scratch();
+  std::string version = manifest_version(policy);
+
+  ServeProcess server({policy, "--port", "0", "--api-key", "s3cret", "--max-body-bytes", "4096",
+                       "--max-text-bytes", "1024", "--max-batch", "8", "--threads", "8"});
+  auto c = server.client();
+  const auto auth = bearer("s3cret");
+
+  // /healthz is open; everything else needs the key.
+  auto h = c->Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_EQ(body(h)["policy_version"], version);
+  auto unauth = c->Post("/v1/route", route_body("hi"), "application/json");
+  expect_error(unauth, 401, "authentication_error", "Authorization");
+  EXPECT_EQ(unauth->get_header_value("WWW-Authenticate"), "Bearer");
+  expect_error(c->Post("/v1/route", bearer("wrong"), route_body("hi"), "application/json"), 401,
+               "authentication_error", "invalid API key");
+  expect_error(c->Get("/metrics"), 401, "authentication_error");
+
+  // Every answer matches the in-process router on the same folder, over one keep-alive client.
+  size_t route_ok = 0, handled = 0;
+  std::vector<std::string> texts;
+  for (size_t i = 0; i < data.test.size() && texts.size() < 40; i += 7)
+    texts.push_back(data.test[i].first);
+  for (const auto& t : texts) {
+    auto r = c->Post("/v1/route", auth, route_body(t), "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    json j = json::parse(r->body);
+    RouteResult want = expected.route(t, scratch);
+    EXPECT_EQ(j["label"], expected.label_name(want.label));
+    EXPECT_EQ(j["decision"], want.handled ? "handled" : "deferred");
+    EXPECT_FLOAT_EQ(j["accept_score"].get<float>(), want.accept_score);
+    EXPECT_FLOAT_EQ(j["probability"].get<float>(), want.probability);
+    EXPECT_EQ(j.contains("reason"), !want.handled);
+    EXPECT_EQ(j["policy_version"], version);
+    handled += want.handled;
+    ++route_ok;
+  }
+  EXPECT_GT(handled, 0u);
+  EXPECT_LT(handled, texts.size());  // some deferred too
+  auto with_id = c->Post("/v1/route", auth, R"({"input": "exchange rate please", "id": "q1"})",
+                         "application/json");
+  EXPECT_EQ(body(with_id)["id"], "q1");
+  ++route_ok;
+  handled += body(with_id)["decision"] == "handled";
+
+  // Batch: same answers, bounded size.
+  json batch{{"texts", std::vector<std::string>(texts.begin(), texts.begin() + 8)}};
+  auto b = c->Post("/v1/route/batch", auth, batch.dump(), "application/json");
+  ASSERT_EQ(b->status, 200) << b->body;
+  json results = body(b)["results"];
+  ASSERT_EQ(results.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    RouteResult want = expected.route(texts[i], scratch);
+    EXPECT_EQ(results[i]["label"], expected.label_name(want.label));
+    handled += want.handled;
+  }
+  batch["texts"].push_back("one too many");
+  expect_error(c->Post("/v1/route/batch", auth, batch.dump(), "application/json"), 413,
+               "request_too_large", "--max-batch");
+
+  // The manifest.
+  auto m = c->Get("/v1/policy", auth);
+  ASSERT_EQ(m->status, 200);
+  EXPECT_EQ(body(m), json::parse(read_file(policy + "/manifest.json")));
+
+  // Errors: 4xx with a JSON body, and the server keeps serving.
+  expect_error(c->Post("/v1/route", auth, "{\"text\": ", "application/json"), 400,
+               "invalid_request_error", "JSON");
+  expect_error(c->Post("/v1/route", auth, R"({"text": 42})", "application/json"), 400,
+               "invalid_request_error", "string");
+  expect_error(c->Post("/v1/route", auth, R"({"vector": [0.5, 0.1]})", "application/json"), 400,
+               "invalid_request_error", "vector");
+  expect_error(c->Post("/v1/route", auth, route_body(std::string(2000, 'a')), "application/json"),
+               413, "request_too_large", "--max-text-bytes");
+  auto big = c->Post("/v1/route", auth, route_body(std::string(6000, 'a')), "application/json");
+  if (big) expect_error(big, 413, "request_too_large", "--max-body-bytes");
+  expect_error(c->Get("/v1/nothing", auth), 404, "not_found");
+  auto wrong_method = c->Get("/v1/route", auth);
+  expect_error(wrong_method, 405, "method_not_allowed");
+  EXPECT_EQ(wrong_method->get_header_value("Allow"), "POST");
+  expect_error(c->Post("/v1/chat/completions", auth, "{}", "application/json"), 404, "not_found",
+               "--upstream");
+
+  // Four clients at once get the same answers as one.
+  std::vector<std::string> labels;
+  for (const auto& t : texts) {
+    RouteResult want = expected.route(t, scratch);
+    labels.push_back(expected.label_name(want.label));
+    handled += 2 * want.handled;  // each text is sent twice below
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (size_t t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      auto tc = server.client();
+      for (size_t i = t; i < texts.size(); i += 2) {
+        auto r = tc->Post("/v1/route", auth, route_body(texts[i]), "application/json");
+        if (!r || r->status != 200 || json::parse(r->body)["label"] != labels[i]) ++bad;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad, 0);
+  route_ok += 2 * texts.size();
+
+  // Metrics count what we sent.
+  auto met = c->Get("/metrics", auth);
+  ASSERT_EQ(met->status, 200);
+  const std::string& mt = met->body;
+  EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/route",status="200"})"),
+            static_cast<double>(route_ok)) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/route",status="401"})"), 2) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/route",status="405"})"), 1) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="other",status="404"})"), 1) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="handled"})"),
+            static_cast<double>(handled)) << mt;
+  EXPECT_GE(metric(mt, R"(tracer_request_duration_seconds_count{endpoint="/v1/route"})"),
+            static_cast<double>(route_ok)) << mt;
+  EXPECT_EQ(metric(mt, "tracer_policy_info{policy_version=\"" + version +
+                           "\",method=\"" + expected.manifest()["gate"].value("method", "") +
+                           "\",labels=\"10\"}"),
+            1) << mt;
+
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait_exit(30), 0) << server.stderr_text();
+  EXPECT_NE(server.stderr_text().find("stopped"), std::string::npos);
+}
+
+TEST(Serve, HotReloadSwapsThePolicyWithoutDroppingRequests) {
+  TempDir dir;
+  Subset data = banking_subset(dir, "train.jsonl", 10, 80);
+  std::string policy = dir.file("policy");
+  fit(data.train_path, policy, "0.9");
+  std::string v1 = manifest_version(policy);
+  std::string v1_manifest = read_file(policy + "/manifest.json");
+  std::string v1_model = read_file(policy + "/model.bin");
+
+  // The key comes from the environment this time.
+  ServeProcess server({policy, "--port", "0"}, {"TRACER_API_KEY=from-env"});
+  auto c = server.client();
+  const auto auth = bearer("from-env");
+  expect_error(c->Post("/v1/route", route_body("hi"), "application/json"), 401,
+               "authentication_error");
+
+  // Traffic keeps flowing during every reload below; none of it may fail.
+  std::atomic<bool> done{false};
+  std::atomic<int> sent{0}, failed{0};
+  std::thread traffic([&] {
+    auto tc = server.client();
+    while (!done) {
+      auto r = tc->Post("/v1/route", auth, route_body(data.test[sent % data.test.size()].first),
+                        "application/json");
+      ++sent;
+      if (!r || r->status != 200) ++failed;
+    }
+  });
+
+  // Refit into the same folder, then reload over HTTP.
+  fit(data.train_path, policy, "0.95");
+  std::string v2 = manifest_version(policy);
+  ASSERT_NE(v1, v2);
+  auto r = c->Post("/v1/admin/reload", auth, "", "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(body(r)["policy_version"], v2);
+  EXPECT_EQ(body(r)["previous_policy_version"], v1);
+  EXPECT_EQ(body(c->Get("/healthz"))["policy_version"], v2);
+  EXPECT_EQ(body(c->Post("/v1/route", auth, route_body("card"), "application/json"))["policy_version"],
+            v2);
+  expect_error(c->Post("/v1/admin/reload", "", "application/json"), 401, "authentication_error");
+
+  // A broken folder: the reload fails, says why, and v2 keeps serving.
+  write_file(policy + "/model.bin", "garbage");
+  auto bad = c->Post("/v1/admin/reload", auth, "", "application/json");
+  expect_error(bad, 500, "reload_failed", v2);
+  EXPECT_EQ(body(bad)["policy_version"], v2);
+  json health = body(c->Get("/healthz"));
+  EXPECT_EQ(health["policy_version"], v2);
+  EXPECT_TRUE(health.contains("last_reload_error"));
+  EXPECT_EQ(c->Post("/v1/route", auth, route_body("card"), "application/json")->status, 200);
+
+  // SIGHUP reloads too: put v1 back.
+  write_file(policy + "/model.bin", v1_model);
+  write_file(policy + "/manifest.json", v1_manifest);
+  server.signal(SIGHUP);
+  auto t0 = Clock::now();
+  while (body(c->Get("/healthz"))["policy_version"] != v1 && seconds_since(t0) < 10)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(body(c->Get("/healthz"))["policy_version"], v1);
+  while (sent < 50 && seconds_since(t0) < 20) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  done = true;
+  traffic.join();
+  EXPECT_GE(sent, 50);
+  EXPECT_EQ(failed, 0);
+
+  std::string mt = c->Get("/metrics", auth)->body;
+  EXPECT_EQ(metric(mt, R"(tracer_policy_reloads_total{result="success"})"), 2) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_policy_reloads_total{result="failure"})"), 1) << mt;
+
+  server.signal(SIGINT);
+  EXPECT_EQ(server.wait_exit(30), 0) << server.stderr_text();
+  EXPECT_NE(server.stderr_text().find("reloaded policy"), std::string::npos) << server.stderr_text();
+}
+
+// An OpenAI-compatible stand-in for the LLM: answers each chat completion with the dataset's
+// teacher label for the last user message ("not sure" for unknown texts). Test hooks: the
+// headers OpenAI-Test-Delay-Ms (sleep first) and OpenAI-Test-Status (answer that status).
+class FakeLlm {
+ public:
+  explicit FakeLlm(std::map<std::string, std::string> teacher) : teacher_(std::move(teacher)) {
+    server_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++calls_;
+        last_auth_ = req.get_header_value("Authorization");
+      }
+      if (req.has_header("OpenAI-Test-Delay-Ms"))
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(std::stoi(req.get_header_value("OpenAI-Test-Delay-Ms"))));
+      if (req.has_header("OpenAI-Test-Status")) {
+        res.status = std::stoi(req.get_header_value("OpenAI-Test-Status"));
+        res.set_content(R"({"error": {"message": "test status", "type": "test"}})",
+                        "application/json");
+        return;
+      }
+      json in = json::parse(req.body);
+      std::string text;
+      for (const auto& m : in["messages"])
+        if (m["role"] == "user") text = m["content"].is_string() ? m["content"].get<std::string>()
+                                                                 : m["content"][0]["text"].get<std::string>();
+      auto it = teacher_.find(text);
+      std::string answer = it == teacher_.end() ? "not sure" : it->second;
+      json out{{"id", "chatcmpl-fake"},
+               {"object", "chat.completion"},
+               {"model", in.value("model", "fake")},
+               {"choices", json::array({{{"index", 0},
+                                         {"message", {{"role", "assistant"}, {"content", answer}}},
+                                         {"finish_reason", "stop"}}})},
+               {"usage", {{"prompt_tokens", 12}, {"completion_tokens", 2}, {"total_tokens", 14}}}};
+      res.set_content(out.dump(), "application/json");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ~FakeLlm() {
+    server_.stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  int calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+  std::string last_auth() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_auth_;
+  }
+
+ private:
+  std::map<std::string, std::string> teacher_;
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::mutex mu_;
+  int calls_ = 0;
+  std::string last_auth_;
+};
+
+std::string chat_body(const std::string& text, bool parts = false) {
+  json content = parts ? json::array({{{"type", "text"}, {"text", text}}}) : json(text);
+  return json{{"model", "gpt-test"},
+              {"messages", json::array({{{"role", "system"}, {"content", "Classify the intent."}},
+                                        {{"role", "user"}, {"content", content}}})}}
+      .dump();
+}
+
+std::string answer_of(const httplib::Result& r) {
+  return json::parse(r->body)["choices"][0]["message"]["content"];
+}
+
+struct ProxyFixture {
+  TempDir dir;
+  Subset data;
+  std::string policy;
+  std::map<std::string, std::string> teacher;
+  std::vector<std::string> handled_texts, deferred_texts;
+  std::unique_ptr<Router> router;
+
+  ProxyFixture() : data(banking_subset(dir, "train.jsonl", 10, 80)), policy(dir.file("policy")) {
+    fit(data.train_path, policy);
+    router = std::make_unique<Router>(Router::load(policy));
+    RouteScratch s = router->make_scratch();
+    for (const auto& [text, label] : data.test) {
+      teacher[text] = label;
+      (router->route(text, s).handled ? handled_texts : deferred_texts).push_back(text);
+    }
+  }
+  std::string surrogate_label(const std::string& text) const {
+    RouteScratch s = router->make_scratch();
+    return router->label_name(router->route(text, s).label);
+  }
+};
+
+TEST(ServeProxy, AnswersHandledLocallyForwardsDeferredAndRecordsTraces) {
+  ProxyFixture f;
+  ASSERT_GE(f.deferred_texts.size(), 6u);
+  ASSERT_GE(f.handled_texts.size(), 30u);
+  FakeLlm llm(f.teacher);
+  std::string db = f.dir.file("store/traces.db");
+  ServeProcess server({f.policy, "--port", "0", "--upstream",
+                       "http://127.0.0.1:" + std::to_string(llm.port()), "--trace-db", db});
+  auto c = server.client();
+  const auto client_key = bearer("sk-client");
+  std::string version = manifest_version(f.policy);
+
+  size_t handled = 0, deferred = 0;
+  for (size_t i = 0; i < 30; ++i) {
+    const std::string& text = f.handled_texts[i];
+    auto r = c->Post("/v1/chat/completions", client_key, chat_body(text, i % 2 == 1),
+                     "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "handled");
+    json j = json::parse(r->body);
+    EXPECT_EQ(j["object"], "chat.completion");
+    EXPECT_EQ(j["model"], "gpt-test");
+    EXPECT_EQ(answer_of(r), f.surrogate_label(text));
+    EXPECT_EQ(j["usage"]["total_tokens"], 0);
+    EXPECT_EQ(j["tracer"]["served_by"], "surrogate");
+    EXPECT_EQ(j["tracer"]["policy_version"], version);
+    ++handled;
+  }
+  EXPECT_EQ(llm.calls(), 0);  // nothing handled reached the LLM
+  for (size_t i = 0; i + 1 < f.deferred_texts.size(); ++i) {
+    const std::string& text = f.deferred_texts[i];
+    auto r = c->Post("/v1/chat/completions", client_key, chat_body(text), "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "deferred");
+    EXPECT_EQ(answer_of(r), f.teacher.at(text));
+    EXPECT_EQ(json::parse(r->body)["usage"]["total_tokens"], 14);  // the upstream's reply as is
+    ++deferred;
+  }
+  EXPECT_EQ(llm.calls(), static_cast<int>(deferred));
+  EXPECT_EQ(llm.last_auth(), "Bearer sk-client");  // passed through
+
+  // Something the LLM answers outside the label space: forwarded, recorded as unknown.
+  auto odd = c->Post("/v1/chat/completions", client_key, chat_body("zzqx vvkw plorp"),
+                     "application/json");
+  ASSERT_EQ(odd->status, 200);
+  bool odd_deferred = odd->get_header_value("X-Tracer-Decision") == "deferred";
+  if (odd_deferred) EXPECT_EQ(answer_of(odd), "not sure");
+
+  // Client errors.
+  expect_error(c->Post("/v1/chat/completions", client_key, R"({"model": "m"})", "application/json"),
+               400, "invalid_request_error", "messages");
+  expect_error(c->Post("/v1/chat/completions", client_key,
+                       R"({"stream": true, "messages": [{"role": "user", "content": "x"}]})",
+                       "application/json"),
+               400, "invalid_request_error", "stream");
+
+  std::string mt = c->Get("/metrics")->body;
+  double handled_now = handled + (odd_deferred ? 0 : 1);
+  EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="handled"})"), handled_now) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_upstream_requests_total{outcome="ok"})"),
+            static_cast<double>(deferred + odd_deferred)) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_traces_recorded_total{label_known="true"})"),
+            static_cast<double>(deferred)) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_traces_recorded_total{label_known="false"})"),
+            odd_deferred ? 1.0 : 0.0) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/chat/completions",status="400"})"), 2)
+      << mt;
+
+  // SIGTERM while a deferred request waits on a slow LLM: it still gets its answer.
+  const std::string& last = f.deferred_texts.back();
+  std::thread slow([&] {
+    auto sc = server.client();
+    httplib::Headers h = client_key;
+    h.emplace("OpenAI-Test-Delay-Ms", "1000");
+    auto r = sc->Post("/v1/chat/completions", h, chat_body(last), "application/json");
+    ASSERT_TRUE(r) << httplib::to_string(r.error());
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(answer_of(r), f.teacher.at(last));
+  });
+  auto t0 = Clock::now();
+  while (llm.calls() < static_cast<int>(deferred + odd_deferred + 1) && seconds_since(t0) < 10)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  server.signal(SIGTERM);
+  slow.join();
+  EXPECT_EQ(server.wait_exit(30), 0) << server.stderr_text();
+  ++deferred;
+
+  // The store holds every deferred trace, flushed at shutdown.
+  TraceStore store(db);
+  EXPECT_EQ(store.count(), static_cast<int64_t>(deferred + odd_deferred));
+  std::stringstream out;
+  store.export_jsonl(out, /*include_unknown=*/true);
+  size_t rows = 0, unknown = 0;
+  for (std::string line; std::getline(out, line); ++rows) {
+    json j = json::parse(line);
+    EXPECT_EQ(j["metadata"]["source"], "proxy");
+    EXPECT_EQ(j["metadata"]["decision"], "deferred");
+    EXPECT_EQ(j["metadata"]["policy_version"], version);
+    if (j.value("label_known", true)) {
+      EXPECT_EQ(j["teacher"], f.teacher.at(j["input"]));
+    } else {
+      ++unknown;
+      EXPECT_EQ(j["input"], "zzqx vvkw plorp");
+      EXPECT_EQ(j["raw_output"], "not sure");
+    }
+  }
+  EXPECT_EQ(rows, deferred + odd_deferred);
+  EXPECT_EQ(unknown, odd_deferred ? 1u : 0u);
+}
+
+// A loopback port with nothing listening.
+int dead_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+TEST(ServeProxy, UpstreamFailuresAreJsonErrors) {
+  ProxyFixture f;
+  ASSERT_FALSE(f.deferred_texts.empty());
+  const std::string text = f.deferred_texts[0];
+
+  {  // Nothing listening: retried with backoff (100 + 200 ms), then 502.
+    ServeProcess down({f.policy, "--port", "0", "--upstream",
+                       "http://127.0.0.1:" + std::to_string(dead_port()), "--upstream-retries", "2"});
+    auto c = down.client();
+    auto t0 = Clock::now();
+    auto r = c->Post("/v1/chat/completions", chat_body(text), "application/json");
+    EXPECT_GE(seconds_since(t0), 0.3);
+    expect_error(r, 502, "upstream_error", "connect");
+    EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "deferred");
+    std::string mt = c->Get("/metrics")->body;
+    EXPECT_EQ(metric(mt, R"(tracer_upstream_requests_total{outcome="unreachable"})"), 1) << mt;
+    EXPECT_EQ(metric(mt, "tracer_upstream_retries_total"), 2) << mt;
+  }
+
+  FakeLlm llm(f.teacher);
+  ServeProcess server({f.policy, "--port", "0", "--upstream",
+                       "http://127.0.0.1:" + std::to_string(llm.port()) + "/v1",
+                       "--upstream-timeout", "0.3", "--upstream-retries", "2",
+                       "--api-key", "local-key", "--upstream-api-key", "sk-upstream"});
+  auto c = server.client();
+  auto with = [&](const char* name, const char* value) {
+    httplib::Headers h = bearer("local-key");
+    h.emplace(name, value);
+    return h;
+  };
+  // Slow: 504, not retried.
+  auto slow = c->Post("/v1/chat/completions", with("OpenAI-Test-Delay-Ms", "1000"),
+                      chat_body(text), "application/json");
+  expect_error(slow, 504, "upstream_timeout", "--upstream-timeout");
+  EXPECT_EQ(llm.calls(), 1);
+  // 5xx: retried, then 502.
+  expect_error(c->Post("/v1/chat/completions", with("OpenAI-Test-Status", "503"), chat_body(text),
+                       "application/json"),
+               502, "upstream_error", "503");
+  EXPECT_EQ(llm.calls(), 4);
+  // 4xx: passed through unchanged, not retried.
+  auto r4 = c->Post("/v1/chat/completions", with("OpenAI-Test-Status", "400"), chat_body(text),
+                    "application/json");
+  ASSERT_TRUE(r4);
+  EXPECT_EQ(r4->status, 400);
+  EXPECT_EQ(json::parse(r4->body)["error"]["type"], "test");
+  EXPECT_EQ(llm.calls(), 5);
+  // The upstream sees its own key, never tracer's.
+  auto ok = c->Post("/v1/chat/completions", bearer("local-key"), chat_body(text), "application/json");
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  EXPECT_EQ(answer_of(ok), f.teacher.at(text));
+  EXPECT_EQ(llm.last_auth(), "Bearer sk-upstream");
+  std::string mt = c->Get("/metrics", bearer("local-key"))->body;
+  EXPECT_EQ(metric(mt, R"(tracer_upstream_requests_total{outcome="timeout"})"), 1) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_upstream_requests_total{outcome="http_error"})"), 2) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_upstream_requests_total{outcome="ok"})"), 1) << mt;
+}
+
+TEST(Serve, BadCommandLinesAreClearErrors) {
+  TempDir dir;
+  auto missing = run_cli("serve " + dir.file("nope"));
+  EXPECT_NE(missing.exit_code, 0);
+  write_file(dir.file("manifest.json"), "{}");
+  auto incomplete = run_cli("serve " + dir.path().string() + " --port 0");
+  EXPECT_EQ(incomplete.exit_code, 2) << incomplete.err;
+  EXPECT_NE(incomplete.err.find("tracer fit"), std::string::npos) << incomplete.err;
+  auto help = run_cli("serve --help");
+  for (const char* flag : {"--port", "--host", "--api-key", "--upstream", "--text-from",
+                           "--label-regex", "--max-body-bytes", "--trace-db"})
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
+}
+
+TEST(Serve, BadProxyFlagsAreClearErrors) {
+  TempDir dir;
+  Subset data = banking_subset(dir, "train.jsonl", 4, 40);
+  std::string policy = dir.file("policy");
+  auto r = run_cli("fit " + data.train_path + " -o " + policy + " --quiet --zoo complement_nb");
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
+  auto regex = run_cli("serve " + policy + " --port 0 --upstream http://127.0.0.1:9 "
+                       "--label-regex 'no group'");
+  EXPECT_EQ(regex.exit_code, 2);
+  EXPECT_NE(regex.err.find("capture group"), std::string::npos) << regex.err;
+  auto url = run_cli("serve " + policy + " --port 0 --upstream ftp://x");
+  EXPECT_EQ(url.exit_code, 2);
+  EXPECT_NE(url.err.find("--upstream"), std::string::npos) << url.err;
+  auto no_proxy = run_cli("serve " + policy + " --port 0 --record-handled");
+  EXPECT_EQ(no_proxy.exit_code, 2);
+  EXPECT_NE(no_proxy.err.find("proxy mode"), std::string::npos) << no_proxy.err;
+  auto from = run_cli("serve " + policy + " --port 0 --text-from first");
+  EXPECT_EQ(from.exit_code, 2);
+  EXPECT_NE(from.err.find("last-user"), std::string::npos) << from.err;
+}
+
+}  // namespace
+}  // namespace tracer
