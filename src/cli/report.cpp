@@ -36,7 +36,8 @@ void print_text(std::ostream& os, const ReportInputs& in) {
   const json& m = in.manifest;
   const json h = report_headline(m, in.frontier.is_null() ? json::object() : in.frontier);
   os << h.value("verdict", "") << "\n  " << h.value("explanation", "") << "\n";
-  if (!h.value("advice", std::string()).empty()) os << "  What to do: " << h["advice"].get<std::string>() << "\n";
+  if (!h.value("advice", std::string()).empty())
+    os << "  What to do: " << h["advice"].get<std::string>() << "\n";
   os << "\n";
   print_policy(os, m);
   if (in.frontier.is_object()) {
@@ -77,11 +78,12 @@ void print_text(std::ostream& os, const ReportInputs& in) {
                         lp[i].value("count", 0));
   }
   if (q.contains("slices")) {
-    os << fmt::format("\nSlices (held out):\n  {:<44} {:>6} {:>9} {:>10}\n", "slice", "rows",
-                      "coverage", "agreement");
+    os << fmt::format("\nSlices (held out):\n  {:<44} {:>6} {:>9} {:>10} {:>10}\n", "slice", "rows",
+                      "coverage", "agreement", "surrogate");
     for (const auto& s : q["slices"])
-      os << fmt::format("  {:<44} {:>6} {:>9} {:>10}\n", s.value("name", "").substr(0, 44),
-                        s.value("rows", 0), pct(s["coverage"]), pct(s["agreement"]));
+      os << fmt::format("  {:<44} {:>6} {:>9} {:>10} {:>10}\n", s.value("name", "").substr(0, 44),
+                        s.value("rows", 0), pct(s["coverage"]), pct(s["agreement"]),
+                        pct(s["surrogate_agreement"]));
   }
   if (q.contains("learning_curve")) {
     const json& c = q["learning_curve"];
@@ -92,7 +94,8 @@ void print_text(std::ostream& os, const ReportInputs& in) {
                           p.value("error", ""));
         continue;
       }
-      os << fmt::format("  {:>7} traces  {:>7}{}\n", p.value("traces", 0), pct(p["coverage"]),
+      os << fmt::format("  {:>7} traces  coverage {:>7}  surrogate agreement {:>7}{}\n",
+                        p.value("traces", 0), pct(p["coverage"]), pct(p["surrogate_agreement"]),
                         p.value("deployed", false) ? "" : "  (refused)");
     }
     os << "  " << c.value("assessment", json::object()).value("message", "") << "\n";
@@ -110,7 +113,8 @@ int run_report(const ReportArgs& a) {
     if (path.empty())
       throw InputError("the manifest does not record the traces file; pass --traces FILE");
     if (!fs::exists(path))
-      throw InputError("traces file " + path + " (recorded in " + a.dir + "/manifest.json) not "
+      throw InputError("traces file " + path + " (recorded in " + a.dir +
+                       "/manifest.json) not "
                        "found; relative paths are relative to where `tracer fit` ran: pass "
                        "--traces FILE");
     const bool show = !a.quiet && ::isatty(STDERR_FILENO);
@@ -128,8 +132,8 @@ int run_report(const ReportArgs& a) {
       std::cerr << "warning: " << path << " now holds " << set.size()
                 << " traces; the policy was fit on " << accepted << "\n";
     ReportOptions o;
-    const json recorded = in.qualitative.is_object() ? in.qualitative.value("fit_options", json())
-                                                     : json();
+    const json recorded =
+        in.qualitative.is_object() ? in.qualitative.value("fit_options", json()) : json();
     o.fit = fit_options_from(recorded, in.manifest,
                              in.frontier.is_null() ? json::object() : in.frontier);
     o.fit.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

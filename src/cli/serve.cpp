@@ -112,7 +112,8 @@ Command add_serve_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--upstream-retries", o.upstream_retries,
                   "Retries on connect errors and 5xx, with exponential backoff from 100 ms")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10));
   sub->add_option("--text-from", args->text_from,
                   "Which messages are classified: last-user, all-user or system+last-user")
       ->capture_default_str();

@@ -26,6 +26,8 @@ constexpr int kSchemaVersion = 1;
 constexpr size_t kMaxFieldBytes = size_t{16} << 20;
 // Commit attempts while closing before queued rows are given up.
 constexpr int kCloseAttempts = 3;
+// Longest pause between retries of a failed commit.
+constexpr std::chrono::milliseconds kMaxBackoff{1000};
 
 constexpr const char* kCreateSchema = R"sql(
 CREATE TABLE IF NOT EXISTS traces (
@@ -209,6 +211,7 @@ struct TraceStore::Impl {
   uint64_t queued_total = 0;     // rows ever queued
   uint64_t committed_total = 0;  // rows ever committed (FIFO: the first committed_total queued)
   uint64_t flush_target = 0;     // commit without waiting while committed_total < flush_target
+  uint64_t flush_requests = 0;   // flush() calls that found rows to wait for
   uint64_t failures = 0;         // failed commits so far
   std::string last_error;
   std::jthread thread;
@@ -294,11 +297,13 @@ struct TraceStore::Impl {
           return;
         }
         lock.unlock();
-        std::this_thread::sleep_for(interval);
+        std::this_thread::sleep_for(std::min(interval, kMaxBackoff));
         lock.lock();
       } else {
-        // Back off instead of spinning on a failing disk; only a stop cuts this short.
-        work_cv.wait_for(lock, stop, interval, [] { return false; });
+        // Back off instead of spinning on a failing disk; a new flush() or a stop cuts it short.
+        const uint64_t requests = flush_requests;
+        work_cv.wait_for(lock, stop, std::min(interval, kMaxBackoff),
+                         [&] { return flush_requests != requests; });
       }
     }
   }
@@ -322,7 +327,8 @@ TraceStore::TraceStore(const std::string& path, TraceStoreOptions options)
                        ": " + ec.message());
     }
   }
-  impl_->writer = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, options.busy_timeout_ms);
+  impl_->writer =
+      open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, options.busy_timeout_ms);
   sqlite3* db = impl_->writer.get();
   configure(db, path);
   create_schema(db, path);
@@ -369,6 +375,7 @@ void TraceStore::flush() {
   if (s.committed_total >= target) return;
   const uint64_t failures = s.failures;
   s.flush_target = std::max(s.flush_target, target);
+  ++s.flush_requests;
   s.work_cv.notify_one();
   s.done_cv.wait(lock, [&] { return s.committed_total >= target || s.failures != failures; });
   if (s.committed_total < target) {

@@ -122,12 +122,14 @@ struct Chart {
         px(x), h - bottom, h - bottom + 4, h - bottom + 17, esc(text));
   }
   void axis_titles(const std::string& xt, const std::string& yt) {
-    body += fmt::format("<text x='{:.1f}' y='{:.1f}' class='axis-title' text-anchor='middle'>{}"
-                        "</text>",
-                        left + (w - left - right) / 2, h - 8, esc(xt));
-    body += fmt::format("<text transform='translate(14 {:.1f}) rotate(-90)' class='axis-title' "
-                        "text-anchor='middle'>{}</text>",
-                        top + (h - top - bottom) / 2, esc(yt));
+    body += fmt::format(
+        "<text x='{:.1f}' y='{:.1f}' class='axis-title' text-anchor='middle'>{}"
+        "</text>",
+        left + (w - left - right) / 2, h - 8, esc(xt));
+    body += fmt::format(
+        "<text transform='translate(14 {:.1f}) rotate(-90)' class='axis-title' "
+        "text-anchor='middle'>{}</text>",
+        top + (h - top - bottom) / 2, esc(yt));
   }
   void polyline(const std::vector<std::pair<double, double>>& pts, const std::string& color,
                 bool dashed = false) {
@@ -161,9 +163,10 @@ struct Chart {
   void legend(const std::vector<std::pair<std::string, std::string>>& items) {
     double x = left;
     for (const auto& [text, color] : items) {
-      body += fmt::format("<rect x='{:.1f}' y='4' width='12' height='12' fill='{}'/>"
-                          "<text x='{:.1f}' y='14' class='legend'>{}</text>",
-                          x, color, x + 16, esc(text));
+      body += fmt::format(
+          "<rect x='{:.1f}' y='4' width='12' height='12' fill='{}'/>"
+          "<text x='{:.1f}' y='14' class='legend'>{}</text>",
+          x, color, x + 16, esc(text));
       x += 28 + 7.0 * static_cast<double>(text.size());
     }
   }
@@ -226,10 +229,10 @@ std::string headline_section(const ReportInputs& in) {
               fmt::format("guarantee holds with {:g}% probability", (1 - delta) * 100));
   s += metric("method", "Method", str(g, "method", "none"), str(g, "method", "none"),
               "surrogate " + str(sub(g, "stage1"), "surrogate", "?"));
-  s += metric("calibrate_rows", "Held-out traces", fmt::format("{:g}", num(c, "rows", 0)),
-              raw(num(c, "rows", 0)),
-              fmt::format("{:g} answered, {:g} agreeing", num(c, "accepted", 0),
-                          num(c, "agreeing", 0)));
+  s += metric(
+      "calibrate_rows", "Held-out traces", fmt::format("{:g}", num(c, "rows", 0)),
+      raw(num(c, "rows", 0)),
+      fmt::format("{:g} answered, {:g} agreeing", num(c, "accepted", 0), num(c, "agreeing", 0)));
   s += "</div>";
   s += fmt::format(
       "<p class='meta'>Policy <code>{}</code> \u00b7 created {} \u00b7 traces <code>{}</code> "
@@ -242,11 +245,12 @@ std::string headline_section(const ReportInputs& in) {
 }
 
 std::string frontier_section(const ReportInputs& in) {
-  std::string s = "<section id='frontier'><h2>Frontier: how much traffic each target allows</h2>"
-                  "<p class='explain'>For each target agreement (x) and routing method, the share "
-                  "of held-out traffic the surrogate may answer with the guarantee (y). Hollow "
-                  "points at 0% could not be certified. Stricter targets leave less traffic to "
-                  "the surrogate; the dashed line is the target this policy was fit at.</p>";
+  std::string s =
+      "<section id='frontier'><h2>Frontier: how much traffic each target allows</h2>"
+      "<p class='explain'>For each target agreement (x) and routing method, the share "
+      "of held-out traffic the surrogate may answer with the guarantee (y). Hollow "
+      "points at 0% could not be certified. Stricter targets leave less traffic to "
+      "the surrogate; the dashed line is the target this policy was fit at.</p>";
   const json& rows = arr(in.frontier, "rows");
   if (rows.empty()) return s + "<p class='muted'>frontier.json is missing.</p></section>";
   std::map<std::string, std::vector<json>> by;
@@ -264,7 +268,8 @@ std::string frontier_section(const ReportInputs& in) {
   std::vector<double> ticks;
   for (const auto& r : rows) {
     double t = num(r, "target", 0);
-    if (std::find(ticks.begin(), ticks.end(), t) == ticks.end()) ticks.push_back(t), ch.tick_x(t, fmt::format("{:g}", t));
+    if (std::find(ticks.begin(), ticks.end(), t) == ticks.end())
+      ticks.push_back(t), ch.tick_x(t, fmt::format("{:g}", t));
   }
   const double target = num(sub(in.manifest, "gate"), "target");
   if (std::isfinite(target)) ch.vline(target, fmt::format("target {:g}", target), "#444");
@@ -336,8 +341,7 @@ std::string example_list(const json& list, Detail detail = Detail::kFull, size_t
       s += " <span class='small'>LLM: " + esc(str(e, "teacher")) + "</span>";
     } else if (detail == Detail::kFull) {
       s += fmt::format(" <span class='small'>LLM: <b>{}</b> \u00b7 surrogate: <b>{}</b> (p={:.2f}",
-                       esc(str(e, "teacher")), esc(str(e, "predicted")),
-                       num(e, "probability", 0));
+                       esc(str(e, "teacher")), esc(str(e, "predicted")), num(e, "probability", 0));
       if (!flag(e, "handled")) {
         s += fmt::format(", runner-up {}) \u00b7 deferred: {}", esc(str(e, "runner_up")),
                          esc(str(e, "reason")));
@@ -368,9 +372,20 @@ std::string labels_section(const ReportInputs& in) {
   std::stable_sort(sorted.begin(), sorted.end(), [](const json* a, const json* b) {
     return num(*a, "coverage", 0) > num(*b, "coverage", 0);
   });
+  // After a refusal every coverage is 0: chart what the surrogate knows per label instead.
+  const bool any_handled = std::any_of(sorted.begin(), sorted.end(),
+                                       [](const json* l) { return num(*l, "coverage", 0) > 0; });
+  const char* metric_key = any_handled ? "coverage" : "surrogate_agreement";
+  if (!any_handled) {
+    std::stable_sort(sorted.begin(), sorted.end(), [](const json* a, const json* b) {
+      return num(*a, "surrogate_agreement", 0) > num(*b, "surrogate_agreement", 0);
+    });
+    s += "<p class='explain'>Nothing is answered, so the chart shows the surrogate's agreement "
+         "with the LLM per label before any gating, against the target.</p>";
+  }
   Chart ch;
   ch.name = "label-coverage";
-  ch.aria = "coverage per label, sorted";
+  ch.aria = any_handled ? "coverage per label, sorted" : "surrogate agreement per label, sorted";
   ch.h = 230;
   ch.bottom = 30;
   ch.w = 1030;
@@ -378,19 +393,34 @@ std::string labels_section(const ReportInputs& in) {
   const double slot = (ch.w - ch.left - ch.right) / double(sorted.size());
   for (size_t i = 0; i < sorted.size(); ++i) {
     const json& l = *sorted[i];
-    const double cov = num(l, "coverage", 0);
+    const double v = num(l, metric_key, 0);
     ++ch.marks;
     ch.body += fmt::format(
         "<rect class='mark' x='{:.2f}' y='{:.1f}' width='{:.2f}' height='{:.1f}' fill='{}'>"
-        "<title>{}: {} answered ({} held-out traces)</title></rect>",
-        ch.left + slot * i + slot * 0.1, ch.py(cov), std::max(0.5, slot * 0.8),
-        std::max(0.0, ch.py(0) - ch.py(cov)), status_color(str(l, "status")),
-        esc(str(l, "label")), pct(cov), num(l, "calibrate_rows", 0));
+        "<title>{}: {} {} ({} held-out traces)</title></rect>",
+        ch.left + slot * i + slot * 0.1, ch.py(v), std::max(0.5, slot * 0.8),
+        std::max(0.0, ch.py(0) - ch.py(v)),
+        any_handled ? status_color(str(l, "status")) : std::string("#999"), esc(str(l, "label")),
+        pct(v), any_handled ? "answered" : "surrogate agreement", num(l, "calibrate_rows", 0));
+    if (sorted.size() <= 12)  // few labels: name them under their bars
+      ch.body += fmt::format(
+          "<text x='{:.1f}' y='{:.1f}' class='tick' text-anchor='middle'>{}"
+          "</text>",
+          ch.left + slot * (i + 0.5), ch.py(0) + 14, esc(clip_text(str(l, "label"), 24)));
   }
-  ch.body += fmt::format("<text x='{:.1f}' y='{:.1f}' class='tick'>labels, most answered first "
-                         "(hover for names)</text>",
-                         ch.left, ch.h - 10);
-  ch.legend({{"fully handled", kHandled}, {"partly handled", "#e6ab02"}, {"deferred", kDeferred}});
+  if (sorted.size() > 12)
+    ch.body += fmt::format(
+        "<text x='{:.1f}' y='{:.1f}' class='tick'>labels, most {} first "
+        "(hover for names)</text>",
+        ch.left, ch.h - 10, any_handled ? "answered" : "agreed");
+  if (any_handled) {
+    ch.legend(
+        {{"fully handled", kHandled}, {"partly handled", "#e6ab02"}, {"deferred", kDeferred}});
+  } else {
+    const double target = num(sub(in.manifest, "gate"), "target");
+    if (std::isfinite(target)) ch.hline(target, fmt::format("target {:g}", target), "#444");
+    ch.legend({{"surrogate agreement (nothing answered)", "#999"}});
+  }
   s += ch.svg();
 
   s += "<div class='filters'><input id='label-filter' type='search' placeholder='filter labels' "
@@ -416,8 +446,7 @@ std::string labels_section(const ReportInputs& in) {
       conf += fmt::format("{} ({:g})", esc(str(c, "label")), num(c, "count", 0));
     }
     s += fmt::format("<tr data-label='{}' data-status='{}'><td data-value='{}'>{}</td>",
-                     esc(str(l, "label")), esc(status), esc(str(l, "label")),
-                     esc(str(l, "label")));
+                     esc(str(l, "label")), esc(status), esc(str(l, "label")), esc(str(l, "label")));
     for (const char* k : {"traces", "train_traces", "calibrate_rows"}) {
       double v = num(l, k);
       s += fmt::format("<td data-value='{}'>{}</td>", key(v),
@@ -426,12 +455,12 @@ std::string labels_section(const ReportInputs& in) {
     s += bar_cell(num(l, "coverage"), status_color(status));
     for (const char* k : {"agreement", "lower_bound", "surrogate_agreement"})
       s += fmt::format("<td data-value='{}'>{}</td>", key(num(l, k)), pct(num(l, k), 1));
-    s += fmt::format("<td data-value='{}'><span class='pill' style='background:{}'>{}</span></td>"
-                     "<td data-value='{}'>{}</td></tr>",
-                     esc(status), status_color(status), esc(status_words(status)),
-                     key(num(arr(l, "confused_with").empty() ? json() : l["confused_with"][0],
-                             "count")),
-                     conf.empty() ? "\u2014" : "<span class='small'>" + conf + "</span>");
+    s += fmt::format(
+        "<td data-value='{}'><span class='pill' style='background:{}'>{}</span></td>"
+        "<td data-value='{}'>{}</td></tr>",
+        esc(status), status_color(status), esc(status_words(status)),
+        key(num(arr(l, "confused_with").empty() ? json() : l["confused_with"][0], "count")),
+        conf.empty() ? "\u2014" : "<span class='small'>" + conf + "</span>");
   }
   s += "</tbody></table></div></section>";
   return s;
@@ -448,7 +477,8 @@ std::string pairs_section(const json& q) {
       "better merged or clarified in the LLM prompt.</p>",
       num(b, "handled_errors", 0), num(b, "errors", 0));
   const json& pairs = arr(b, "pairs");
-  if (pairs.empty()) return s + "<p class='muted'>no disagreements on held-out traces.</p></section>";
+  if (pairs.empty())
+    return s + "<p class='muted'>no disagreements on held-out traces.</p></section>";
   double top = 1;
   for (const auto& p : pairs) top = std::max(top, num(p, "count", 0));
   s += "<table class='pairs'><thead><tr><th>labels</th><th>count</th><th>let through</th>"
@@ -460,10 +490,11 @@ std::string pairs_section(const json& q) {
         "<tr data-pair='{0} | {1}'><td><b>{0}</b> \u2194 <b>{1}</b><div class='small'>{2:g} "
         "{0} \u2192 {1}, {3:g} {1} \u2192 {0}</div></td>",
         esc(a), esc(bb), num(p, "a_as_b", 0), num(p, "b_as_a", 0));
-    s += fmt::format("<td data-value='{0:g}'><div class='bar'><span class='mark' style='width:"
-                     "{1:.1f}%;background:#7570b3'></span></div><span class='bar-text'>{0:g}"
-                     "</span></td><td>{2:g}</td>",
-                     num(p, "count", 0), 100 * num(p, "count", 0) / top, num(p, "handled", 0));
+    s += fmt::format(
+        "<td data-value='{0:g}'><div class='bar'><span class='mark' style='width:"
+        "{1:.1f}%;background:#7570b3'></span></div><span class='bar-text'>{0:g}"
+        "</span></td><td>{2:g}</td>",
+        num(p, "count", 0), 100 * num(p, "count", 0) / top, num(p, "handled", 0));
     s += "<td>";
     for (const auto& [said, other, list] :
          {std::tuple{a, bb, "examples_a"}, std::tuple{bb, a, "examples_b"}}) {
@@ -503,11 +534,12 @@ std::string defer_section(const json& q) {
     const double y = ch.top + 34.0 * static_cast<double>(i);
     const std::string name = str(r, "reason");
     ch.body += fmt::format("<text x='{:.1f}' y='{:.1f}' class='tick' text-anchor='end'>{}</text>",
-                           ch.left - 8, y + 17, esc(name == "low_confidence"        ? "low confidence"
-                                                    : name == "out_of_distribution" ? "out of distribution"
-                                                    : name == "rare_label"          ? "rare label"
-                                                    : name == "no_policy"           ? "method refused"
-                                                                                    : name));
+                           ch.left - 8, y + 17,
+                           esc(name == "low_confidence"        ? "low confidence"
+                               : name == "out_of_distribution" ? "out of distribution"
+                               : name == "rare_label"          ? "rare label"
+                               : name == "no_policy"           ? "method refused"
+                                                               : name));
     ++ch.marks;
     ch.body += fmt::format(
         "<rect class='mark' x='{:.1f}' y='{:.1f}' width='{:.1f}' height='22' fill='{}'>"
@@ -531,11 +563,11 @@ std::string defer_section(const json& q) {
          "</thead><tbody>";
     for (size_t i = 0; i < pairs.size() && i < 8; ++i) {
       const json& p = pairs[i];
-      s += fmt::format("<tr><td><b>{}</b> \u2194 <b>{}</b></td><td>{:g}</td><td>{}</td><td>{}"
-                       "</td></tr>",
-                       esc(str(p, "a")), esc(str(p, "b")), num(p, "count", 0),
-                       pct(num(p, "share", 0)),
-                       example_list(sub(p, "examples"), Detail::kTeacher, 2));
+      s += fmt::format(
+          "<tr><td><b>{}</b> \u2194 <b>{}</b></td><td>{:g}</td><td>{}</td><td>{}"
+          "</td></tr>",
+          esc(str(p, "a")), esc(str(p, "b")), num(p, "count", 0), pct(num(p, "share", 0)),
+          example_list(sub(p, "examples"), Detail::kTeacher, 2));
     }
     s += "</tbody></table>";
   }
@@ -567,22 +599,34 @@ std::string curve_section(const ReportInputs& in) {
   std::string s = "<section id='curve'><h2>Learning curve: would more traces help?</h2>";
   const json& c = sub(q, "learning_curve");
   if (!c.is_object())
-    return s + "<p class='muted'>Not computed (it refits the policy ten times). Run <code>tracer "
-               "report POLICY_DIR --learning-curve</code> or <code>tracer fit ... "
-               "--learning-curve</code> to add it.</p></section>";
+    return s +
+           "<p class='muted'>Not computed (it refits the policy ten times). Run <code>tracer "
+           "report POLICY_DIR --learning-curve</code> or <code>tracer fit ... "
+           "--learning-curve</code> to add it.</p></section>";
+  std::string zoo = "the whole zoo";
+  if (sub(c, "zoo").is_array()) {
+    zoo.clear();
+    for (const auto& n : sub(c, "zoo"))
+      if (n.is_string()) zoo += (zoo.empty() ? "" : ", ") + n.get<std::string>();
+  }
   s += "<p class='explain'>The policy refit on growing, stratified shares of the traces (same "
-       "options), with the certified coverage at the target for each (solid) and the "
-       "surrogate's agreement with the LLM before gating (dashed). A curve still rising at the "
-       "right means more traces would let the surrogate answer more.</p>";
+       "options; surrogates tried: " +
+       esc(zoo) +
+       "), with the certified coverage at the target for each (solid) and the surrogate's "
+       "agreement with the LLM on the select split (dashed). The last point is this policy. A "
+       "curve still rising at the right means more traces would let the surrogate answer "
+       "more.</p>";
   const json& pts = arr(c, "points");
   double xmax = 1, xmin = 1e18;
-  for (const auto& p : pts) xmax = std::max(xmax, num(p, "traces", 1)), xmin = std::min(xmin, num(p, "traces", 1));
+  for (const auto& p : pts)
+    xmax = std::max(xmax, num(p, "traces", 1)), xmin = std::min(xmin, num(p, "traces", 1));
   Chart ch;
   ch.name = "learning-curve";
   ch.aria = "certified coverage by number of traces";
   ch.x0 = 0, ch.x1 = xmax * 1.03;
   ch.grid_y(5, true);
-  for (const auto& p : pts) ch.tick_x(num(p, "traces", 0), fmt::format("{:g}", num(p, "traces", 0)));
+  for (const auto& p : pts)
+    ch.tick_x(num(p, "traces", 0), fmt::format("{:g}", num(p, "traces", 0)));
   const double target = num(c, "target");
   if (std::isfinite(target)) ch.hline(target, fmt::format("target {:g}", target), "#444");
   std::vector<std::pair<double, double>> cov, agr;
@@ -603,8 +647,7 @@ std::string curve_section(const ReportInputs& in) {
     ch.dot(x, num(p, "coverage", 0), "#2b8cbe",
            fmt::format("{:g} traces ({:.0f}%): coverage {}{}, surrogate agreement {}", x,
                        num(p, "share", 0) * 100, pct(num(p, "coverage", 0)),
-                       flag(p, "deployed") ? "" : " (refused)",
-                       pct(num(p, "surrogate_agreement"))),
+                       flag(p, "deployed") ? "" : " (refused)", pct(num(p, "surrogate_agreement"))),
            4.5, !flag(p, "deployed"));
   }
   ch.legend({{"certified coverage", "#2b8cbe"}, {"surrogate agreement", "#999"}});
@@ -613,7 +656,9 @@ std::string curve_section(const ReportInputs& in) {
   const json& a = sub(c, "assessment");
   s += fmt::format("<p class='assessment' data-curve-status='{}'><b>{}</b> {}</p>",
                    esc(str(a, "status")),
-                   str(a, "status") == "rising" ? "Still rising." : str(a, "status") == "plateau" ? "Plateau." : "",
+                   str(a, "status") == "rising"    ? "Still rising."
+                   : str(a, "status") == "plateau" ? "Plateau."
+                                                   : "",
                    esc(str(a, "message")));
   const json& need = arr(c, "labels_needing_traces");
   if (!need.empty()) {
@@ -646,9 +691,9 @@ std::string map_section(const ReportInputs& in) {
       "together. Left: answered (green) or deferred (orange). Right: coloured by the LLM's "
       "label. Deferred traces usually sit where labels overlap. {:g} of {:g} traces shown; "
       "hover for details.</p><div class='maps'>",
-      ex.is_array() && ex.size() == 2 ? pct(ex[0].get<double>()) : "?",
-      ex.is_array() && ex.size() == 2 ? pct(ex[1].get<double>()) : "?", num(mp, "shown", 0),
-      num(mp, "rows", 0));
+      ex.is_array() && ex.size() == 2 && ex[0].is_number() ? pct(ex[0].get<double>()) : "?",
+      ex.is_array() && ex.size() == 2 && ex[1].is_number() ? pct(ex[1].get<double>()) : "?",
+      num(mp, "shown", 0), num(mp, "rows", 0));
   const json& pts = arr(mp, "points");
   const json& labels = arr(in.manifest, "labels");
   auto name_of = [&](const json& idx) {
@@ -658,9 +703,14 @@ std::string map_section(const ReportInputs& in) {
                ? labels[i].get<std::string>()
                : std::string("?");
   };
+  // [x, y, teacher, predicted, handled]; anything else (a damaged file) is skipped.
+  auto valid = [](const json& p) {
+    return p.is_array() && p.size() >= 5 && p[0].is_number() && p[1].is_number() &&
+           p[4].is_number();
+  };
   double xl = 0, xh = 0, yl = 0, yh = 0;
   for (const auto& p : pts) {
-    if (!p.is_array() || p.size() < 5) continue;
+    if (!valid(p)) continue;
     double x = p[0].get<double>(), y = p[1].get<double>();
     xl = std::min(xl, x), xh = std::max(xh, x), yl = std::min(yl, y), yh = std::max(yh, y);
   }
@@ -674,50 +724,56 @@ std::string map_section(const ReportInputs& in) {
     ch.body += fmt::format("<rect x='{:g}' y='{:g}' width='{:g}' height='{:g}' class='frame'/>",
                            ch.left, ch.top, ch.w - ch.left - ch.right, ch.h - ch.top - ch.bottom);
     for (const auto& p : pts) {
-      if (!p.is_array() || p.size() < 5) continue;
-      const bool handled = p[4].get<int>() != 0;
+      if (!valid(p)) continue;
+      const bool handled = p[4].get<double>() != 0;
       const std::string teacher = name_of(p[2]);
       const std::string color =
           mode == 0 ? (handled ? kHandled : kDeferred)
-                    : label_color(p[2].is_number_integer() ? p[2].get<size_t>() : 0);
+                    : label_color(p[2].is_number_unsigned() ? p[2].get<size_t>() : 0);
       ++ch.marks;
       ch.body += fmt::format(
           "<circle class='mark' cx='{:.1f}' cy='{:.1f}' r='2.6' fill='{}' fill-opacity='0.75'>"
           "<title>{}{}</title></circle>",
           ch.px(p[0].get<double>()), ch.py(p[1].get<double>()), color, esc(teacher),
-          handled ? " \u00b7 answered" : " \u00b7 deferred (surrogate: " + esc(name_of(p[3])) + ")");
+          handled ? " \u00b7 answered"
+                  : " \u00b7 deferred (surrogate: " + esc(name_of(p[3])) + ")");
     }
     if (mode == 0)
       ch.legend({{"answered", kHandled}, {"deferred", kDeferred}});
     else
-      ch.body += fmt::format("<text x='{:g}' y='16' class='legend'>colour = LLM label ({} labels)"
-                             "</text>",
-                             ch.left + 4, labels.size());
+      ch.body += fmt::format(
+          "<text x='{:g}' y='16' class='legend'>colour = LLM label ({} labels)"
+          "</text>",
+          ch.left + 4, labels.size());
     s += ch.svg();
   }
   return s + "</div></section>";
 }
 
 std::string examples_section(const json& q) {
-  std::string s = "<section id='examples'><h2>Examples per label</h2><p class='explain'>Real "
-                  "held-out inputs of each LLM label that the surrogate answered and that it "
-                  "deferred (with its guess and the reason).</p>";
+  std::string s =
+      "<section id='examples'><h2>Examples per label</h2><p class='explain'>Real "
+      "held-out inputs of each LLM label that the surrogate answered and that it "
+      "deferred (with its guess and the reason).</p>";
+  s += "<div class='label-examples'>";
   for (const auto& l : arr(q, "per_label")) {
     const json& ex = sub(l, "examples");
-    s += fmt::format("<details data-label='{}'><summary><b>{}</b> \u2014 {} answered of {:g}"
-                     "</summary><div class='cols'><div><h4>answered</h4>{}</div><div><h4>deferred"
-                     "</h4>{}</div></div></details>",
-                     esc(str(l, "label")), esc(str(l, "label")), pct(num(l, "coverage", 0)),
-                     num(l, "calibrate_rows", 0), example_list(sub(ex, "handled")),
-                     example_list(sub(ex, "deferred")));
+    s += fmt::format(
+        "<details data-label='{}'><summary><b>{}</b> \u2014 {} answered of {:g}"
+        "</summary><div class='cols'><div><h4>answered</h4>{}</div><div><h4>deferred"
+        "</h4>{}</div></div></details>",
+        esc(str(l, "label")), esc(str(l, "label")), pct(num(l, "coverage", 0)),
+        num(l, "calibrate_rows", 0), example_list(sub(ex, "handled")),
+        example_list(sub(ex, "deferred")));
   }
-  return s + "</section>";
+  return s + "</div></section>";
 }
 
 std::string history_section(const json& history) {
   if (!history.is_array() || history.size() < 2) return "";
-  std::string s = "<section id='history'><h2>Refit history</h2><p class='explain'>One point per "
-                  "fit written to this folder: certified coverage over time.</p>";
+  std::string s =
+      "<section id='history'><h2>Refit history</h2><p class='explain'>One point per "
+      "fit written to this folder: certified coverage over time.</p>";
   Chart ch;
   ch.name = "history";
   ch.aria = "certified coverage per refit";
@@ -745,21 +801,22 @@ std::string history_section(const json& history) {
        "<th>method</th><th>target</th><th>coverage</th><th>agreement</th><th>lower bound</th>"
        "</tr></thead><tbody>";
   for (auto it = history.rbegin(); it != history.rend(); ++it)
-    s += fmt::format("<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:g}</td>"
-                     "<td>{}</td><td>{}</td><td>{}</td></tr>",
-                     esc(str(*it, "created_at")), esc(str(*it, "policy_version")),
-                     flag(*it, "deployed") ? "yes" : "no", esc(str(*it, "method")),
-                     num(*it, "target", 0), pct(num(*it, "coverage")),
-                     pct(num(*it, "agreement"), 2), pct(num(*it, "lower_bound"), 2));
+    s += fmt::format(
+        "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:g}</td>"
+        "<td>{}</td><td>{}</td><td>{}</td></tr>",
+        esc(str(*it, "created_at")), esc(str(*it, "policy_version")),
+        flag(*it, "deployed") ? "yes" : "no", esc(str(*it, "method")), num(*it, "target", 0),
+        pct(num(*it, "coverage")), pct(num(*it, "agreement"), 2), pct(num(*it, "lower_bound"), 2));
   return s + "</tbody></table></section>";
 }
 
 std::string zoo_section(const json& m) {
-  std::string s = "<section id='zoo'><h2>Surrogates tried</h2><p class='explain'>Each candidate "
-                  "was trained on the train split and scored on the select split; the chosen one "
-                  "is marked. The calibrate split was used only to certify.</p><table "
-                  "class='compact'><thead><tr><th>surrogate</th><th>agreement on select</th>"
-                  "<th>fit time</th></tr></thead><tbody>";
+  std::string s =
+      "<section id='zoo'><h2>Surrogates tried</h2><p class='explain'>Each candidate "
+      "was trained on the train split and scored on the select split; the chosen one "
+      "is marked. The calibrate split was used only to certify.</p><table "
+      "class='compact'><thead><tr><th>surrogate</th><th>agreement on select</th>"
+      "<th>fit time</th></tr></thead><tbody>";
   const std::string chosen = str(sub(m, "surrogate"), "name");
   for (const auto& c : arr(m, "zoo"))
     s += fmt::format("<tr{}><td>{}{}</td><td>{}</td><td>{:.2f} s</td></tr>",
@@ -774,12 +831,15 @@ std::string zoo_section(const json& m) {
 constexpr const char* kStyle = R"css(
 :root{--fg:#1d2330;--muted:#667085;--line:#e4e7ec;--bg:#fff;--soft:#f6f7f9}
 *{box-sizing:border-box}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:var(--bg)}
+body{margin:0;color:var(--fg);background:var(--bg);
+  font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
 main{max-width:1080px;margin:0 auto;padding:20px 24px 60px}
-header.top{display:flex;justify-content:space-between;align-items:baseline;border-bottom:1px solid var(--line);padding-bottom:8px}
+header.top{display:flex;justify-content:space-between;align-items:baseline;
+  border-bottom:1px solid var(--line);padding-bottom:8px}
 header.top .brand{font-weight:700;font-size:18px}
 nav a{margin-right:12px;color:#2b6cb0;text-decoration:none;font-size:13px}
-h1{font-size:22px;margin:0 0 6px}h2{font-size:18px;margin:34px 0 6px;border-bottom:1px solid var(--line);padding-bottom:4px}
+h1{font-size:22px;margin:0 0 6px}
+h2{font-size:18px;margin:34px 0 6px;border-bottom:1px solid var(--line);padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 6px}h4{margin:6px 0}
 .verdict{border-radius:8px;padding:14px 18px;margin:16px 0}
 .verdict.deployed{background:#e8f6f0;border:1px solid #9fd8c2}
@@ -803,7 +863,8 @@ table.fixed{table-layout:fixed}table.fixed td{overflow-wrap:anywhere}
 .scroll table{margin:0}td.num{white-space:nowrap;min-width:140px}
 table.sortable th{cursor:pointer}table.sortable th[data-dir=asc]::after{content:" \25B2"}
 table.sortable th[data-dir=desc]::after{content:" \25BC"}
-.bar{display:inline-block;width:54%;height:10px;background:#eef0f3;border-radius:3px;margin-right:6px;vertical-align:middle}
+.bar{display:inline-block;width:54%;height:10px;background:#eef0f3;border-radius:3px;
+  margin-right:6px;vertical-align:middle}
 .bar span{display:block;height:100%;border-radius:3px}
 .pill{color:#fff;border-radius:10px;padding:1px 6px;font-size:11px;white-space:nowrap}
 ul.examples{margin:2px 0 6px;padding-left:18px}ul.examples li{margin:2px 0}
@@ -811,6 +872,8 @@ q{font-style:italic}
 details{margin:4px 0;border:1px solid var(--line);border-radius:6px;padding:4px 8px}
 summary{cursor:pointer}
 .cols{display:grid;grid-template-columns:1fr 1fr;gap:12px}
+.label-examples{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:0 8px}
+.label-examples details[open]{grid-column:1/-1}.label-examples summary{overflow-wrap:anywhere}
 .maps{display:grid;grid-template-columns:1fr 1fr;gap:8px}
 .filters{margin:8px 0}.filters input{padding:4px 8px;width:240px}
 .assessment{background:var(--soft);border-left:4px solid #2b8cbe;padding:8px 12px}
@@ -840,7 +903,8 @@ var f=document.getElementById('label-filter'),s=document.getElementById('status-
 function apply(){var q=f.value.toLowerCase(),st=s.value;
   document.querySelectorAll('#label-table tbody tr').forEach(function(r){
     r.hidden=(q&&r.dataset.label.toLowerCase().indexOf(q)<0)||(st&&r.dataset.status!==st);});}
-if(f&&s){f.hidden=false;s.hidden=false;f.addEventListener('input',apply);s.addEventListener('change',apply);}
+if(f&&s){f.hidden=false;s.hidden=false;
+  f.addEventListener('input',apply);s.addEventListener('change',apply);}
 })();
 )js";
 
@@ -860,12 +924,23 @@ std::string html_escape(std::string_view s) {
   out.reserve(s.size() + 16);
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -885,15 +960,18 @@ json read_history(const std::string& dir) {
 ReportInputs load_report_inputs(const std::string& dir) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(dir))
-    throw InputError("policy folder " + dir + " does not exist; create it with `tracer fit "
-                     "TRACES -o " + dir + "`");
+    throw InputError("policy folder " + dir +
+                     " does not exist; create it with `tracer fit "
+                     "TRACES -o " +
+                     dir + "`");
   const fs::path base(dir);
   if (!fs::exists(base / "manifest.json"))
     throw InputError(dir + " has no manifest.json; is it a policy folder written by `tracer fit`?");
   ReportInputs in;
   in.manifest = parse_file(base / "manifest.json");
   if (!in.manifest.is_object() || !in.manifest.contains("gate"))
-    throw FormatError((base / "manifest.json").string() + " is not a tracer manifest (no gate "
+    throw FormatError((base / "manifest.json").string() +
+                      " is not a tracer manifest (no gate "
                       "section); refit the policy");
   if (fs::exists(base / "frontier.json")) in.frontier = parse_file(base / "frontier.json");
   in.history = read_history(dir);

@@ -9,14 +9,20 @@
 namespace tracer {
 namespace {
 
-// Modified Gram–Schmidt, twice for stability; a (near) dependent column becomes zero.
+// Modified Gram–Schmidt, twice for stability. A column (nearly) dependent on the previous
+// ones becomes zero: normalising its round-off residue would give a vector that is not
+// orthogonal when the data span fewer dimensions than the subspace.
 // (Small and explicit: Eigen's QR and eigen solvers trip GCC 12's -Wmaybe-uninitialized.)
 Eigen::MatrixXd orthonormal(Eigen::MatrixXd M) {
-  for (int pass = 0; pass < 2; ++pass) {
-    for (Eigen::Index c = 0; c < M.cols(); ++c) {
+  for (Eigen::Index c = 0; c < M.cols(); ++c) {
+    const double before = M.col(c).norm();
+    for (int pass = 0; pass < 2; ++pass)
       for (Eigen::Index p = 0; p < c; ++p) M.col(c) -= M.col(p).dot(M.col(c)) * M.col(p);
-      const double norm = M.col(c).norm();
-      if (norm > 1e-300) M.col(c) /= norm; else M.col(c).setZero();
+    const double norm = M.col(c).norm();
+    if (norm > 1e-9 * before && norm > 1e-300) {
+      M.col(c) /= norm;
+    } else {
+      M.col(c).setZero();
     }
   }
   return M;
@@ -36,7 +42,8 @@ Eigen::VectorXd jacobi_eigen(Eigen::MatrixXd A, Eigen::MatrixXd& vecs) {
       for (Eigen::Index q = p + 1; q < k; ++q) {
         if (std::abs(A(p, q)) < 1e-300) continue;
         const double theta = (A(q, q) - A(p, p)) / (2 * A(p, q));
-        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
+        const double t =
+            (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
         const double c = 1 / std::sqrt(t * t + 1), s = t * c;
         for (Eigen::Index r = 0; r < k; ++r) {  // A <- A J
           const double ap = A(r, p), aq = A(r, q);
@@ -58,7 +65,8 @@ Eigen::VectorXd jacobi_eigen(Eigen::MatrixXd A, Eigen::MatrixXd& vecs) {
   }
   std::vector<Eigen::Index> order(static_cast<size_t>(k));
   for (Eigen::Index i = 0; i < k; ++i) order[static_cast<size_t>(i)] = i;
-  std::sort(order.begin(), order.end(), [&](Eigen::Index a, Eigen::Index b) { return A(a, a) > A(b, b); });
+  std::sort(order.begin(), order.end(),
+            [&](Eigen::Index a, Eigen::Index b) { return A(a, a) > A(b, b); });
   Eigen::VectorXd values(k);
   Eigen::MatrixXd sorted(k, k);
   for (Eigen::Index i = 0; i < k; ++i) {

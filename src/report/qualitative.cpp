@@ -92,8 +92,8 @@ json pick_examples(const Context& c, size_t limit, Pred keep,
 
 // Train traces per label: the split is recomputed with the fit's options; if it does not
 // reproduce the calibrate rows (other options), the counts are estimated from the fractions.
-std::vector<size_t> train_counts(const TraceSet& set, const FitResult& fit,
-                                 const FitOptions& o, bool& exact) {
+std::vector<size_t> train_counts(const TraceSet& set, const FitResult& fit, const FitOptions& o,
+                                 bool& exact) {
   std::vector<size_t> cal;
   cal.reserve(fit.calibrate_rows.size());
   for (const auto& d : fit.calibrate_rows) cal.push_back(d.trace);
@@ -116,22 +116,22 @@ std::vector<size_t> train_counts(const TraceSet& set, const FitResult& fit,
   return counts;
 }
 
-std::string defer_kind(const HeldOutDecision& d, const std::vector<size_t>& train,
-                       size_t rare) {
+std::string defer_kind(const HeldOutDecision& d, const std::vector<size_t>& train, size_t rare) {
   if (d.handled) return "";
   switch (d.reason) {
-    case DeferReason::kNoPolicy: return "no_policy";
-    case DeferReason::kOutOfDistribution: return "out_of_distribution";
-    default: break;
+    case DeferReason::kNoPolicy:
+      return "no_policy";
+    case DeferReason::kOutOfDistribution:
+      return "out_of_distribution";
+    default:
+      break;
   }
   return train[d.teacher] < rare ? "rare_label" : "low_confidence";
 }
 
 std::string defer_words(const std::string& kind, size_t rare) {
-  if (kind == "low_confidence")
-    return "low confidence: the surrogate hesitated between two labels";
-  if (kind == "out_of_distribution")
-    return "out of distribution: the input is unlike the traces";
+  if (kind == "low_confidence") return "low confidence: the surrogate hesitated between two labels";
+  if (kind == "out_of_distribution") return "out of distribution: the input is unlike the traces";
   if (kind == "rare_label")
     return fmt::format("rare label: the LLM's label had fewer than {} training traces", rare);
   if (kind == "no_policy") return "method refused: nothing was certified, everything is deferred";
@@ -152,7 +152,9 @@ json per_label_section(const Context& c, const std::vector<size_t>& train, doubl
   }
   json out = json::array();
   for (int l = 0; l < K; ++l) {
-    json row{{"label", c.set.labels[l]}, {"traces", totals[l]}, {"train_traces", train[l]},
+    json row{{"label", c.set.labels[l]},
+             {"traces", totals[l]},
+             {"train_traces", train[l]},
              {"calibrate_rows", tally[l].rows}};
     row.update(tally_json(tally[l], confidence));
     row.erase("rows");
@@ -175,13 +177,13 @@ json per_label_section(const Context& c, const std::vector<size_t>& train, doubl
                       {"as_other", list[i].second.first},
                       {"from_other", list[i].second.second}});
     row["confused_with"] = conf;
-    row["examples"] = {
-        {"handled", pick_examples(c, c.o.examples, [l](const HeldOutDecision& d) {
-           return d.teacher == l && d.handled;
-         })},
-        {"deferred", pick_examples(c, c.o.examples, [l](const HeldOutDecision& d) {
-           return d.teacher == l && !d.handled;
-         })}};
+    row["examples"] = {{"handled", pick_examples(c, c.o.examples,
+                                                 [l](const HeldOutDecision& d) {
+                                                   return d.teacher == l && d.handled;
+                                                 })},
+                       {"deferred", pick_examples(c, c.o.examples, [l](const HeldOutDecision& d) {
+                          return d.teacher == l && !d.handled;
+                        })}};
     out.push_back(row);
   }
   return out;
@@ -211,23 +213,25 @@ json boundary_section(const Context& c) {
     auto [a, b] = list[i].first;
     const Pair& p = list[i].second;
     const int count = p.a_as_b + p.b_as_a;
-    rows.push_back(
-        {{"a", c.set.labels[a]},
-         {"b", c.set.labels[b]},
-         {"count", count},
-         {"a_as_b", p.a_as_b},
-         {"b_as_a", p.b_as_a},
-         {"handled", p.handled},  // confusions the gate let through (answered, wrongly)
-         {"share_of_errors", errors ? round4(double(count) / errors) : 0.0},
-         {"examples_a", pick_examples(c, c.o.examples, [a, b](const HeldOutDecision& d) {
-            return d.teacher == a && d.predicted == b;
-          })},
-         {"examples_b", pick_examples(c, c.o.examples, [a, b](const HeldOutDecision& d) {
-            return d.teacher == b && d.predicted == a;
-          })}});
+    rows.push_back({{"a", c.set.labels[a]},
+                    {"b", c.set.labels[b]},
+                    {"count", count},
+                    {"a_as_b", p.a_as_b},
+                    {"b_as_a", p.b_as_a},
+                    {"handled", p.handled},  // confusions the gate let through (answered, wrongly)
+                    {"share_of_errors", errors ? round4(double(count) / errors) : 0.0},
+                    {"examples_a", pick_examples(c, c.o.examples,
+                                                 [a, b](const HeldOutDecision& d) {
+                                                   return d.teacher == a && d.predicted == b;
+                                                 })},
+                    {"examples_b", pick_examples(c, c.o.examples, [a, b](const HeldOutDecision& d) {
+                       return d.teacher == b && d.predicted == a;
+                     })}});
   }
-  return json{{"errors", errors}, {"handled_errors", handled_errors},
-              {"distinct_pairs", pairs.size()}, {"pairs", rows}};
+  return json{{"errors", errors},
+              {"handled_errors", handled_errors},
+              {"distinct_pairs", pairs.size()},
+              {"pairs", rows}};
 }
 
 json defer_section(const Context& c, const std::vector<size_t>& train) {
@@ -247,13 +251,14 @@ json defer_section(const Context& c, const std::vector<size_t>& train) {
   for (const char* kind : {"low_confidence", "out_of_distribution", "rare_label", "no_policy"}) {
     const int n = counts.count(kind) ? counts[kind] : 0;
     const std::string k = kind;
-    reasons.push_back({{"reason", k},
-                       {"description", defer_words(k, rare)},
-                       {"count", n},
-                       {"share", deferred ? round4(double(n) / deferred) : 0.0},
-                       {"examples", pick_examples(
-                                        c, n ? c.o.examples : 0,
-                                        [&](const HeldOutDecision& d) { return why(d) == k; }, why)}});
+    reasons.push_back(
+        {{"reason", k},
+         {"description", defer_words(k, rare)},
+         {"count", n},
+         {"share", deferred ? round4(double(n) / deferred) : 0.0},
+         {"examples", pick_examples(
+                          c, n ? c.o.examples : 0,
+                          [&](const HeldOutDecision& d) { return why(d) == k; }, why)}});
   }
   std::vector<std::pair<std::pair<int, int>, int>> list(low_pairs.begin(), low_pairs.end());
   std::stable_sort(list.begin(), list.end(),
@@ -261,18 +266,17 @@ json defer_section(const Context& c, const std::vector<size_t>& train) {
   json pairs = json::array();
   for (size_t i = 0; i < list.size() && i < c.o.top_pairs; ++i) {
     auto [a, b] = list[i].first;
-    pairs.push_back(
-        {{"a", c.set.labels[a]},
-         {"b", c.set.labels[b]},
-         {"count", list[i].second},
-         {"share", deferred ? round4(double(list[i].second) / deferred) : 0.0},
-         {"examples", pick_examples(
-                          c, c.o.examples,
-                          [&, a, b](const HeldOutDecision& d) {
-                            return why(d) == "low_confidence" &&
-                                   ordered(d.predicted, d.runner_up) == std::pair{a, b};
-                          },
-                          why)}});
+    pairs.push_back({{"a", c.set.labels[a]},
+                     {"b", c.set.labels[b]},
+                     {"count", list[i].second},
+                     {"share", deferred ? round4(double(list[i].second) / deferred) : 0.0},
+                     {"examples", pick_examples(
+                                      c, c.o.examples,
+                                      [&, a, b](const HeldOutDecision& d) {
+                                        return why(d) == "low_confidence" &&
+                                               ordered(d.predicted, d.runner_up) == std::pair{a, b};
+                                      },
+                                      why)}});
   }
   const size_t rows = c.fit.calibrate_rows.size();
   return json{{"rows", rows},
@@ -475,8 +479,8 @@ json curve_assessment(const json& points, bool deployed, double target) {
   } else {
     const double ab = log_slope(x, agree) * std::log(2.0);
     a["surrogate_agreement_gain_per_doubling"] = round4(ab);
-    if (ab >= 0.005 && agree.back() < target) {
-      const double doublings = (target - agree.back()) / ab;
+    const double doublings = ab > 0 ? (target - agree.back()) / ab : 1e9;
+    if (ab >= 0.005 && agree.back() < target && doublings <= 4) {
       a["status"] = "rising";
       a["message"] = fmt::format(
           "nothing certifies yet, but the surrogate's agreement rises about {:.1f} points per "
@@ -486,13 +490,37 @@ json curve_assessment(const json& points, bool deployed, double target) {
     } else {
       a["status"] = "plateau";
       a["message"] = fmt::format(
-          "nothing certifies, and the surrogate's agreement is flat ({:+.1f} points per "
-          "doubling): more traces of the same kind are unlikely to help; lower the target or "
-          "use a stronger featurizer",
-          ab * 100);
+          "nothing certifies, and the surrogate's agreement grows too slowly ({:+.1f} points "
+          "per doubling of the traces) to reach the target {:g}: more traces of the same kind "
+          "are unlikely to help; lower the target or use a stronger featurizer",
+          ab * 100, target);
     }
   }
   return a;
+}
+
+// The surrogates the reported policy runs on: its stage-1 (an ensemble expands to its members,
+// the best by select agreement, as add_ensemble picks them) and its rsb stage 2.
+std::vector<std::string> pipeline_zoo(const json& m, size_t ensemble_members) {
+  std::vector<std::string> names;
+  auto add = [&](const std::string& n) {
+    if (!n.empty() && std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  };
+  auto expand = [&](const std::string& n) {
+    if (n != "ensemble") return add(n);
+    std::vector<std::pair<double, std::string>> ok;
+    for (const auto& c : m.value("zoo", json::array()))
+      if (!c.contains("error") && c.value("name", "") != "ensemble")
+        ok.emplace_back(c.value("select_agreement", 0.0), c.value("name", ""));
+    std::stable_sort(ok.begin(), ok.end(),
+                     [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t i = 0; i < ok.size() && i < ensemble_members; ++i) add(ok[i].second);
+  };
+  const json& g = m.value("gate", json::object());
+  expand(g.value("stage1", json::object()).value("surrogate", std::string()));
+  if (g.contains("stage2")) expand(g["stage2"].value("surrogate", std::string()));
+  if (names.empty()) expand(m.value("surrogate", json::object()).value("name", std::string()));
+  return names;
 }
 
 }  // namespace
@@ -524,6 +552,7 @@ json fit_options_json(const FitOptions& o) {
               {"frontier_targets", o.frontier_targets},
               {"zoo", o.zoo},
               {"trees", o.trees},
+              {"ensemble_members", o.ensemble_members},
               {"methods", methods},
               {"fractions", {o.fractions.train, o.fractions.select, o.fractions.calibrate}},
               {"seed", o.seed},
@@ -544,6 +573,7 @@ FitOptions fit_options_from(const json& rec, const json& m, const json& frontier
       o.frontier_targets = rec.at("frontier_targets").get<std::vector<double>>();
       o.zoo = rec.at("zoo").get<std::vector<std::string>>();
       o.trees = rec.at("trees");
+      o.ensemble_members = rec.value("ensemble_members", o.ensemble_members);
       o.methods.clear();
       for (const auto& name : rec.at("methods")) o.methods.push_back(parse_method(name));
       auto f = rec.at("fractions").get<std::vector<double>>();
@@ -599,8 +629,8 @@ json report_headline(const json& m, const json& frontier) {
   if (deployed) {
     const json& c = g.at("certified");
     const double cov = c.value("coverage", 0.0);
-    h["verdict"] = fmt::format("Certified: the surrogate answers {:.1f}% of traffic itself",
-                               cov * 100);
+    h["verdict"] =
+        fmt::format("Certified: the surrogate answers {:.1f}% of traffic itself", cov * 100);
     h["explanation"] = fmt::format(
         "On traffic like these traces, the surrogate ({}, method {}) answers {:.1f}% of inputs "
         "and sends the other {:.1f}% to the LLM. On the inputs it answers, it agrees with the "
@@ -621,14 +651,29 @@ json report_headline(const json& m, const json& frontier) {
       "tracer could not prove that the surrogate agrees with the LLM at least {:g}% of the time "
       "on any share of traffic (with {:g}% confidence), so it refused to deploy it",
       target * 100, (1 - delta) * 100);
-  if (r.contains("reason")) why += " (" + r.value("reason", std::string()) + ")";
+  // The generic reason repeats the sentence above; other reasons (min coverage) add to it.
+  const std::string reason = r.value("reason", std::string());
+  if (!reason.empty() && reason.rfind("no share of traffic", 0) != 0) why += " (" + reason + ")";
   why += ".";
-  if (r.value("surrogate_agreement_on_calibrate", json()).is_number())
+  if (r.value("surrogate_agreement_on_calibrate", json()).is_number()) {
     why += fmt::format(
         " On held-out traces the best surrogate agrees with the LLM {:.1f}% of the time "
-        "(lowest plausible: {:.1f}%), short of the {:g}% target.",
+        "(lowest plausible: {:.1f}%), short of the {:g}% target",
         r["surrogate_agreement_on_calibrate"].get<double>() * 100,
         r.value("surrogate_lower_bound_on_calibrate", 0.0) * 100, target * 100);
+    // A baseline in plain words: always answering the most common label.
+    double most = 0, total = 0;
+    for (const auto& l : m.value("per_label", json::array())) {
+      const double n = l.value("calibrate_rows", 0.0);
+      most = std::max(most, n), total += n;
+    }
+    if (total > 0)
+      why += fmt::format(
+          "; always answering the most common label would agree {:.1f}% of the "
+          "time",
+          100 * most / total);
+    why += ".";
+  }
   h["explanation"] = why;
   std::string advice = r.value("advice", std::string());
   // The highest lower target that certifies, from the frontier.
@@ -641,9 +686,10 @@ json report_headline(const json& m, const json& frontier) {
       best_t = t, best_cov = cov, best_m = row.value("method", "");
   }
   if (best_t > 0)
-    advice += fmt::format("{}At a target of {:g} the {} method would certify {:.1f}% of traffic "
-                          "(tracer fit --target {:g}).",
-                          advice.empty() ? "" : ". ", best_t, best_m, best_cov * 100, best_t);
+    advice += fmt::format(
+        "{}At a target of {:g} the {} method would certify {:.1f}% of traffic "
+        "(tracer fit --target {:g}).",
+        advice.empty() ? "" : ". ", best_t, best_m, best_cov * 100, best_t);
   h["advice"] = advice;
   return h;
 }
@@ -661,6 +707,11 @@ json build_learning_curve(const TraceSet& set, const json& manifest, const json&
                shares.end());
   const size_t K = set.labels.size();
   const auto counts = set.label_counts();
+  FitOptions fo = o.fit;
+  if (!o.curve_full_zoo) {
+    auto names = pipeline_zoo(manifest, fo.ensemble_members);
+    if (!names.empty()) fo.zoo = names;
+  }
   json points = json::array();
   // per-label coverage at each point (null when the point has no rows of the label)
   std::vector<json> label_cov(K, json::array());
@@ -688,19 +739,19 @@ json build_learning_curve(const TraceSet& set, const json& manifest, const json&
       points.push_back(p);
       continue;
     }
-    auto pick = curve_subset(set, share, o.fit.min_per_label, o.fit.seed);
+    auto pick = curve_subset(set, share, fo.min_per_label, fo.seed);
     TraceSet sub;
     sub.labels = set.labels;
     sub.embedding_dim = set.embedding_dim;
     sub.traces.reserve(pick.size());
     for (size_t i : pick) sub.traces.push_back(set.traces[i]), sub.y.push_back(set.y[i]);
     p["traces"] = sub.size();
-    if (o.note) o.note(fmt::format("learning curve: refit on {:.0f}% ({} traces)", share * 100,
-                                   sub.size()));
+    if (o.note)
+      o.note(fmt::format("learning curve: refit on {:.0f}% ({} traces)", share * 100, sub.size()));
     Stopwatch sw;
     try {
       Progress quiet(false);
-      FitResult r = fit_policy(sub, o.fit, quiet);
+      FitResult r = fit_policy(sub, fo, quiet);
       const json& g = r.manifest["gate"];
       p["deployed"] = r.deployed;
       p["coverage"] = r.deployed ? g["certified"].value("coverage", 0.0) : 0.0;
@@ -727,6 +778,7 @@ json build_learning_curve(const TraceSet& set, const json& manifest, const json&
   const double target = manifest.at("gate").value("target", 0.95);
   json out{{"split", "calibrate"},
            {"target", target},
+           {"zoo", fo.zoo.empty() ? json("default") : json(fo.zoo)},
            {"points", points},
            {"assessment", curve_assessment(points, deployed, target)}};
 
@@ -762,18 +814,19 @@ json build_learning_curve(const TraceSet& set, const json& manifest, const json&
   return out;
 }
 
-json build_qualitative_report(const TraceSet& set, const FitResult& fit,
-                              const ReportOptions& o) {
+json build_qualitative_report(const TraceSet& set, const FitResult& fit, const ReportOptions& o) {
   Stopwatch sw;
   const size_t K = set.labels.size();
   if (K == 0 || (!fit.policy.labels.empty() && fit.policy.labels != set.labels))
-    throw InputError("the traces given to the report are not the ones the policy was fit on "
-                     "(label sets differ)");
+    throw InputError(
+        "the traces given to the report are not the ones the policy was fit on "
+        "(label sets differ)");
   for (const auto& d : fit.calibrate_rows)
     if (d.trace >= set.size() || set.y[d.trace] != d.teacher || d.teacher < 0 ||
         static_cast<size_t>(d.predicted) >= K || static_cast<size_t>(d.runner_up) >= K)
-      throw InputError("the traces given to the report are not the ones the policy was fit on "
-                       "(calibrate rows do not match)");
+      throw InputError(
+          "the traces given to the report are not the ones the policy was fit on "
+          "(calibrate rows do not match)");
   Context c{set, fit, o, {}};
   c.order.resize(fit.calibrate_rows.size());
   std::iota(c.order.begin(), c.order.end(), size_t{0});
@@ -791,8 +844,9 @@ json build_qualitative_report(const TraceSet& set, const FitResult& fit,
   q["format"] = "tracer-qualitative-report";
   q["format_version"] = 1;
   q["split"] = "calibrate";
-  q["note"] = "every number is computed on the held-out calibrate rows (nothing was fit or "
-              "chosen on them) under the deployed policy";
+  q["note"] =
+      "every number is computed on the held-out calibrate rows (nothing was fit or "
+      "chosen on them) under the deployed policy";
   q["policy_version"] = fit.manifest.value("policy_version", "");
   q["confidence"] = confidence;
   q["fit_options"] = fit_options_json(o.fit);
@@ -813,7 +867,8 @@ json build_qualitative_report(const TraceSet& set, const FitResult& fit,
   q["frontier"] = frontier_section(fit.frontier);
   q["map"] = map_section(c);
   q["report_seconds"] = round4(sw.seconds());
-  if (o.learning_curve) q["learning_curve"] = build_learning_curve(set, fit.manifest, q["per_label"], o);
+  if (o.learning_curve)
+    q["learning_curve"] = build_learning_curve(set, fit.manifest, q["per_label"], o);
   return q;
 }
 

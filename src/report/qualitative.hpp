@@ -19,12 +19,16 @@ struct ReportOptions {
   // Refit on growing shares of the traces (10 fits: slow); off unless asked for.
   bool learning_curve = false;
   std::vector<double> curve_shares = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+  // Refits try only the surrogates the reported policy runs on (its stage 1, an ensemble's
+  // members, an rsb stage 2): the curve then follows one pipeline instead of jumping between
+  // candidates, at a fraction of the cost. True: the whole zoo of `fit`, as the fit did.
+  bool curve_full_zoo = false;
   // A deferred row whose teacher label had fewer train traces than this is deferred because
   // the label is rare rather than because of a close call between two labels.
   size_t rare_label_train_traces = 20;
-  size_t examples = 3;          // example inputs per label, pair side and reason
-  size_t top_pairs = 12;        // boundary pairs and low-confidence pairs listed
-  size_t max_map_points = 2500;  // calibrate rows drawn on the 2-D map
+  size_t examples = 3;             // example inputs per label, pair side and reason
+  size_t top_pairs = 12;           // boundary pairs and low-confidence pairs listed
+  size_t max_map_points = 2500;    // calibrate rows drawn on the 2-D map
   size_t max_example_bytes = 240;  // longer inputs are cut (at a UTF-8 boundary) with "…"
   std::function<void(const std::string&)> note;  // progress lines, e.g. learning-curve refits
 };

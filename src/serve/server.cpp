@@ -1,7 +1,5 @@
 #include "serve/server.hpp"
 
-#include <sys/socket.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -11,7 +9,7 @@
 #include <thread>
 
 #include "io/trace_store.hpp"
-#include "serve/http.hpp"
+#include "serve/http_server.hpp"
 #include "serve/loaded_policy.hpp"
 #include "serve/metrics.hpp"
 #include "serve/upstream.hpp"
@@ -25,14 +23,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kJson = "application/json";
 constexpr const char* kInvalid = "invalid_request_error";
-constexpr int kListenBacklog = 1024;  // httplib's compiled-in 5 drops bursts of new connections
-
-// httplib::Server with a usable listen backlog.
-class HttpServer : public httplib::Server {
- public:
-  void widen_backlog() { ::listen(svr_sock_, kListenBacklog); }
-};
-
 void send_error(httplib::Response& res, int status, std::string_view message,
                 std::string_view type) {
   res.status = status;
@@ -183,6 +173,9 @@ struct ApiServer::Impl {
     http.set_error_handler(httplib::Server::HandlerWithResponse(
         [](const httplib::Request& req, httplib::Response& res) {
           if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          // httplib answers these before reading the body: the rest of it is still in flight.
+          if (res.status == 400 || res.status == 413 || res.status == 414)
+            res.set_header("Connection", "close");
           Endpoint e = endpoint_of(req.path);
           if (res.status == 404 && e != Endpoint::kOther) {
             res.status = 405;
@@ -396,6 +389,7 @@ void ApiServer::run() {
 void ApiServer::stop() {
   Impl& m = *impl_;
   m.stopping = true;
+  m.http.begin_shutdown();
   // httplib ignores stop() before its accept loop runs; wait for it if run() is on its way.
   while (m.running && !m.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   m.http.stop();

@@ -30,15 +30,21 @@ struct Upstream::Impl {
   std::mutex mu;
   std::vector<std::unique_ptr<httplib::Client>> idle;  // keep-alive connections to reuse
 
-  std::unique_ptr<httplib::Client> checkout() {
+  // A pooled client (reused = true) or a new one.
+  std::unique_ptr<httplib::Client> checkout(bool& reused) {
     {
       std::lock_guard<std::mutex> lock(mu);
       if (!idle.empty()) {
         auto c = std::move(idle.back());
         idle.pop_back();
+        reused = true;
         return c;
       }
     }
+    reused = false;
+    return fresh();
+  }
+  std::unique_ptr<httplib::Client> fresh() const {
     auto c = std::make_unique<httplib::Client>(origin);
     auto t = std::chrono::microseconds(static_cast<int64_t>(opt.timeout_s * 1e6));
     c->set_connection_timeout(t);
@@ -70,7 +76,10 @@ Upstream::Upstream(UpstreamOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->path = prefix + "/v1/chat/completions";
   impl_->url = impl_->origin + impl_->path;
   if (!(impl_->opt.timeout_s > 0)) throw InputError("--upstream-timeout must be > 0 seconds");
-  if (impl_->opt.retries < 0) throw InputError("--upstream-retries must be >= 0");
+  if (impl_->opt.retries < 0 || impl_->opt.retries > 10)
+    throw InputError("--upstream-retries must be between 0 and 10");
+  if (impl_->opt.backoff_ms < 0 || impl_->opt.backoff_ms > 60000)
+    throw InputError("the upstream backoff must be between 0 and 60000 ms");
   if (!httplib::Client(impl_->origin).is_valid())
     throw InputError("--upstream '" + u + "': cannot make a client for " + impl_->origin);
 }
@@ -98,10 +107,19 @@ UpstreamReply Upstream::chat_completions(
       std::this_thread::sleep_for(std::chrono::milliseconds(opt.backoff_ms << (attempt - 1)));
       reply.retries = attempt;
     }
-    auto client = impl_->checkout();
+    bool reused = false;
+    auto client = impl_->checkout(reused);
     auto t0 = Clock::now();
     httplib::Result res = client->Post(impl_->path, h, body, "application/json");
     double took = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!res && reused && took < opt.timeout_s * 0.95 &&
+        (res.error() == httplib::Error::Read || res.error() == httplib::Error::Write)) {
+      // Most likely a pooled keep-alive connection the upstream had closed: once more on a new one.
+      client = impl_->fresh();
+      t0 = Clock::now();
+      res = client->Post(impl_->path, h, body, "application/json");
+      took = std::chrono::duration<double>(Clock::now() - t0).count();
+    }
     if (!res) {
       httplib::Error err = res.error();
       if (err == httplib::Error::Connection || err == httplib::Error::ConnectionTimeout) {

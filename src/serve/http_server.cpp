@@ -1,0 +1,142 @@
+#include "serve/http_server.hpp"
+
+#include <netdb.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace tracer::serve {
+namespace {
+
+// Waits until `fd` is ready for `events`; false on timeout or error.
+bool wait_fd(int fd, short events, int timeout_ms) {
+  pollfd p{fd, events, 0};
+  for (;;) {
+    int n = ::poll(&p, 1, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    return n > 0;
+  }
+}
+
+void address_of(int fd, bool peer, std::string& ip, int& port) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  auto* a = reinterpret_cast<sockaddr*>(&addr);
+  if ((peer ? ::getpeername(fd, a, &len) : ::getsockname(fd, a, &len)) != 0) return;
+  std::array<char, NI_MAXHOST> host{};
+  std::array<char, NI_MAXSERV> serv{};
+  if (::getnameinfo(a, len, host.data(), host.size(), serv.data(), serv.size(),
+                    NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+    ip = host.data();
+    port = std::atoi(serv.data());
+  }
+}
+
+// One connection, read through a small buffer (httplib reads request lines byte by byte).
+class ConnectionStream : public httplib::Stream {
+ public:
+  ConnectionStream(int sock, int read_timeout_ms, int write_timeout_ms)
+      : sock_(sock), read_timeout_ms_(read_timeout_ms), write_timeout_ms_(write_timeout_ms) {}
+
+  bool buffered() const { return off_ < len_; }
+  bool is_readable() const override { return buffered() || wait_fd(sock_, POLLIN, read_timeout_ms_); }
+  bool is_writable() const override { return wait_fd(sock_, POLLOUT, write_timeout_ms_); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (buffered()) {
+      size_t n = std::min(size, len_ - off_);
+      std::memcpy(ptr, buf_.data() + off_, n);
+      off_ += n;
+      return static_cast<ssize_t>(n);
+    }
+    if (!wait_fd(sock_, POLLIN, read_timeout_ms_)) return -1;
+    if (size >= buf_.size()) return recv_some(ptr, size);
+    ssize_t n = recv_some(buf_.data(), buf_.size());
+    if (n <= 0) return n;
+    off_ = 0;
+    len_ = static_cast<size_t>(n);
+    return read(ptr, size);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!wait_fd(sock_, POLLOUT, write_timeout_ms_)) return -1;
+    for (;;) {
+      ssize_t n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      return n;
+    }
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    address_of(sock_, true, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    address_of(sock_, false, ip, port);
+  }
+  socket_t socket() const override { return sock_; }
+
+ private:
+  ssize_t recv_some(char* ptr, size_t size) {
+    for (;;) {
+      ssize_t n = ::recv(sock_, ptr, size, 0);
+      if (n < 0 && errno == EINTR) continue;
+      return n;
+    }
+  }
+
+  int sock_;
+  int read_timeout_ms_, write_timeout_ms_;
+  std::array<char, 4096> buf_{};
+  size_t off_ = 0, len_ = 0;
+};
+
+int to_ms(time_t sec, time_t usec) { return static_cast<int>(sec * 1000 + usec / 1000); }
+
+}  // namespace
+
+HttpServer::HttpServer() {
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+}
+
+HttpServer::~HttpServer() { ::close(wake_fd_); }
+
+void HttpServer::widen_backlog(int backlog) { ::listen(svr_sock_, backlog); }
+
+void HttpServer::begin_shutdown() {
+  stopping_ = true;
+  uint64_t one = 1;  // never read back: the eventfd stays readable and wakes every waiter
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
+bool HttpServer::process_and_close_socket(socket_t sock) {
+  ConnectionStream strm(sock, to_ms(read_timeout_sec_, read_timeout_usec_),
+                        to_ms(write_timeout_sec_, write_timeout_usec_));
+  bool ok = false;
+  for (size_t served = 0; served < keep_alive_max_count_; ++served) {
+    if (!strm.buffered()) {
+      // Idle between requests: wait for the next one, the idle timeout or shutdown.
+      std::array<pollfd, 2> p{pollfd{sock, POLLIN, 0}, pollfd{wake_fd_, POLLIN, 0}};
+      int n;
+      do n = ::poll(p.data(), p.size(), idle_timeout_ms_);
+      while (n < 0 && errno == EINTR);
+      if (n <= 0 || (p[0].revents == 0)) break;  // timeout, error or shutdown while idle
+    }
+    bool close_connection = stopping_ || served + 1 >= keep_alive_max_count_;
+    bool connection_closed = false;
+    ok = process_request(strm, close_connection, connection_closed, nullptr);
+    if (!ok || connection_closed || close_connection) break;
+  }
+  ::shutdown(sock, SHUT_RDWR);
+  ::close(sock);
+  return ok;
+}
+
+}  // namespace tracer::serve

@@ -1,0 +1,35 @@
+#pragma once
+// httplib::Server with its connection loop replaced, for two reasons:
+//  - stop() must not wait for idle keep-alive connections: httplib 0.11 polls each one until its
+//    keep-alive timeout (5 s) before noticing the server stopped. Here every idle connection
+//    waits in poll() on its socket and on a shutdown eventfd, so it closes at once, while a
+//    request being handled still finishes and gets its answer.
+//  - the listen backlog: httplib's compiled-in 5 drops bursts of new connections.
+#include <atomic>
+
+#include "serve/http.hpp"
+
+namespace tracer::serve {
+
+class HttpServer : public httplib::Server {
+ public:
+  HttpServer();
+  ~HttpServer() override;
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  void set_idle_timeout_ms(int ms) { idle_timeout_ms_ = ms; }
+  // After bind_to_port / bind_to_any_port.
+  void widen_backlog(int backlog = 1024);
+  // Wakes every idle connection and closes it; requests in progress finish. Call with stop().
+  void begin_shutdown();
+
+ private:
+  bool process_and_close_socket(socket_t sock) override;
+
+  int wake_fd_ = -1;
+  std::atomic<bool> stopping_{false};
+  int idle_timeout_ms_ = 5000;
+};
+
+}  // namespace tracer::serve

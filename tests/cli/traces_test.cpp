@@ -1,0 +1,166 @@
+// End-to-end: `tracer traces import|count|export` through the real binary.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "io/traces.hpp"
+#include "test_util.hpp"
+
+namespace tracer {
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+using testing::read_file;
+using testing::run_cli;
+using testing::TempDir;
+using testing::write_file;
+
+std::string q(const std::string& s) { return "'" + s + "'"; }
+
+std::vector<json> jsonl(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(json::parse(line));
+  return out;
+}
+
+// Six traces over two labels; one carries metadata from an earlier export.
+std::string small_traces(const TempDir& dir) {
+  const std::string path = dir.file("small.jsonl");
+  write_file(path,
+             R"({"input": "where is my card", "teacher": "card_arrival"})"
+             "\n"
+             R"({"input": "card still not here", "teacher": "card_arrival", "metadata": )"
+             R"({"time_ms": 1700000000000, "policy_version": "p7", "decision": "handled"}})"
+             "\n"
+             R"({"text": "top up failed", "label": "top_up_failed"})"
+             "\n\n"
+             R"({"input": "why did my top up fail", "teacher": "top_up_failed", "id": 9})"
+             "\n"
+             R"({"input": "my card has not arrived", "teacher": "card_arrival"})"
+             "\n"
+             R"({"input": "top-up declined", "teacher": "top_up_failed"})"
+             "\n");
+  return path;
+}
+
+TEST(CliTraces, ImportCountExportRoundTrip) {
+  TempDir dir;
+  const std::string db = dir.file("store/traces.db");
+  auto imp = run_cli("traces import " + q(small_traces(dir)) + " --db " + q(db));
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  EXPECT_THAT(imp.err, HasSubstr("imported 6 traces"));
+
+  auto count = run_cli("traces count --db " + q(db));
+  ASSERT_EQ(count.exit_code, 0) << count.err;
+  EXPECT_EQ(count.out, "6\n");
+  auto recent = run_cli("traces count --since-ms 1700000000001 --db " + q(db));
+  ASSERT_EQ(recent.exit_code, 0) << recent.err;
+  EXPECT_EQ(recent.out, "5\n");  // the trace with an old time_ms kept it
+
+  const std::string out = dir.file("export.jsonl");
+  auto exp = run_cli("traces export --db " + q(db) + " -o " + q(out));
+  ASSERT_EQ(exp.exit_code, 0) << exp.err;
+  EXPECT_THAT(exp.err, HasSubstr("exported 6 of 6"));
+  EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
+  auto lines = jsonl(read_file(out));
+  ASSERT_EQ(lines.size(), 6u);
+  EXPECT_EQ(lines[0]["input"], "where is my card");
+  EXPECT_EQ(lines[0]["teacher"], "card_arrival");
+  EXPECT_EQ(lines[0]["metadata"]["source"], "import");
+  EXPECT_EQ(lines[1]["metadata"]["time_ms"], 1700000000000);
+  EXPECT_EQ(lines[1]["metadata"]["policy_version"], "p7");
+  EXPECT_EQ(lines[1]["metadata"]["decision"], "handled");
+  EXPECT_EQ(lines[2]["input"], "top up failed");
+  EXPECT_EQ(lines[2]["teacher"], "top_up_failed");
+
+  // The export is a trace file: tracer's reader accepts it, and it re-imports unchanged.
+  TraceSet set = read_traces(out);
+  EXPECT_EQ(set.size(), 6u);
+  EXPECT_EQ(set.labels, (std::vector<std::string>{"card_arrival", "top_up_failed"}));
+  const std::string db2 = dir.file("second.db");
+  auto again = run_cli("traces import " + q(out) + " --db " + q(db2));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  auto stdout_export = run_cli("traces export --db " + q(db2));
+  ASSERT_EQ(stdout_export.exit_code, 0) << stdout_export.err;
+  auto relines = jsonl(stdout_export.out);
+  ASSERT_EQ(relines.size(), lines.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(relines[i]["input"], lines[i]["input"]);
+    EXPECT_EQ(relines[i]["teacher"], lines[i]["teacher"]);
+    EXPECT_EQ(relines[i]["metadata"], lines[i]["metadata"]);
+  }
+
+  // Importing appends.
+  ASSERT_EQ(run_cli("traces import " + q(out) + " --db " + q(db)).exit_code, 0);
+  EXPECT_EQ(run_cli("traces count --db " + q(db)).out, "12\n");
+}
+
+TEST(CliTraces, InvalidImportStoresNothingUnlessSkipping) {
+  TempDir dir;
+  const std::string file = dir.file("bad.jsonl");
+  write_file(file,
+             R"({"input": "fine", "teacher": "a"})"
+             "\n"
+             R"({"input": "no label"})"
+             "\n"
+             R"({"input": "also fine", "teacher": "b"})"
+             "\n");
+  const std::string db = dir.file("t.db");
+  auto bad = run_cli("traces import " + q(file) + " --db " + q(db));
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("bad.jsonl:2"));
+  EXPECT_FALSE(std::filesystem::exists(db));
+
+  auto skip = run_cli("traces import " + q(file) + " --skip-invalid --db " + q(db));
+  ASSERT_EQ(skip.exit_code, 0) << skip.err;
+  EXPECT_THAT(skip.err, HasSubstr("skipped 1"));
+  EXPECT_EQ(run_cli("traces count --db " + q(db)).out, "2\n");
+}
+
+TEST(CliTraces, ErrorsNameThePath) {
+  TempDir dir;
+  const std::string missing = dir.file("nope.db");
+  auto count = run_cli("traces count --db " + q(missing));
+  EXPECT_EQ(count.exit_code, 2);
+  EXPECT_THAT(count.err, HasSubstr(missing));
+  EXPECT_FALSE(std::filesystem::exists(missing));  // reading never creates a store
+  auto exp = run_cli("traces export --db " + q(missing));
+  EXPECT_EQ(exp.exit_code, 2);
+
+  write_file(dir.file("plain"), "a file, not a folder");
+  const std::string unwritable = dir.file("plain") + "/traces.db";
+  auto imp = run_cli("traces import " + q(small_traces(dir)) + " --db " + q(unwritable));
+  EXPECT_EQ(imp.exit_code, 2);
+  EXPECT_THAT(imp.err, HasSubstr(unwritable));
+
+  write_file(dir.file("text.db"), std::string(4096, 'x'));
+  auto notdb = run_cli("traces count --db " + q(dir.file("text.db")));
+  EXPECT_EQ(notdb.exit_code, 2);
+  EXPECT_THAT(notdb.err, HasSubstr("not a database"));
+}
+
+TEST(CliTraces, HelpDescribesSubcommandsAndFlags) {
+  auto top = run_cli("traces --help");
+  EXPECT_EQ(top.exit_code, 0);
+  for (const char* word : {"export", "count", "import"}) EXPECT_THAT(top.out, HasSubstr(word));
+  auto exp = run_cli("traces export --help");
+  EXPECT_EQ(exp.exit_code, 0);
+  for (const char* flag : {"--db", "--output", "--include-unknown", ".tracer/traces.db"})
+    EXPECT_THAT(exp.out, HasSubstr(flag));
+  auto imp = run_cli("traces import --help");
+  EXPECT_THAT(imp.out, HasSubstr("--skip-invalid"));
+  auto none = run_cli("traces");
+  EXPECT_NE(none.exit_code, 0);
+}
+
+}  // namespace
+}  // namespace tracer
