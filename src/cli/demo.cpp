@@ -9,6 +9,7 @@
 #include "cli/commands.hpp"
 #include "cli/summary.hpp"
 #include "fit/fitter.hpp"
+#include "report/qualitative.hpp"
 #include "runtime/router.hpp"
 #include "util/error.hpp"
 
@@ -36,6 +37,9 @@ int run_demo(const DemoArgs& a) {
   FitResult fit = fit_policy(train, fo, progress);
   fit.manifest["traces"] = {{"path", a.train}, {"accepted", train.size()}, {"skipped", 0}};
   write_artifact(a.out, fit);
+  ReportOptions ro;
+  ro.fit = fo;
+  write_report_files(a.out, train, fit, ro);
 
   print_fit_summary(std::cout, fit.manifest, fit.frontier);
   std::cout << "\n";
@@ -89,7 +93,8 @@ int run_demo(const DemoArgs& a) {
       "\nCost projection: {:.0f} calls/day at ${:.4f}/call -> {:.0f} answered locally, "
       "${:.2f}/day (${:.0f}/month) saved.\n",
       a.volume, a.price, saved_calls, saved_calls * a.price, saved_calls * a.price * 30);
-  std::cout << "Policy written to " << a.out << "/ — try: tracer predict " << a.out
+  std::cout << "Policy and report written to " << a.out << "/ (open " << a.out
+            << "/report.html)\nTry: tracer predict " << a.out
             << " \"I still have not received my new card\"\n";
   return 0;
 }

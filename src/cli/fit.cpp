@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -9,6 +10,7 @@
 #include "cli/commands.hpp"
 #include "cli/summary.hpp"
 #include "fit/fitter.hpp"
+#include "report/qualitative.hpp"
 #include "models/surrogate.hpp"
 #include "util/error.hpp"
 
@@ -26,6 +28,8 @@ struct FitArgs {
   bool quiet = false;
   bool no_ood = false;
   bool json = false;
+  bool learning_curve = false;
+  bool no_report = false;
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -64,14 +68,28 @@ int run_fit(FitArgs& a) {
     for (const auto& e : report.errors) std::cerr << "  " << e << "\n";
   }
   FitResult result = fit_policy(set, a.fit, progress);
-  result.manifest["traces"] = {{"path", a.traces}, {"accepted", report.accepted},
+  result.manifest["traces"] = {{"path", std::filesystem::absolute(a.traces).string()},
+                               {"accepted", report.accepted},
                                {"skipped", report.skipped}};
   write_artifact(a.out, result);
+  if (!a.no_report) {
+    // The policy is already in place; a report failure warns instead of failing the fit.
+    ReportOptions ro_report;
+    ro_report.fit = a.fit;
+    ro_report.learning_curve = a.learning_curve;
+    if (show) ro_report.note = [](const std::string& l) { std::cerr << "      " << l << "\n"; };
+    try {
+      write_report_files(a.out, set, result, ro_report);
+    } catch (const std::exception& e) {
+      std::cerr << "warning: the policy was written but its report failed: " << e.what() << "\n";
+    }
+  }
   if (a.json) {
     std::cout << result.manifest.dump(2) << "\n";
   } else if (!a.quiet) {
     print_fit_summary(std::cout, result.manifest, result.frontier);
-    std::cout << "\nwrote " << a.out << "/ (manifest.json, model.bin, frontier.json, history.json)\n";
+    std::cout << "\nwrote " << a.out << "/ (manifest.json, model.bin, frontier.json, history.json"
+              << (a.no_report ? "" : ", qualitative_report.json, report.html") << ")\n";
   }
   return result.deployed ? 0 : 4;
 }
@@ -139,6 +157,11 @@ Command add_fit_command(CLI::App& app) {
       ->check(CLI::Range(0.0, 0.5));
   sub->add_flag("--skip-invalid", args->skip_invalid,
                 "Skip invalid trace lines (reporting how many) instead of rejecting the file");
+  sub->add_flag("--learning-curve", args->learning_curve,
+                "Also refit on 10%..90% of the traces to show whether more traces would raise "
+                "coverage (slow: 9 extra fits)");
+  sub->add_flag("--no-report", args->no_report,
+                "Do not write qualitative_report.json and report.html");
   sub->add_flag("-q,--quiet", args->quiet, "No progress or summary output");
   sub->add_flag("--json", args->json, "Print the manifest as JSON instead of the summary");
   return {sub, [args] { return run_fit(*args); }};

@@ -728,8 +728,11 @@ std::string map_section(const ReportInputs& in) {
       const bool handled = p[4].get<double>() != 0;
       const std::string teacher = name_of(p[2]);
       const std::string color =
-          mode == 0 ? (handled ? kHandled : kDeferred)
-                    : label_color(p[2].is_number_unsigned() ? p[2].get<size_t>() : 0);
+          mode == 0
+              ? (handled ? kHandled : kDeferred)
+              : label_color(static_cast<size_t>(
+                    // A reloaded report may hold the index as a float ("12.0").
+                    p[2].is_number() ? std::max(0.0, std::round(p[2].get<double>())) : 0.0));
       ++ch.marks;
       ch.body += fmt::format(
           "<circle class='mark' cx='{:.1f}' cy='{:.1f}' r='2.6' fill='{}' fill-opacity='0.75'>"

@@ -201,6 +201,8 @@ struct ApiServer::Impl {
                        "body (curl: add -d '')", kInvalid);
           } else if (res.status == 400) {
             send_error(res, 400, "malformed HTTP request", kInvalid);
+          } else if (res.status == 414) {
+            send_error(res, 414, "the request line (URL) is too long", kInvalid);
           } else {
             send_error(res, res.status, "HTTP error " + std::to_string(res.status), "http_error");
           }
