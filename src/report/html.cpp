@@ -697,8 +697,8 @@ std::string map_section(const ReportInputs& in) {
   const json& pts = arr(mp, "points");
   const json& labels = arr(in.manifest, "labels");
   auto name_of = [&](const json& idx) {
-    if (!idx.is_number_integer()) return std::string("?");
-    const auto i = idx.get<long long>();
+    if (!idx.is_number()) return std::string("?");
+    const auto i = static_cast<long long>(std::llround(idx.get<double>()));
     return i >= 0 && static_cast<size_t>(i) < labels.size() && labels[i].is_string()
                ? labels[i].get<std::string>()
                : std::string("?");
