@@ -18,7 +18,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // Texts routed per second by `threads` threads sharing `router`, each routing all texts `passes`
 // times.
@@ -123,7 +125,8 @@ int main(int argc, char** argv) {
   std::printf("%-28s %10.0f %8s\n", "throughput 2 threads (/s)", tput2, "");
   double coverage = static_cast<double>(handled) / texts.size();
   double agreement = handled ? static_cast<double>(agree) / handled : 0;
-  std::printf("%-28s %10.3f\n%-28s %10.3f\n", "test coverage", coverage, "test agreement", agreement);
+  std::printf("%-28s %10.3f\n%-28s %10.3f\n", "test coverage", coverage, "test agreement",
+              agreement);
 
   result["latency_us"] = {{"p50", p50}, {"p90", p90}, {"p99", p99}, {"max", mx}, {"mean", mean}};
   result["throughput_per_s"] = {{"threads_1", tput1}, {"threads_2", tput2}};

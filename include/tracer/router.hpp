@@ -15,12 +15,12 @@
 namespace tracer::api {
 
 struct Decision {
-  std::string label;         // the surrogate's answer (also set when deferred)
-  std::string decision;      // "handled" (use label) or "deferred" (ask the LLM)
+  std::string label;     // the surrogate's answer (also set when deferred)
+  std::string decision;  // "handled" (use label) or "deferred" (ask the LLM)
   bool handled = false;
-  float accept_score = 0;    // the acceptor's estimate that the label agrees with the LLM
-  float probability = 0;     // the surrogate's probability for label
-  std::string reason;        // why deferred: below_threshold, out_of_distribution, no_policy
+  float accept_score = 0;  // the acceptor's estimate that the label agrees with the LLM
+  float probability = 0;   // the surrogate's probability for label
+  std::string reason;      // why deferred: below_threshold, out_of_distribution, no_policy
 };
 
 class Router {

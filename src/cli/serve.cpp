@@ -101,9 +101,10 @@ Command add_serve_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--max-batch", o.limits.max_batch, "Most texts in one /v1/route/batch")
       ->capture_default_str();
-  sub->add_option("--upstream", o.upstream,
-                  "Proxy mode: OpenAI-compatible base URL of the LLM (e.g. http://127.0.0.1:11434); "
-                  "deferred chat completions go to URL/v1/chat/completions");
+  sub->add_option(
+      "--upstream", o.upstream,
+      "Proxy mode: OpenAI-compatible base URL of the LLM (e.g. http://127.0.0.1:11434); "
+      "deferred chat completions go to URL/v1/chat/completions");
   sub->add_option("--upstream-api-key", o.upstream_api_key,
                   "Bearer key for the upstream (default: pass the client's Authorization through, "
                   "unless --api-key is set)");
@@ -122,8 +123,9 @@ Command add_serve_command(CLI::App& app) {
                   "JSON too)");
   sub->add_option("--label-regex", o.label_regex,
                   "Read the label from the LLM's answer with this regex's one capture group");
-  sub->add_option("--trace-db", o.trace_db, "Trace store for proxied traffic (default: "
-                                            "POLICY_DIR/traces.db)");
+  sub->add_option("--trace-db", o.trace_db,
+                  "Trace store for proxied traffic (default: "
+                  "POLICY_DIR/traces.db)");
   sub->add_flag("--record-handled", o.record_handled,
                 "Also record requests the surrogate answered (their label is the surrogate's)");
   return {sub, [args] { return run_serve(*args); }};

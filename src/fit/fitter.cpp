@@ -72,7 +72,7 @@ struct Choice {
 // Builds the best plan of `method` for stage-1 candidate `s1` at target alpha (select only).
 Choice make_plan(Method method, const ScoredStage& s1, const std::vector<ScoredStage>& stages,
                  const std::vector<Candidate>& zoo, const HeldOut& sel, const HeldOut& cal,
-                 const WalkParams& wp, double grid_alpha, int num_classes, uint64_t seed) {
+                 const WalkParams& wp, int num_classes, uint64_t seed) {
   Choice ch;
   ch.plan.method = method;
   ch.plan.s1 = &s1;
@@ -83,11 +83,7 @@ Choice make_plan(Method method, const ScoredStage& s1, const std::vector<ScoredS
   }
   // The step grid depends on select and on the user's target only, never on the frontier
   // target being walked: one grid for every target keeps coverage monotone in the target.
-  std::vector<uint8_t> agree1(sel.size());
-  for (size_t i = 0; i < sel.size(); ++i) agree1[i] = zoo[s1.candidate].select_pred[i] == sel.y[i];
-  const int first = first_step_rows(s1.sel_score, agree1, s1.sel_ood, cal.size(), grid_alpha,
-                                    wp.delta, wp.min_rows);
-  auto taus = select_thresholds(s1.sel_score, s1.sel_ood, cal.size(), first);
+  auto taus = select_thresholds(s1.sel_score, s1.sel_ood, cal.size(), s1.first_rows);
   for (float t : taus) ch.plan.steps.push_back(GateStep{t});
   Plan l2d = ch.plan;
   l2d.method = Method::kL2D;
@@ -271,6 +267,13 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
     if (zoo[c].model)
       stages.push_back(score_stage(zoo[c], c, K, sel, cal, all_rows, o.seed,
                                    o.ood ? &ood : nullptr, o.ood_quantile));
+  // The first step of every walk of a stage is sized once, for the user's target.
+  for (auto& st : stages) {
+    std::vector<uint8_t> agree(sel.size());
+    for (size_t i = 0; i < sel.size(); ++i) agree[i] = zoo[st.candidate].select_pred[i] == sel.y[i];
+    st.first_rows = first_step_rows(st.sel_score, agree, st.sel_ood, cal.size(), o.target, o.delta,
+                                    o.min_rows);
+  }
   timings["gate_seconds"] = round4(sw.seconds());
 
   progress.step("choosing the plan on select, certifying on calibrate");
@@ -280,23 +283,34 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   // Model and method choice at the user's target, on select only.
   Choice best;
   double best_cov = -1;
-  // Global is the last step of l2d's walk, and a single test fails all-or-nothing: when l2d is
-  // allowed, it stands in for global (a walk certified to its last step is deployed as global).
-  const bool has_l2d = std::find(o.methods.begin(), o.methods.end(), Method::kL2D) != o.methods.end();
+  // Plans are compared by the coverage they can be expected to certify on calibrate. A walk
+  // (l2d, rsb) degrades step by step, so its cross-fitted select dry run is the estimate; global
+  // is one all-or-nothing test, so its coverage is discounted by the chance the test passes on
+  // calibrate, given the select agreement.
   for (const auto& st : stages) {
     for (Method m : o.methods) {
-      if (m == Method::kGlobal && has_l2d) continue;
-      Choice ch = make_plan(m, st, stages, zoo, sel, cal, wp, o.target, K, o.seed);
+      Choice ch = make_plan(m, st, stages, zoo, sel, cal, wp, K, o.seed);
       if (ch.plan.method == Method::kNone) continue;
-      double cov = ch.select_walk.certified ? ch.select_walk.coverage : 0;
-      if (cov > best_cov + 1e-12) best_cov = cov, best = std::move(ch);
+      double cov = 0;
+      if (m == Method::kGlobal) {
+        const auto& w = ch.select_walk.trace.front();
+        const double a = w.n > 0 ? double(w.k) / w.n : 0;
+        const int n_cal = static_cast<int>(double(w.n) * cal.size() / std::max<size_t>(1, sel.size()));
+        cov = (double(w.n) / sel.size()) * test_power(n_cal, a, o.target, o.delta);
+      } else {
+        cov = ch.select_walk.certified ? ch.select_walk.coverage : 0;
+      }
+      // Near-ties (half a grid step) go to the simpler plan: global before l2d before rsb.
+      const bool simpler = best.plan.s1 && m < best.plan.method;
+      if (cov > best_cov + (simpler ? -0.005 : 0.005) || !best.plan.s1)
+        best_cov = cov, best = std::move(ch);
     }
   }
   if (!best.plan.s1) {  // nothing plannable: fall back to l2d on the winner for the report
     const ScoredStage* s = &stages.front();
     for (const auto& st : stages)
       if (st.candidate == winner) s = &st;
-    best = make_plan(Method::kL2D, *s, stages, zoo, sel, cal, wp, o.target, K, o.seed);
+    best = make_plan(Method::kL2D, *s, stages, zoo, sel, cal, wp, K, o.seed);
   }
   WalkResult cert = walk_plan(best.plan, zoo, cal, false, wp);
   const bool below_min = cert.certified && cert.coverage < o.min_coverage;
@@ -311,7 +325,7 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   for (Method m : o.methods) {
     for (double t : targets) {
       WalkParams twp{t, o.delta, o.min_rows};
-      Choice ch = make_plan(m, *best.plan.s1, stages, zoo, sel, cal, twp, o.target, K, o.seed);
+      Choice ch = make_plan(m, *best.plan.s1, stages, zoo, sel, cal, twp, K, o.seed);
       json row{{"method", method_name(m)}, {"target", t}};
       if (ch.plan.method == Method::kNone) {
         row["available"] = false;

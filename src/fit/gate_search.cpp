@@ -78,8 +78,27 @@ ScoredStage score_stage(const Candidate& c, size_t index, int num_classes, const
     agree.push_back(c.select_pred[i] == sel.y[i]);
   }
   st.acceptor.fit(rows, agree, seed);
-  score_rows(c.select_probs, sel, num_classes, st.label_prior, st.acceptor, st.sel_score, nullptr);
   score_rows(c.calib_probs, cal, num_classes, st.label_prior, st.acceptor, st.cal_score, nullptr);
+  // Select scores are cross-fitted (each row scored by an acceptor that did not see it): the
+  // threshold grid, the first step's size and the dry runs then see out-of-sample scores, not
+  // the in-sample ones whose top region agrees better than fresh data will.
+  constexpr size_t kFolds = 5;
+  st.sel_score.assign(sel.size(), 0.f);
+  for (size_t f = 0; f < kFolds; ++f) {
+    std::vector<Signals> fold_rows;
+    std::vector<uint8_t> fold_agree;
+    for (size_t i = 0, j = 0; i < sel.size(); ++i) {
+      if (!fit_rows[i]) continue;
+      if (j++ % kFolds != f) fold_rows.push_back(sig[i]), fold_agree.push_back(c.select_pred[i] == sel.y[i]);
+    }
+    Acceptor fold;
+    fold.fit(fold_rows, fold_agree, seed + f + 1);
+    for (size_t i = 0, j = 0; i < sel.size(); ++i) {
+      // Rows outside fit_rows get the full acceptor's view from fold 0 (they trained nothing).
+      const bool mine = fit_rows[i] ? (j++ % kFolds == f) : f == 0;
+      if (mine) st.sel_score[i] = fit_rows[i] ? fold.score(sig[i]) : st.acceptor.score(sig[i]);
+    }
+  }
   return st;
 }
 
@@ -117,12 +136,18 @@ int first_step_rows(std::span<const float> select_scores, std::span<const uint8_
   std::stable_sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.first > b.first; });
   const double scale = double(calib_size) / select_scores.size();
   size_t agree = 0;
+  // Candidate regions every half percent of select (the power search is not cheap).
+  const size_t stride = std::max<size_t>(1, rows.size() / 200);
   for (size_t m = 0; m < rows.size(); ++m) {
     agree += rows[m].second;
     const int cal_rows = static_cast<int>((m + 1) * scale);
-    if (cal_rows < floor_rows) continue;
-    const double est = (agree + 1.0) / (m + 3.0);
-    const int need = rows_for_power(alpha, delta, est, 0.8, 10 * static_cast<int>(calib_size) + 10);
+    if (cal_rows < floor_rows || ((m + 1) % stride != 0 && m + 1 != rows.size())) continue;
+    // Plan for a pessimistic agreement (a one-sided 95% lower bound): a small top region that
+    // happens to agree perfectly on select says little about calibrate.
+    const double est =
+        clopper_pearson_lower(static_cast<int>(m + 1), static_cast<int>(agree), 0.95);
+    if (est <= alpha) continue;  // cannot have the power at any size
+    const int need = rows_for_power(alpha, delta, est, 0.9, 10 * static_cast<int>(calib_size) + 10);
     if (need > 0 && cal_rows >= need) return cal_rows;
   }
   return floor_rows;  // no region is expected to pass; the walk will most likely refuse
@@ -142,41 +167,38 @@ WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const 
     p2 = on_select ? &zoo[plan.s2->candidate].select_pred : &zoo[plan.s2->candidate].calib_pred;
   }
   const auto& ood = on_select ? plan.s1->sel_ood : plan.s1->cal_ood;
-  for (size_t j = 0; j < plan.steps.size(); ++j) {
-    const GateStep& g = plan.steps[j];
-    int n = 0, k = 0;
+  std::vector<CertifyStep> steps;
+  for (const GateStep& g : plan.steps) {
+    CertifyStep step;
+    step.threshold = g.tau1;
     for (size_t i = 0; i < rows; ++i) {
       if (ood[i]) continue;
       if (plan.method == Method::kGlobal || s1[i] >= g.tau1) {
-        ++n;
-        k += p1[i] == split.y[i];
+        ++step.n;
+        step.k += p1[i] == split.y[i];
       } else if (s2 && (*s2)[i] >= g.tau2) {
-        ++n;
-        k += (*p2)[i] == split.y[i];
+        ++step.n;
+        step.k += (*p2)[i] == split.y[i];
       }
     }
-    CertifyStep step;
-    step.threshold = g.tau1;
-    step.n = n;
-    step.k = k;
-    if (n < params.min_rows) {  // too few rows to test: skipped, not a failure
-      res.trace.push_back(step);
-      continue;
-    }
-    step.p_value = binomial_upper_tail(n, k, params.alpha);
-    step.passed = step.p_value <= params.delta;
-    res.trace.push_back(step);
-    if (!step.passed) break;
-    res.certified = true;
-    res.step = static_cast<int>(j);
-    res.gate = g;
-    res.n = n;
-    res.k = k;
+    steps.push_back(step);
   }
+  CertifyResult c = walk_steps(std::move(steps), rows, params.alpha, params.delta, params.min_rows);
+  res.trace = std::move(c.steps);
+  res.certified = c.certified;
   if (res.certified) {
-    res.coverage = double(res.n) / rows;
-    res.agreement = double(res.k) / res.n;
-    res.lower_bound = clopper_pearson_lower(res.n, res.k, 1 - params.delta);
+    // The loosest passed step is the last one walked that passed.
+    for (int j = static_cast<int>(res.trace.size()) - 1; j >= 0; --j)
+      if (res.trace[j].passed) {
+        res.step = j;
+        break;
+      }
+    res.gate = plan.steps[res.step];
+    res.n = c.n;
+    res.k = c.k;
+    res.coverage = c.coverage;
+    res.agreement = c.agreement;
+    res.lower_bound = c.lower_bound;
   }
   return res;
 }

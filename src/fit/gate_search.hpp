@@ -37,7 +37,9 @@ struct ScoredStage {
   size_t candidate = 0;
   Acceptor acceptor;
   std::vector<float> label_prior;
-  std::vector<float> sel_score, cal_score;
+  std::vector<float> sel_score;  // cross-fitted on select (out-of-sample)
+  std::vector<float> cal_score;  // the deployed acceptor's scores
+  int first_rows = 0;  // size of the walk's first step (first_step_rows), set by the fitter
   OodGate ood;                             // copy of the shared gate with this stage's reference
   std::vector<uint8_t> sel_ood, cal_ood;  // 1: flagged (never accepted)
 };
@@ -85,9 +87,9 @@ std::vector<float> select_thresholds(std::span<const float> select_scores,
                                      int min_first_rows);
 
 // Size of the first step of the walk, in expected calibrate rows, from select only: the
-// smallest top-scored region whose select agreement (Laplace-smoothed) would pass at (alpha,
-// delta) with power 0.8 at its calibrate size, and never below 1.5 × min_rows_to_certify. A
-// first step too small to pass ends the walk before it starts.
+// smallest top-scored region whose select agreement (its one-sided 95% lower bound) would pass
+// at (alpha, delta) with power 0.9 at its calibrate size, and never below
+// 1.5 × min_rows_to_certify. A first step too small to pass ends the walk before it starts.
 int first_step_rows(std::span<const float> select_scores, std::span<const uint8_t> select_agree,
                     std::span<const uint8_t> select_ood, size_t calib_size, double alpha,
                     double delta, int min_rows);

@@ -174,4 +174,19 @@ int min_rows_to_certify(double alpha, double delta) {
   return n;
 }
 
+double test_power(int n, double agreement, double alpha, double delta) {
+  if (n <= 0) return 0;
+  // Smallest k whose p-value passes; the tail is decreasing in k.
+  int lo = 0, hi = n + 1;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (binomial_upper_tail(n, mid, alpha) <= delta)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  if (lo > n) return 0;
+  return binomial_upper_tail(n, lo, agreement);
+}
+
 }  // namespace tracer

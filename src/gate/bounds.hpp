@@ -23,4 +23,8 @@ double clopper_pearson_upper(int n, int k, double confidence);
 // 0 < alpha < 1 and 0 < delta < 1.
 int min_rows_to_certify(double alpha, double delta);
 
+// Power of the one-sided binomial test of H0: agreement < alpha at level delta with n rows,
+// when the true agreement is `agreement`: P(the test rejects).
+double test_power(int n, double agreement, double alpha, double delta);
+
 }  // namespace tracer

@@ -75,6 +75,38 @@ int rows_for_power(double alpha, double delta, double agreement, double power, i
   return -1;
 }
 
+CertifyResult walk_steps(std::vector<CertifyStep> steps, size_t total_rows, double alpha,
+                         double delta, int min_rows) {
+  check_level("target agreement alpha", alpha);
+  check_level("risk delta", delta);
+  CertifyResult result;
+  result.threshold = kInf;
+  for (CertifyStep st : steps) {
+    st.p_value = binomial_upper_tail(st.n, st.k, alpha);
+    if (st.n < min_rows) {
+      // Too few rows to pass at all (with min_rows = min_rows_to_certify); testing it would end
+      // the walk before it starts. n does not depend on labels, so skipping keeps the sequence
+      // fixed.
+      st.skipped = true;
+      result.steps.push_back(st);
+      continue;
+    }
+    st.passed = st.p_value <= delta;
+    result.steps.push_back(st);
+    if (!st.passed) break;
+    result.certified = true;
+    result.threshold = st.threshold;
+    result.n = st.n;
+    result.k = st.k;
+  }
+  if (result.certified) {
+    result.coverage = total_rows == 0 ? 0 : static_cast<double>(result.n) / total_rows;
+    result.agreement = result.n > 0 ? static_cast<double>(result.k) / result.n : 0;
+    result.lower_bound = clopper_pearson_lower(result.n, result.k, 1 - delta);
+  }
+  return result;
+}
+
 CertifyResult certify_fixed_sequence(std::span<const double> thresholds,
                                      std::span<const float> calib_scores,
                                      std::span<const uint8_t> calib_agree, double alpha,
@@ -100,8 +132,9 @@ CertifyResult certify_fixed_sequence(std::span<const double> thresholds,
     if (!std::isnan(calib_scores[i])) rows.push_back({calib_scores[i], calib_agree[i]});
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.score > b.score; });
 
-  CertifyResult result;
-  result.threshold = kInf;
+  // Counts per step: each threshold accepts a prefix of the sorted rows.
+  std::vector<CertifyStep> steps;
+  steps.reserve(thresholds.size());
   size_t pos = 0;
   int k = 0;
   for (double tau : thresholds) {
@@ -113,28 +146,9 @@ CertifyResult certify_fixed_sequence(std::span<const double> thresholds,
     st.threshold = tau;
     st.n = static_cast<int>(pos);
     st.k = k;
-    st.p_value = binomial_upper_tail(st.n, st.k, alpha);
-    if (st.n < min_rows) {
-      // Too few rows to pass at all (with min_rows = min_rows_to_certify); testing it would end
-      // the walk before it starts.
-      st.skipped = true;
-      result.steps.push_back(st);
-      continue;
-    }
-    st.passed = st.p_value <= delta;
-    result.steps.push_back(st);
-    if (!st.passed) break;
-    result.certified = true;
-    result.threshold = st.threshold;
-    result.n = st.n;
-    result.k = st.k;
+    steps.push_back(st);
   }
-  if (result.certified) {
-    result.coverage =
-        calib_scores.empty() ? 0 : static_cast<double>(result.n) / calib_scores.size();
-    result.agreement = result.n > 0 ? static_cast<double>(result.k) / result.n : 0;
-    result.lower_bound = clopper_pearson_lower(result.n, result.k, 1 - delta);
-  }
+  CertifyResult result = walk_steps(std::move(steps), calib_scores.size(), alpha, delta, min_rows);
   return result;
 }
 

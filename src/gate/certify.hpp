@@ -48,6 +48,13 @@ std::vector<double> threshold_sequence(std::span<const float> select_scores, siz
 int rows_for_power(double alpha, double delta, double agreement, double power = 0.8,
                    int max_rows = 10000000);
 
+// The walk itself, on steps whose accepted (n) and agreeing (k) calibration counts are already
+// known (strict → loose; `threshold` is only recorded): certify while the p-value is ≤ delta,
+// skip steps with n < min_rows, stop at the first failure. Coverage is n / total_rows. Used by
+// certify_fixed_sequence and by the fitter's multi-stage plans.
+CertifyResult walk_steps(std::vector<CertifyStep> steps, size_t total_rows, double alpha,
+                         double delta, int min_rows);
+
 // Walks `thresholds` (strict → loose) on calibration (scores, agree) and certifies while the
 // binomial p-value of H0: agreement < alpha is ≤ delta; stops at the first failure. A step with
 // fewer than `min_rows` accepted rows is skipped (not a failure; with min_rows =

@@ -46,7 +46,9 @@ class ConnectionStream : public httplib::Stream {
       : sock_(sock), read_timeout_ms_(read_timeout_ms), write_timeout_ms_(write_timeout_ms) {}
 
   bool buffered() const { return off_ < len_; }
-  bool is_readable() const override { return buffered() || wait_fd(sock_, POLLIN, read_timeout_ms_); }
+  bool is_readable() const override {
+    return buffered() || wait_fd(sock_, POLLIN, read_timeout_ms_);
+  }
   bool is_writable() const override { return wait_fd(sock_, POLLOUT, write_timeout_ms_); }
 
   ssize_t read(char* ptr, size_t size) override {

@@ -3,7 +3,8 @@
 namespace tracer::serve {
 
 LoadedPolicy::LoadedPolicy(Router router) : router_(std::move(router)), pool_(router_) {
-  manifest_json_ = router_.manifest().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  manifest_json_ =
+      router_.manifest().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   const auto& labels = router_.policy().labels;
   for (size_t i = 0; i < labels.size(); ++i) label_index_.emplace(labels[i], static_cast<int>(i));
 }

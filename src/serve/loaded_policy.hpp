@@ -45,7 +45,9 @@ class PolicySlot {
  public:
   explicit PolicySlot(std::shared_ptr<const LoadedPolicy> p) : p_(std::move(p)) {}
   std::shared_ptr<const LoadedPolicy> get() const { return p_.load(std::memory_order_acquire); }
-  void set(std::shared_ptr<const LoadedPolicy> p) { p_.store(std::move(p), std::memory_order_release); }
+  void set(std::shared_ptr<const LoadedPolicy> p) {
+    p_.store(std::move(p), std::memory_order_release);
+  }
 
  private:
   std::atomic<std::shared_ptr<const LoadedPolicy>> p_;

@@ -8,15 +8,14 @@ namespace tracer::serve {
 namespace {
 
 constexpr std::array<std::string_view, kEndpoints> kPaths = {
-    "/v1/route", "/v1/route/batch", "/v1/chat/completions", "/healthz",
-    "/v1/policy", "/metrics",       "/v1/admin/reload",     "other"};
+    "/v1/route",  "/v1/route/batch", "/v1/chat/completions", "/healthz",
+    "/v1/policy", "/metrics",        "/v1/admin/reload",     "other"};
 constexpr std::array<std::string_view, kUpstreamOutcomes> kOutcomes = {"ok", "http_error",
                                                                        "unreachable", "timeout"};
 
 uint64_t load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
 
-void header(std::string& out, std::string_view name, std::string_view type,
-            std::string_view help) {
+void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
 
@@ -34,10 +33,14 @@ std::string prometheus_escape(std::string_view v) {
   std::string out;
   out.reserve(v.size());
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -89,11 +92,15 @@ void Metrics::count_upstream(UpstreamOutcome o, double seconds, int retries) {
 }
 
 void Metrics::count_trace(bool recorded, bool label_known) {
-  if (!recorded) traces_dropped_.fetch_add(1, std::memory_order_relaxed);
-  else traces_[label_known ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+  if (!recorded)
+    traces_dropped_.fetch_add(1, std::memory_order_relaxed);
+  else
+    traces_[label_known ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
 }
 
-void Metrics::count_reload(bool ok) { reloads_[ok ? 1 : 0].fetch_add(1, std::memory_order_relaxed); }
+void Metrics::count_reload(bool ok) {
+  reloads_[ok ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+}
 
 std::string Metrics::render(std::string_view policy_version, std::string_view method,
                             size_t num_labels) const {
@@ -103,8 +110,8 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
   for (int e = 0; e < kEndpoints; ++e)
     for (int s = 0; s < kStatuses; ++s)
       if (uint64_t n = load(requests_[e][s]))
-        out += fmt::format("tracer_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n",
-                           kPaths[e], s + kMinStatus, n);
+        out += fmt::format("tracer_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", kPaths[e],
+                           s + kMinStatus, n);
   header(out, "tracer_request_duration_seconds", "histogram",
          "Time spent handling a request (parse, route, upstream call, reply).");
   for (int e = 0; e < kEndpoints; ++e)
@@ -130,8 +137,8 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
   header(out, "tracer_traces_recorded_total", "counter",
          "Traces queued for the trace store, by whether the LLM's answer is a known label.");
   out += fmt::format("tracer_traces_recorded_total{{label_known=\"true\"}} {}\n", load(traces_[1]));
-  out += fmt::format("tracer_traces_recorded_total{{label_known=\"false\"}} {}\n",
-                     load(traces_[0]));
+  out +=
+      fmt::format("tracer_traces_recorded_total{{label_known=\"false\"}} {}\n", load(traces_[0]));
   header(out, "tracer_traces_dropped_total", "counter",
          "Traces dropped because the trace store's queue was full.");
   out += fmt::format("tracer_traces_dropped_total {}\n", load(traces_dropped_));

@@ -40,7 +40,9 @@ class Histogram {
 class Metrics {
  public:
   void count_request(Endpoint e, int status);
-  void observe_latency(Endpoint e, double seconds) { latency_[static_cast<int>(e)].observe(seconds); }
+  void observe_latency(Endpoint e, double seconds) {
+    latency_[static_cast<int>(e)].observe(seconds);
+  }
   void count_decision(const RouteResult& r);
   void count_upstream(UpstreamOutcome o, double seconds, int retries);
   void count_trace(bool recorded, bool label_known);

@@ -1,7 +1,6 @@
 // The public facade of include/tracer/router.hpp over runtime/Router.
-#include "tracer/router.hpp"
-
 #include "serve/loaded_policy.hpp"
+#include "tracer/router.hpp"
 
 namespace tracer::api {
 

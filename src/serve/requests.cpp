@@ -70,7 +70,8 @@ RouteRequest parse_route_request(std::string_view body, const RequestLimits& lim
   const json* t = find_first(j, {"text", "input"}, &key);
   if (!t) throw invalid("missing \"text\": send {\"text\": \"...\"} (or \"input\")");
   if (t->is_array())
-    throw invalid(std::string("\"") + key + "\" must be one string; send several texts to "
+    throw invalid(std::string("\"") + key +
+                  "\" must be one string; send several texts to "
                   "/v1/route/batch as {\"texts\": [...]}");
   if (!t->is_string()) throw invalid(std::string("\"") + key + "\" must be a string");
   RouteRequest r;
@@ -78,8 +79,7 @@ RouteRequest parse_route_request(std::string_view body, const RequestLimits& lim
   check_text_size(r.text.size(), limits, "the text");
   auto id = j.find("id");
   if (id != j.end() && !id->is_null()) {
-    if (!id->is_string() && !id->is_number())
-      throw invalid("\"id\" must be a string or a number");
+    if (!id->is_string() && !id->is_number()) throw invalid("\"id\" must be a string or a number");
     r.id = *id;
   }
   return r;
@@ -118,9 +118,12 @@ TextFrom parse_text_from(std::string_view name) {
 
 std::string text_from_name(TextFrom t) {
   switch (t) {
-    case TextFrom::kLastUser: return "last-user";
-    case TextFrom::kAllUser: return "all-user";
-    case TextFrom::kSystemLastUser: return "system+last-user";
+    case TextFrom::kLastUser:
+      return "last-user";
+    case TextFrom::kAllUser:
+      return "all-user";
+    case TextFrom::kSystemLastUser:
+      return "system+last-user";
   }
   return "";
 }
@@ -167,14 +170,18 @@ ChatRequest parse_chat_request(std::string_view body, TextFrom from, const Reque
     throw invalid("\"messages\" must be a non-empty array of {\"role\", \"content\"} objects");
   std::vector<std::string> user, system;
   for (const json& m : *messages) {
-    if (!m.is_object()) throw invalid("each message must be an object with \"role\" and \"content\"");
+    if (!m.is_object())
+      throw invalid("each message must be an object with \"role\" and \"content\"");
     auto role = m.find("role");
-    if (role == m.end() || !role->is_string()) throw invalid("each message needs a string \"role\"");
+    if (role == m.end() || !role->is_string())
+      throw invalid("each message needs a string \"role\"");
     auto content = m.find("content");
     std::string text = content == m.end() ? std::string() : content_text(*content);
     const std::string& rname = role->get_ref<const std::string&>();
-    if (rname == "user") user.push_back(std::move(text));
-    else if (rname == "system" || rname == "developer") system.push_back(std::move(text));
+    if (rname == "user")
+      user.push_back(std::move(text));
+    else if (rname == "system" || rname == "developer")
+      system.push_back(std::move(text));
   }
   if (user.empty())
     throw invalid("no \"user\" message to classify; the proxy routes on the user's text");
@@ -184,8 +191,12 @@ ChatRequest parse_chat_request(std::string_view body, TextFrom from, const Reque
     return out;
   };
   switch (from) {
-    case TextFrom::kLastUser: r.text = user.back(); break;
-    case TextFrom::kAllUser: r.text = join(user); break;
+    case TextFrom::kLastUser:
+      r.text = user.back();
+      break;
+    case TextFrom::kAllUser:
+      r.text = join(user);
+      break;
     case TextFrom::kSystemLastUser:
       r.text = system.empty() ? user.back() : join(system) + "\n" + user.back();
       break;
@@ -225,8 +236,10 @@ LabelParser::LabelParser(std::string json_field, const std::string& regex)
                      e.what() + ")");
   }
   if (regex_.mark_count() != 1)
-    throw InputError("--label-regex '" + regex + "' must have exactly one capture group (...) "
-                     "around the label; it has " + std::to_string(regex_.mark_count()));
+    throw InputError("--label-regex '" + regex +
+                     "' must have exactly one capture group (...) "
+                     "around the label; it has " +
+                     std::to_string(regex_.mark_count()));
   use_regex_ = true;
 }
 

@@ -31,7 +31,8 @@ void send_error(httplib::Response& res, int status, std::string_view message,
 
 bool iequals(std::string_view a, std::string_view b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+    return std::tolower(static_cast<unsigned char>(x)) ==
+           std::tolower(static_cast<unsigned char>(y));
   });
 }
 
@@ -46,8 +47,10 @@ const char* allowed_methods(Endpoint e) {
   switch (e) {
     case Endpoint::kHealth:
     case Endpoint::kPolicy:
-    case Endpoint::kMetrics: return "GET, HEAD";
-    default: return "POST";
+    case Endpoint::kMetrics:
+      return "GET, HEAD";
+    default:
+      return "POST";
   }
 }
 
@@ -88,23 +91,25 @@ struct ApiServer::Impl {
     if (opt.limits.max_batch < 1) throw InputError("--max-batch must be >= 1");
     if (!opt.upstream.empty()) {
       label_parser = LabelParser(opt.label_json_field, opt.label_regex);
-      upstream = std::make_unique<Upstream>(UpstreamOptions{opt.upstream, opt.upstream_api_key,
-                                                            opt.upstream_timeout_s,
-                                                            opt.upstream_retries,
-                                                            opt.upstream_backoff_ms});
+      upstream = std::make_unique<Upstream>(
+          UpstreamOptions{opt.upstream, opt.upstream_api_key, opt.upstream_timeout_s,
+                          opt.upstream_retries, opt.upstream_backoff_ms});
       trace_db = opt.trace_db.empty() ? opt.policy_dir + "/traces.db" : opt.trace_db;
       store = std::make_unique<TraceStore>(trace_db);
     } else if (!opt.label_json_field.empty() || !opt.label_regex.empty() || opt.record_handled ||
                !opt.upstream_api_key.empty()) {
-      throw InputError("--label-json-field, --label-regex, --record-handled and "
-                       "--upstream-api-key only apply in proxy mode; add --upstream URL");
+      throw InputError(
+          "--label-json-field, --label-regex, --record-handled and "
+          "--upstream-api-key only apply in proxy mode; add --upstream URL");
     }
     configure();
   }
 
   void configure() {
     int threads = opt.threads;
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    http.new_task_queue = [threads] {
+      return new httplib::ThreadPool(static_cast<size_t>(threads));
+    };
     http.set_payload_max_length(opt.max_body_bytes);
     http.set_tcp_nodelay(true);
     http.set_keep_alive_max_count(100000);
@@ -113,62 +118,62 @@ struct ApiServer::Impl {
     http.set_write_timeout(5);
 
     http.Get("/healthz", wrap(Endpoint::kHealth, false, [this](const auto&, auto& res) {
-      auto p = slot.get();
-      json j{{"status", "ok"},          {"policy_version", p->version()},
-             {"method", p->method()},   {"labels", p->num_labels()},
-             {"proxy", upstream != nullptr}};
-      {
-        std::lock_guard<std::mutex> lock(reload_mu);
-        if (!last_reload_error.empty()) j["last_reload_error"] = last_reload_error;
-      }
-      res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
-    }));
+               auto p = slot.get();
+               json j{{"status", "ok"},
+                      {"policy_version", p->version()},
+                      {"method", p->method()},
+                      {"labels", p->num_labels()},
+                      {"proxy", upstream != nullptr}};
+               {
+                 std::lock_guard<std::mutex> lock(reload_mu);
+                 if (!last_reload_error.empty()) j["last_reload_error"] = last_reload_error;
+               }
+               res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+             }));
     http.Get("/v1/policy", wrap(Endpoint::kPolicy, true, [this](const auto&, auto& res) {
-      res.set_content(slot.get()->manifest_json(), kJson);
-    }));
+               res.set_content(slot.get()->manifest_json(), kJson);
+             }));
     http.Get("/metrics", wrap(Endpoint::kMetrics, true, [this](const auto&, auto& res) {
-      auto p = slot.get();
-      res.set_content(metrics.render(p->version(), p->method(), p->num_labels()),
-                      "text/plain; version=0.0.4");
-    }));
+               auto p = slot.get();
+               res.set_content(metrics.render(p->version(), p->method(), p->num_labels()),
+                               "text/plain; version=0.0.4");
+             }));
     http.Post("/v1/route", wrap(Endpoint::kRoute, true, [this](const auto& req, auto& res) {
-      RouteRequest rq = parse_route_request(req.body, opt.limits);
-      auto p = slot.get();
-      RouteResult r = p->route(rq.text);
-      metrics.count_decision(r);
-      json j = p->decision_json(r);
-      if (!rq.id.is_null()) j["id"] = rq.id;
-      res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
-    }));
+                RouteRequest rq = parse_route_request(req.body, opt.limits);
+                auto p = slot.get();
+                RouteResult r = p->route(rq.text);
+                metrics.count_decision(r);
+                json j = p->decision_json(r);
+                if (!rq.id.is_null()) j["id"] = rq.id;
+                res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+              }));
     http.Post("/v1/route/batch", wrap(Endpoint::kBatch, true, [this](const auto& req, auto& res) {
-      std::vector<std::string> texts = parse_batch_request(req.body, opt.limits);
-      auto p = slot.get();
-      json results = json::array();
-      for (const auto& t : texts) {
-        RouteResult r = p->route(t);
-        metrics.count_decision(r);
-        results.push_back(p->decision_json(r));
-      }
-      json j{{"results", std::move(results)}, {"policy_version", p->version()}};
-      res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
-    }));
+                std::vector<std::string> texts = parse_batch_request(req.body, opt.limits);
+                auto p = slot.get();
+                json results = json::array();
+                for (const auto& t : texts) {
+                  RouteResult r = p->route(t);
+                  metrics.count_decision(r);
+                  results.push_back(p->decision_json(r));
+                }
+                json j{{"results", std::move(results)}, {"policy_version", p->version()}};
+                res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+              }));
     http.Post("/v1/admin/reload", wrap(Endpoint::kReload, true, [this](const auto&, auto& res) {
-      ReloadResult r = reload();
-      json j{{"reloaded", r.ok},
-             {"policy_version", r.policy_version},
-             {"previous_policy_version", r.previous_policy_version}};
-      if (!r.ok) {
-        res.status = 500;
-        j["error"] = {{"message", "reload failed; still serving policy " + r.policy_version +
-                                      ": " + r.error},
-                      {"type", "reload_failed"}};
-      }
-      res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
-    }));
-    http.Post("/v1/chat/completions", wrap(Endpoint::kChat, true, [this](const auto& req,
-                                                                           auto& res) {
-      chat(req, res);
-    }));
+                ReloadResult r = reload();
+                json j{{"reloaded", r.ok},
+                       {"policy_version", r.policy_version},
+                       {"previous_policy_version", r.previous_policy_version}};
+                if (!r.ok) {
+                  res.status = 500;
+                  j["error"] = {{"message", "reload failed; still serving policy " +
+                                                r.policy_version + ": " + r.error},
+                                {"type", "reload_failed"}};
+                }
+                res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+              }));
+    http.Post("/v1/chat/completions",
+              wrap(Endpoint::kChat, true, [this](const auto& req, auto& res) { chat(req, res); }));
 
     http.set_error_handler(httplib::Server::HandlerWithResponse(
         [](const httplib::Request& req, httplib::Response& res) {
@@ -197,8 +202,10 @@ struct ApiServer::Impl {
                      !req.has_header("Transfer-Encoding") &&
                      (req.method == "POST" || req.method == "PUT" || req.method == "PATCH")) {
             send_error(res, 400,
-                       "a " + req.method + " needs a Content-Length header, even for an empty "
-                       "body (curl: add -d '')", kInvalid);
+                       "a " + req.method +
+                           " needs a Content-Length header, even for an empty "
+                           "body (curl: add -d '')",
+                       kInvalid);
           } else if (res.status == 400) {
             send_error(res, 400, "malformed HTTP request", kInvalid);
           } else if (res.status == 414) {
@@ -288,16 +295,17 @@ struct ApiServer::Impl {
              {"object", "chat.completion"},
              {"created", now / 1000},
              {"model", cr.model.empty() ? "tracer-surrogate" : cr.model},
-             {"choices", json::array({{{"index", 0},
-                                       {"message", std::move(message)},
-                                       {"finish_reason", "stop"}}})},
+             {"choices",
+              json::array(
+                  {{{"index", 0}, {"message", std::move(message)}, {"finish_reason", "stop"}}})},
              {"usage", {{"prompt_tokens", 0}, {"completion_tokens", 0}, {"total_tokens", 0}}},
-             {"tracer", {{"served_by", "surrogate"},
-                         {"decision", "handled"},
-                         {"label", label},
-                         {"probability", r.probability},
-                         {"accept_score", r.accept_score},
-                         {"policy_version", p->version()}}}};
+             {"tracer",
+              {{"served_by", "surrogate"},
+               {"decision", "handled"},
+               {"label", label},
+               {"probability", r.probability},
+               {"accept_score", r.accept_score},
+               {"policy_version", p->version()}}}};
       res.set_header("X-Tracer-Decision", "handled");
       res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
       if (opt.record_handled) record(*p, std::move(cr.text), label, true, "", "handled");
@@ -314,8 +322,7 @@ struct ApiServer::Impl {
     }
     UpstreamReply up = upstream->chat_completions(req.body, fwd);
     metrics.count_upstream(up.outcome, up.seconds, up.retries);
-    if (up.outcome == UpstreamOutcome::kTimeout)
-      throw ApiError(504, "upstream_timeout", up.error);
+    if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);
     if (up.outcome == UpstreamOutcome::kUnreachable || up.status >= 500)
       throw ApiError(502, "upstream_error", up.error);
     res.status = up.status;
@@ -393,7 +400,8 @@ void ApiServer::stop() {
   m.stopping = true;
   m.http.begin_shutdown();
   // httplib ignores stop() before its accept loop runs; wait for it if run() is on its way.
-  while (m.running && !m.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (m.running && !m.http.is_running())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   m.http.stop();
 }
 

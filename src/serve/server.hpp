@@ -11,9 +11,9 @@ namespace tracer::serve {
 struct ServeOptions {
   std::string policy_dir;
   std::string host = "127.0.0.1";
-  int port = 8000;                     // 0: any free port (see ApiServer::bind)
-  int threads = 64;                    // connections served at once (one thread each)
-  std::string api_key;                 // bearer token for everything but /healthz ("" = open)
+  int port = 8000;      // 0: any free port (see ApiServer::bind)
+  int threads = 64;     // connections served at once (one thread each)
+  std::string api_key;  // bearer token for everything but /healthz ("" = open)
   size_t max_body_bytes = 1 << 20;
   RequestLimits limits;
   // Proxy mode (on when upstream is set).
@@ -25,7 +25,7 @@ struct ServeOptions {
   TextFrom text_from = TextFrom::kLastUser;
   std::string label_json_field;
   std::string label_regex;
-  std::string trace_db;                // "" = POLICY_DIR/traces.db
+  std::string trace_db;  // "" = POLICY_DIR/traces.db
   bool record_handled = false;
 };
 
@@ -44,8 +44,8 @@ class ApiServer {
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;
 
-  int bind();  // binds host:port; returns the bound port; throws InputError when it cannot
-  void run();  // serves until stop(); then finishes in-flight requests and flushes traces
+  int bind();   // binds host:port; returns the bound port; throws InputError when it cannot
+  void run();   // serves until stop(); then finishes in-flight requests and flushes traces
   void stop();  // thread-safe; makes run() return
   ReloadResult reload();  // thread-safe; loads the policy folder again and swaps it in
 

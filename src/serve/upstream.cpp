@@ -16,7 +16,8 @@ namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+    return std::tolower(static_cast<unsigned char>(x)) ==
+           std::tolower(static_cast<unsigned char>(y));
   });
 }
 
@@ -89,7 +90,8 @@ Upstream::~Upstream() = default;
 const std::string& Upstream::url() const { return impl_->url; }
 
 UpstreamReply Upstream::chat_completions(
-    const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers) const {
+    const std::string& body,
+    const std::vector<std::pair<std::string, std::string>>& headers) const {
   using Clock = std::chrono::steady_clock;
   const UpstreamOptions& opt = impl_->opt;
   httplib::Headers h;
@@ -125,8 +127,8 @@ UpstreamReply Upstream::chat_completions(
       if (err == httplib::Error::Connection || err == httplib::Error::ConnectionTimeout) {
         reply.outcome = err == httplib::Error::Connection ? UpstreamOutcome::kUnreachable
                                                           : UpstreamOutcome::kTimeout;
-        reply.error = "cannot connect to the upstream " + impl_->url + " (" +
-                      httplib::to_string(err) + ")";
+        reply.error =
+            "cannot connect to the upstream " + impl_->url + " (" + httplib::to_string(err) + ")";
         continue;  // the request never reached the model: safe to retry
       }
       // Sent but no (complete) answer: retrying could run the model twice, so stop here.

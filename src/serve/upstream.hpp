@@ -20,12 +20,12 @@ struct UpstreamOptions {
 
 struct UpstreamReply {
   UpstreamOutcome outcome = UpstreamOutcome::kOk;
-  int status = 0;            // the upstream's HTTP status (0 when it never answered)
+  int status = 0;  // the upstream's HTTP status (0 when it never answered)
   std::string body;
   std::string content_type;
-  int retries = 0;           // attempts beyond the first
-  double seconds = 0;        // whole call including backoff
-  std::string error;         // what went wrong, for kUnreachable / kTimeout / 5xx
+  int retries = 0;     // attempts beyond the first
+  double seconds = 0;  // whole call including backoff
+  std::string error;   // what went wrong, for kUnreachable / kTimeout / 5xx
 };
 
 class Upstream {
@@ -38,9 +38,9 @@ class Upstream {
   // Forwards `body` unchanged with `headers` (the client's Authorization is dropped when an
   // api_key is configured). Never throws for network errors: outcome says what happened
   // (kOk: 2xx; kHttpError: any other answer, after retries for 5xx).
-  UpstreamReply chat_completions(const std::string& body,
-                                 const std::vector<std::pair<std::string, std::string>>& headers)
-      const;
+  UpstreamReply chat_completions(
+      const std::string& body,
+      const std::vector<std::pair<std::string, std::string>>& headers) const;
 
   const std::string& url() const;  // the full chat-completions URL, for messages
 

@@ -1,7 +1,5 @@
 // The public embedding header include/tracer/router.hpp agrees with the internal router and is
 // safe to share between threads.
-#include "tracer/router.hpp"
-
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -12,6 +10,7 @@
 #include "io/traces.hpp"
 #include "runtime/router.hpp"
 #include "test_util.hpp"
+#include "tracer/router.hpp"
 
 namespace tracer {
 namespace {

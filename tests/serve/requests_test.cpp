@@ -83,20 +83,19 @@ TEST(ServeRequests, ChatTextFollowsTextFrom) {
   EXPECT_EQ(c.model, "m");
   EXPECT_FALSE(c.stream);
   EXPECT_EQ(parse_chat_request(body, TextFrom::kAllUser, {}).text, "first\nsecond\npart");
-  EXPECT_EQ(parse_chat_request(body, TextFrom::kSystemLastUser, {}).text,
-            "classify\nsecond\npart");
+  EXPECT_EQ(parse_chat_request(body, TextFrom::kSystemLastUser, {}).text, "classify\nsecond\npart");
   EXPECT_EQ(parse_text_from("system+last-user"), TextFrom::kSystemLastUser);
   EXPECT_THROW(parse_text_from("first-user"), InputError);
 }
 
 TEST(ServeRequests, ChatRejectsMalformedMessages) {
-  for (const char* body :
-       {"{}", R"({"messages": []})", R"({"messages": {}})", R"({"messages": [1]})",
-        R"({"messages": [{"content": "x"}]})", R"({"messages": [{"role": "system", "content": "x"}]})",
-        R"({"messages": [{"role": "user", "content": 3}]})",
-        R"({"messages": [{"role": "user", "content": [{"text": "no type"}]}]})",
-        R"({"messages": [{"role": "user", "content": "x"}], "stream": "yes"})",
-        R"({"messages": [{"role": "user", "content": "x"}], "model": 4})"}) {
+  for (const char* body : {"{}", R"({"messages": []})", R"({"messages": {}})",
+                           R"({"messages": [1]})", R"({"messages": [{"content": "x"}]})",
+                           R"({"messages": [{"role": "system", "content": "x"}]})",
+                           R"({"messages": [{"role": "user", "content": 3}]})",
+                           R"({"messages": [{"role": "user", "content": [{"text": "no type"}]}]})",
+                           R"({"messages": [{"role": "user", "content": "x"}], "stream": "yes"})",
+                           R"({"messages": [{"role": "user", "content": "x"}], "model": 4})"}) {
     EXPECT_EQ(api_error([&] { parse_chat_request(body, TextFrom::kLastUser, {}); }).first, 400)
         << body;
   }
@@ -115,9 +114,9 @@ TEST(ServeRequests, ChatRejectsMalformedMessages) {
 
 TEST(ServeRequests, UpstreamAnswerAndLabelParsing) {
   std::string answer;
-  ASSERT_TRUE(chat_answer_text(
-      R"({"choices": [{"index": 0, "message": {"role": "assistant", "content": "  card_arrival\n"}}]})",
-      answer));
+  ASSERT_TRUE(chat_answer_text(R"({"choices": [{"index": 0, "message": {"role": "assistant",)"
+                               R"( "content": "  card_arrival\n"}}]})",
+                               answer));
   EXPECT_EQ(LabelParser().extract(answer), "card_arrival");
   EXPECT_FALSE(chat_answer_text(R"({"choices": []})", answer));
   EXPECT_FALSE(chat_answer_text("oops", answer));

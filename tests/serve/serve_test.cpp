@@ -2,15 +2,14 @@
 // child process on a free loopback port and talk HTTP to it, as a user would. The proxy tests run
 // an OpenAI-compatible stand-in for the LLM inside the test process.
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -240,8 +239,10 @@ TEST(Serve, RouteApiEndpointsLimitsAndAuth) {
       (expected.route(text, scratch).handled ? h : d).push_back(text);
     ASSERT_FALSE(d.empty());
     for (size_t i = 0; i < 40; ++i) {
-      if (i % 5 == 4 && i / 5 < d.size()) texts.push_back(d[i / 5]);
-      else if (i < h.size()) texts.push_back(h[i]);
+      if (i % 5 == 4 && i / 5 < d.size())
+        texts.push_back(d[i / 5]);
+      else if (i < h.size())
+        texts.push_back(h[i]);
     }
   }
   for (const auto& t : texts) {
@@ -331,18 +332,21 @@ TEST(Serve, RouteApiEndpointsLimitsAndAuth) {
   ASSERT_EQ(met->status, 200);
   const std::string& mt = met->body;
   EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/route",status="200"})"),
-            static_cast<double>(route_ok)) << mt;
+            static_cast<double>(route_ok))
+      << mt;
   EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/route",status="401"})"), 2) << mt;
   EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/route",status="405"})"), 1) << mt;
   EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="other",status="404"})"), 1) << mt;
   EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="handled"})"),
-            static_cast<double>(handled)) << mt;
+            static_cast<double>(handled))
+      << mt;
   EXPECT_GE(metric(mt, R"(tracer_request_duration_seconds_count{endpoint="/v1/route"})"),
-            static_cast<double>(route_ok)) << mt;
-  EXPECT_EQ(metric(mt, "tracer_policy_info{policy_version=\"" + version +
-                           "\",method=\"" + expected.manifest()["gate"].value("method", "") +
-                           "\",labels=\"10\"}"),
-            1) << mt;
+            static_cast<double>(route_ok))
+      << mt;
+  EXPECT_EQ(metric(mt, "tracer_policy_info{policy_version=\"" + version + "\",method=\"" +
+                           expected.manifest()["gate"].value("method", "") + "\",labels=\"10\"}"),
+            1)
+      << mt;
 
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait_exit(30), 0) << server.stderr_text();
@@ -388,8 +392,9 @@ TEST(Serve, HotReloadSwapsThePolicyWithoutDroppingRequests) {
   EXPECT_EQ(body(r)["policy_version"], v2);
   EXPECT_EQ(body(r)["previous_policy_version"], v1);
   EXPECT_EQ(body(c->Get("/healthz"))["policy_version"], v2);
-  EXPECT_EQ(body(c->Post("/v1/route", auth, route_body("card"), "application/json"))["policy_version"],
-            v2);
+  EXPECT_EQ(
+      body(c->Post("/v1/route", auth, route_body("card"), "application/json"))["policy_version"],
+      v2);
   expect_error(c->Post("/v1/admin/reload", "", "application/json"), 401, "authentication_error");
 
   // A broken folder: the reload fails, says why, and v2 keeps serving.
@@ -410,7 +415,8 @@ TEST(Serve, HotReloadSwapsThePolicyWithoutDroppingRequests) {
   while (body(c->Get("/healthz"))["policy_version"] != v1 && seconds_since(t0) < 10)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(body(c->Get("/healthz"))["policy_version"], v1);
-  while (sent < 50 && seconds_since(t0) < 20) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  while (sent < 50 && seconds_since(t0) < 20)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   done = true;
   traffic.join();
   EXPECT_GE(sent, 50);
@@ -422,7 +428,8 @@ TEST(Serve, HotReloadSwapsThePolicyWithoutDroppingRequests) {
 
   server.signal(SIGINT);
   EXPECT_EQ(server.wait_exit(30), 0) << server.stderr_text();
-  EXPECT_NE(server.stderr_text().find("reloaded policy"), std::string::npos) << server.stderr_text();
+  EXPECT_NE(server.stderr_text().find("reloaded policy"), std::string::npos)
+      << server.stderr_text();
 }
 
 // An OpenAI-compatible stand-in for the LLM: answers each chat completion with the dataset's
@@ -431,7 +438,8 @@ TEST(Serve, HotReloadSwapsThePolicyWithoutDroppingRequests) {
 class FakeLlm {
  public:
   explicit FakeLlm(std::map<std::string, std::string> teacher) : teacher_(std::move(teacher)) {
-    server_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    server_.Post("/v1/chat/completions", [this](const httplib::Request& req,
+                                                httplib::Response& res) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         ++calls_;
@@ -450,8 +458,9 @@ class FakeLlm {
       json in = json::parse(req.body);
       std::string text;
       for (const auto& m : in["messages"])
-        if (m["role"] == "user") text = m["content"].is_string() ? m["content"].get<std::string>()
-                                                                 : m["content"][0]["text"].get<std::string>();
+        if (m["role"] == "user")
+          text = m["content"].is_string() ? m["content"].get<std::string>()
+                                          : m["content"][0]["text"].get<std::string>();
       auto it = teacher_.find(text);
       std::string answer = it == teacher_.end() ? "not sure" : it->second;
       json out{{"id", "chatcmpl-fake"},
@@ -569,15 +578,15 @@ TEST(ServeProxy, AnswersHandledLocallyForwardsDeferredAndRecordsTraces) {
     EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "deferred");
     EXPECT_EQ(answer_of(r), f.teacher.at(text));
     EXPECT_EQ(json::parse(r->body)["usage"]["total_tokens"], 14);  // the upstream's reply as is
-    EXPECT_EQ(llm.last_body(), chat_body(text));                    // the request as sent
+    EXPECT_EQ(llm.last_body(), chat_body(text));                   // the request as sent
     ++deferred;
   }
   EXPECT_EQ(llm.calls(), static_cast<int>(deferred));
   EXPECT_EQ(llm.last_auth(), "Bearer sk-client");  // passed through
 
   // Something the LLM answers outside the label space: forwarded, recorded as unknown.
-  auto odd = c->Post("/v1/chat/completions", client_key, chat_body("zzqx vvkw plorp"),
-                     "application/json");
+  auto odd =
+      c->Post("/v1/chat/completions", client_key, chat_body("zzqx vvkw plorp"), "application/json");
   ASSERT_EQ(odd->status, 200);
   bool odd_deferred = odd->get_header_value("X-Tracer-Decision") == "deferred";
   if (odd_deferred) {
@@ -596,11 +605,14 @@ TEST(ServeProxy, AnswersHandledLocallyForwardsDeferredAndRecordsTraces) {
   double handled_now = handled + (odd_deferred ? 0 : 1);
   EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="handled"})"), handled_now) << mt;
   EXPECT_EQ(metric(mt, R"(tracer_upstream_requests_total{outcome="ok"})"),
-            static_cast<double>(deferred + odd_deferred)) << mt;
+            static_cast<double>(deferred + odd_deferred))
+      << mt;
   EXPECT_EQ(metric(mt, R"(tracer_traces_recorded_total{label_known="true"})"),
-            static_cast<double>(deferred)) << mt;
+            static_cast<double>(deferred))
+      << mt;
   EXPECT_EQ(metric(mt, R"(tracer_traces_recorded_total{label_known="false"})"),
-            odd_deferred ? 1.0 : 0.0) << mt;
+            odd_deferred ? 1.0 : 0.0)
+      << mt;
   EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/chat/completions",status="400"})"), 2)
       << mt;
 
@@ -666,7 +678,8 @@ TEST(ServeProxy, UpstreamFailuresAreJsonErrors) {
 
   {  // Nothing listening: retried with backoff (100 + 200 ms), then 502.
     ServeProcess down({f.policy, "--port", "0", "--upstream",
-                       "http://127.0.0.1:" + std::to_string(dead_port()), "--upstream-retries", "2"});
+                       "http://127.0.0.1:" + std::to_string(dead_port()), "--upstream-retries",
+                       "2"});
     auto c = down.client();
     auto t0 = Clock::now();
     auto r = c->Post("/v1/chat/completions", chat_body(text), "application/json");
@@ -681,8 +694,8 @@ TEST(ServeProxy, UpstreamFailuresAreJsonErrors) {
   FakeLlm llm(f.teacher);
   ServeProcess server({f.policy, "--port", "0", "--upstream",
                        "http://127.0.0.1:" + std::to_string(llm.port()) + "/v1",
-                       "--upstream-timeout", "0.3", "--upstream-retries", "2",
-                       "--api-key", "local-key", "--upstream-api-key", "sk-upstream"});
+                       "--upstream-timeout", "0.3", "--upstream-retries", "2", "--api-key",
+                       "local-key", "--upstream-api-key", "sk-upstream"});
   auto c = server.client();
   auto with = [&](const char* name, const char* value) {
     httplib::Headers h = bearer("local-key");
@@ -690,8 +703,8 @@ TEST(ServeProxy, UpstreamFailuresAreJsonErrors) {
     return h;
   };
   // Slow: 504, not retried.
-  auto slow = c->Post("/v1/chat/completions", with("OpenAI-Test-Delay-Ms", "1000"),
-                      chat_body(text), "application/json");
+  auto slow = c->Post("/v1/chat/completions", with("OpenAI-Test-Delay-Ms", "1000"), chat_body(text),
+                      "application/json");
   expect_error(slow, 504, "upstream_timeout", "--upstream-timeout");
   EXPECT_EQ(llm.calls(), 1);
   // 5xx: retried, then 502.
@@ -707,7 +720,8 @@ TEST(ServeProxy, UpstreamFailuresAreJsonErrors) {
   EXPECT_EQ(json::parse(r4->body)["error"]["type"], "test");
   EXPECT_EQ(llm.calls(), 5);
   // The upstream sees its own key, never tracer's.
-  auto ok = c->Post("/v1/chat/completions", bearer("local-key"), chat_body(text), "application/json");
+  auto ok =
+      c->Post("/v1/chat/completions", bearer("local-key"), chat_body(text), "application/json");
   ASSERT_EQ(ok->status, 200) << ok->body;
   EXPECT_EQ(answer_of(ok), f.teacher.at(text));
   EXPECT_EQ(llm.last_auth(), "Bearer sk-upstream");
@@ -737,7 +751,8 @@ TEST(Serve, BadProxyFlagsAreClearErrors) {
   std::string policy = dir.file("policy");
   auto r = run_cli("fit " + data.train_path + " -o " + policy + " --quiet --zoo complement_nb");
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
-  auto regex = run_cli("serve " + policy + " --port 0 --upstream http://127.0.0.1:9 "
+  auto regex = run_cli("serve " + policy +
+                       " --port 0 --upstream http://127.0.0.1:9 "
                        "--label-regex 'no group'");
   EXPECT_EQ(regex.exit_code, 2);
   EXPECT_NE(regex.err.find("capture group"), std::string::npos) << regex.err;
