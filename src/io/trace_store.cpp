@@ -1,4 +1,5 @@
 #include "io/trace_store.hpp"
+#include "io/utf8.hpp"
 
 #include <sqlite3.h>
 #include <utf8proc.h>
@@ -153,29 +154,6 @@ void create_schema(sqlite3* db, const std::string& path) {
   exec(db, path, "COMMIT", "commit the schema");
 }
 
-// Valid UTF-8 holding only whitespace: such text is rejected by read_traces, so not exported.
-bool is_blank_text(std::string_view s) {
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = p[i];
-    if (c < 0x80) {
-      if (c != ' ' && (c < '\t' || c > '\r')) return false;
-      ++i;
-      continue;
-    }
-    utf8proc_int32_t cp = 0;
-    const auto n = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(s.size() - i), &cp);
-    if (n <= 0) return false;
-    const auto cat = utf8proc_category(cp);
-    if (cp != 0x85 && cat != UTF8PROC_CATEGORY_ZS && cat != UTF8PROC_CATEGORY_ZL &&
-        cat != UTF8PROC_CATEGORY_ZP) {
-      return false;
-    }
-    i += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 std::string column_text(sqlite3_stmt* s, int col) {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));

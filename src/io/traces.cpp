@@ -52,30 +52,6 @@ std::string_view trim_ascii(std::string_view s) {
   return s.substr(first, last - first + 1);
 }
 
-// Valid UTF-8 text that holds nothing but whitespace (ASCII or Unicode space separators).
-bool is_blank_text(std::string_view s) {
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = p[i];
-    if (c < 0x80) {
-      if (c != ' ' && (c < '\t' || c > '\r')) return false;
-      ++i;
-      continue;
-    }
-    utf8proc_int32_t cp = 0;
-    const auto n = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(s.size() - i), &cp);
-    if (n <= 0) return false;
-    const auto cat = utf8proc_category(cp);
-    if (cp != 0x85 && cat != UTF8PROC_CATEGORY_ZS && cat != UTF8PROC_CATEGORY_ZL &&
-        cat != UTF8PROC_CATEGORY_ZP) {
-      return false;
-    }
-    i += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 // Cuts `s` to at most `max` bytes on a UTF-8 boundary, marking the cut.
 std::string shorten(std::string_view s, size_t max) {
   if (s.size() <= max) return std::string(s);

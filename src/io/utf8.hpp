@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <utf8proc.h>
 
 namespace tracer {
 
@@ -53,6 +54,31 @@ inline size_t invalid_utf8_offset(std::string_view s) {
 
 inline bool is_valid_utf8(std::string_view s) {
   return invalid_utf8_offset(s) == std::string_view::npos;
+}
+
+// Valid UTF-8 holding only whitespace (ASCII, NEL or Unicode space/line/paragraph separators):
+// such an input or label counts as empty.
+inline bool is_blank_text(std::string_view s) {
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      if (c != ' ' && (c < '\t' || c > '\r')) return false;
+      ++i;
+      continue;
+    }
+    utf8proc_int32_t cp = 0;
+    const auto n = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(s.size() - i), &cp);
+    if (n <= 0) return false;
+    const auto cat = utf8proc_category(cp);
+    if (cp != 0x85 && cat != UTF8PROC_CATEGORY_ZS && cat != UTF8PROC_CATEGORY_ZL &&
+        cat != UTF8PROC_CATEGORY_ZP) {
+      return false;
+    }
+    i += static_cast<size_t>(n);
+  }
+  return true;
 }
 
 }  // namespace tracer
