@@ -3,7 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 
-.PHONY: deps build demo test test-fast test-asan bench format clean
+.PHONY: deps build demo test test-fast test-asan bench fuzz format clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -29,6 +29,10 @@ test-asan: deps
 
 bench: build
 	@bash scripts/bench.sh $(BUILD)
+
+## libFuzzer targets for every parser, 60 s each (needs clang).
+fuzz:
+	@bash scripts/fuzz.sh 60
 
 format:
 	@clang-format -i $$(git ls-files '*.cpp' '*.hpp')
