@@ -23,7 +23,7 @@ struct FitArgs {
   FitOptions fit;
   std::string zoo;
   std::string methods = "global,l2d,rsb";
-  std::vector<double> split = {0.6, 0.2, 0.2};
+  std::vector<double> split = {0.7, 0.15, 0.15};
   bool skip_invalid = false;
   bool quiet = false;
   bool no_ood = false;

@@ -10,9 +10,9 @@
 namespace tracer {
 
 struct SplitFractions {
-  double train = 0.6;
-  double select = 0.2;
-  double calibrate = 0.2;
+  double train = 0.7;
+  double select = 0.15;
+  double calibrate = 0.15;
 };
 
 struct Split {

@@ -28,7 +28,7 @@ TraceSet make_set(int labels, int per_label, int duplicate_every = 0) {
 
 TEST(Split, CoversEveryRowOnceWithStratifiedFractions) {
   TraceSet s = make_set(5, 100);
-  Split sp = stratified_split(s, {}, 7);
+  Split sp = stratified_split(s, {0.6, 0.2, 0.2}, 7);
   std::multiset<size_t> all;
   for (auto* part : {&sp.train, &sp.select, &sp.calibrate}) all.insert(part->begin(), part->end());
   ASSERT_EQ(all.size(), s.size());
