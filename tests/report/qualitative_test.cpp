@@ -291,7 +291,7 @@ TEST(ReportQualitative, FitOptionsRoundTripAndManifestFallback) {
   EXPECT_EQ(rebuilt.target, 0.85);
   EXPECT_EQ(rebuilt.seed, s.options.seed);
   EXPECT_EQ(rebuilt.methods.size(), 3u);
-  EXPECT_NEAR(rebuilt.fractions.calibrate, 0.2, 0.02);
+  EXPECT_NEAR(rebuilt.fractions.calibrate, SplitFractions{}.calibrate, 0.02);
   EXPECT_THROW(fit_options_from(json(), json::object(), json::object()), FormatError);
 }
 
