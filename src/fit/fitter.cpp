@@ -284,9 +284,12 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   Choice best;
   double best_cov = -1;
   // Plans are compared by the coverage they can be expected to certify on calibrate. A walk
-  // (l2d, rsb) degrades step by step, so its cross-fitted select dry run is the estimate; global
-  // is one all-or-nothing test, so its coverage is discounted by the chance the test passes on
-  // calibrate, given the select agreement.
+  // (l2d, rsb) degrades step by step when calibrate disagrees with select, so its cross-fitted
+  // select dry run is the estimate. Global is one all-or-nothing test: its coverage is
+  // discounted by the chance that the test passes on calibrate, and it must beat the best walk
+  // by more than kAllOrNothingMargin, since select agreement is optimistic after choosing the
+  // surrogate on it (when both exist, the walk ends at global's accepted set anyway).
+  constexpr double kAllOrNothingMargin = 0.05;
   for (const auto& st : stages) {
     for (Method m : o.methods) {
       Choice ch = make_plan(m, st, stages, zoo, sel, cal, wp, K, o.seed);
@@ -296,11 +299,12 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
         const auto& w = ch.select_walk.trace.front();
         const double a = w.n > 0 ? double(w.k) / w.n : 0;
         const int n_cal = static_cast<int>(double(w.n) * cal.size() / std::max<size_t>(1, sel.size()));
-        cov = (double(w.n) / sel.size()) * test_power(n_cal, a, o.target, o.delta);
+        cov = (double(w.n) / sel.size()) * test_power(n_cal, a, o.target, o.delta) -
+              kAllOrNothingMargin;
       } else {
         cov = ch.select_walk.certified ? ch.select_walk.coverage : 0;
       }
-      // Near-ties (half a grid step) go to the simpler plan: global before l2d before rsb.
+      // Near-ties (half a grid step) go to the simpler plan: l2d before rsb.
       const bool simpler = best.plan.s1 && m < best.plan.method;
       if (cov > best_cov + (simpler ? -0.005 : 0.005) || !best.plan.s1)
         best_cov = cov, best = std::move(ch);
