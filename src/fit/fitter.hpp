@@ -28,7 +28,7 @@ struct FitOptions {
   size_t min_per_label = 3;
   std::string featurizer = "tfidf";
   bool ood = true;
-  double ood_quantile = 0.02;  // share of in-distribution select rows the OOD gate may flag
+  double ood_quantile = 0.03;  // share of in-distribution select rows the OOD gate may flag
 };
 
 // One calibrate row under the deployed policy (held out: nothing was fit or chosen on it).
