@@ -154,9 +154,11 @@ void Adam::update(size_t offset, float* __restrict param, const float* __restric
   }
 }
 
-void check_fit_inputs(const SparseMatrix& X, std::span<const int> y, int num_classes) {
-  if (num_classes < 2 || static_cast<uint64_t>(num_classes) > kMaxClasses) {
-    throw InputError("a surrogate needs at least 2 labels (got " + std::to_string(num_classes) +
+void check_fit_inputs(const SparseMatrix& X, std::span<const int> y, int num_classes,
+                      int min_classes) {
+  if (num_classes < min_classes || static_cast<uint64_t>(num_classes) > kMaxClasses) {
+    throw InputError("a surrogate needs at least " + std::to_string(min_classes) +
+                     " label(s) (got " + std::to_string(num_classes) +
                      "); add traces with other teacher labels");
   }
   if (X.rows() == 0) throw InputError("no training rows: give the surrogate some traces");

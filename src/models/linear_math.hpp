@@ -109,9 +109,10 @@ class Adam {
 };
 
 // Checks what fit() receives and throws InputError naming the problem: one label per row,
-// labels in [0, num_classes), num_classes >= 2, at least one row, indices < X.cols() and finite
-// values.
-void check_fit_inputs(const SparseMatrix& X, std::span<const int> y, int num_classes);
+// labels in [0, num_classes), num_classes >= min_classes, at least one row, indices < X.cols()
+// and finite values. (The SVM and trees accept a single class: a constant predictor.)
+void check_fit_inputs(const SparseMatrix& X, std::span<const int> y, int num_classes,
+                      int min_classes = 2);
 
 // Model files start with a format version; a mismatch means the file needs a refit.
 void check_version(uint32_t got, uint32_t expected, std::string_view model);

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "models/factories.hpp"
+#include "models/linear_math.hpp"
 #include "util/error.hpp"
 
 namespace tracer {
@@ -269,20 +270,8 @@ class XGBoost final : public Surrogate {
 
   void fit(const SparseMatrix& X, std::span<const int> y, int num_classes,
            const FitContext& ctx) override {
-    if (num_classes < 1) throw InputError(name_ + ": need at least one class to fit");
-    if (X.rows() == 0) throw InputError(name_ + ": no training rows");
+    models::check_fit_inputs(X, y, num_classes, /*min_classes=*/1);
     if (X.cols() == 0) throw InputError(name_ + ": the feature matrix has no columns");
-    if (y.size() != X.rows())
-      throw InputError(name_ + ": " + std::to_string(y.size()) + " labels for " +
-                       std::to_string(X.rows()) + " rows");
-    for (int label : y)
-      if (label < 0 || label >= num_classes)
-        throw InputError(name_ + ": label " + std::to_string(label) + " outside [0, " +
-                         std::to_string(num_classes) + ")");
-    for (uint32_t d : X.indices())
-      if (d >= X.cols())
-        throw InputError(name_ + ": feature index " + std::to_string(d) +
-                         " beyond the matrix width " + std::to_string(X.cols()));
 
     std::string model;
     std::vector<uint32_t> columns;

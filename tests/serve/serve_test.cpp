@@ -747,7 +747,7 @@ TEST(Serve, BadCommandLinesAreClearErrors) {
 
 TEST(Serve, BadProxyFlagsAreClearErrors) {
   TempDir dir;
-  Subset data = banking_subset(dir, "train.jsonl", 4, 40);
+  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
   std::string policy = dir.file("policy");
   auto r = run_cli("fit " + data.train_path + " -o " + policy + " --quiet --zoo complement_nb");
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
