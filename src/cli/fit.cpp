@@ -138,7 +138,7 @@ Command add_fit_command(CLI::App& app) {
       ->check(CLI::Range(0, 8));
   sub->add_option("--methods", args->methods, "Routing methods to consider: global,l2d,rsb")
       ->capture_default_str();
-  sub->add_option("--split", args->split, "Fractions TRAIN SELECT CALIBRATE (sum to 1)")
+  sub->add_option("--split", args->split, "Fractions TRAIN,SELECT,CALIBRATE, summing to 1 (default 0.7,0.15,0.15)")
       ->delimiter(',')
       ->expected(3);
   sub->add_option("--seed", args->fit.seed, "Random seed (splits, training)")->capture_default_str();
