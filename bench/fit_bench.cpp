@@ -64,7 +64,9 @@ int main(int argc, char** argv) {
     double acc = double(agree) / test.size();
     best = std::max(best, acc);
     std::printf("%-16s %10.2f %14.4f %12.2f\n", name.c_str(), fit_s, acc, w.bytes().size() / 1e6);
-    cands.push_back({{"name", name}, {"fit_seconds", fit_s}, {"test_agreement", acc},
+    cands.push_back({{"name", name},
+                     {"fit_seconds", fit_s},
+                     {"test_agreement", acc},
                      {"bytes", w.bytes().size()}});
   }
   result["candidates_full_train"] = cands;
@@ -81,9 +83,11 @@ int main(int argc, char** argv) {
   write_artifact(dir.string(), fr);
   double total_s = pw.seconds();
   size_t model_bytes = std::filesystem::file_size(dir / "model.bin");
-  std::printf("\nwhole fit (tracer fit, %d targets x methods): %.2f s (+ %.2f s writing), model.bin %.2f MB\n",
-              static_cast<int>(fr.frontier["rows"].size()), pipeline_s, total_s - pipeline_s,
-              model_bytes / 1e6);
+  std::printf(
+      "\nwhole fit (tracer fit, %d targets x methods): %.2f s (+ %.2f s writing), model.bin %.2f "
+      "MB\n",
+      static_cast<int>(fr.frontier["rows"].size()), pipeline_s, total_s - pipeline_s,
+      model_bytes / 1e6);
   std::printf("chosen: %s / %s, certified coverage %.4f at target %.2f\n",
               fr.manifest["surrogate"]["name"].get<std::string>().c_str(),
               fr.manifest["gate"]["method"].get<std::string>().c_str(),

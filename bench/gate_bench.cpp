@@ -73,10 +73,12 @@ int main(int argc, char** argv) {
   bool skip_table = false;
   std::string zoo;
   double ood_quantile = FitOptions().ood_quantile;
-  app.add_option("--ood-quantile", ood_quantile, "Share of in-distribution rows the OOD gate flags");
+  app.add_option("--ood-quantile", ood_quantile,
+                 "Share of in-distribution rows the OOD gate flags");
   app.add_option("--data", data, "Folder holding banking77/, clinc150/, snli/");
   app.add_option("--json-out", out);
-  app.add_option("--validity", resplits, "Random re-splits per dataset for the validity check (0: skip)");
+  app.add_option("--validity", resplits,
+                 "Random re-splits per dataset for the validity check (0: skip)");
   app.add_flag("--skip-table", skip_table, "Only run the validity check");
   app.add_option("--zoo", zoo, "Comma-separated zoo for the validity runs (default: default zoo)");
   CLI11_PARSE(app, argc, argv);
@@ -93,7 +95,12 @@ int main(int argc, char** argv) {
     auto c_test_in = without(c_test_all.traces, "oos", false);
     auto c_test_oos = without(c_test_all.traces, "oos", true);
 
-    struct Row { const char* name; const TraceSet* train; const std::vector<Trace>* test; double target; };
+    struct Row {
+      const char* name;
+      const TraceSet* train;
+      const std::vector<Trace>* test;
+      double target;
+    };
     std::vector<Row> rows = {{"banking77", &b_train, &b_test.traces, 0.90},
                              {"banking77", &b_train, &b_test.traces, 0.95},
                              {"clinc150_inscope", &c_train, &c_test_in, 0.95},
@@ -113,11 +120,16 @@ int main(int argc, char** argv) {
       std::printf("%-18s %6.2f %-7s %-8s %10.4f %10.4f %10.4f %8.2f\n", r.name, r.target,
                   m["gate"]["method"].get<std::string>().c_str(), deployed ? "yes" : "REFUSED",
                   m["gate"]["certified"]["coverage"].get<double>(), e.coverage, e.agreement, fit_s);
-      table.push_back({{"dataset", r.name}, {"target", r.target}, {"deployed", deployed},
-                       {"method", m["gate"]["method"]}, {"surrogate", m["surrogate"]["name"]},
+      table.push_back({{"dataset", r.name},
+                       {"target", r.target},
+                       {"deployed", deployed},
+                       {"method", m["gate"]["method"]},
+                       {"surrogate", m["surrogate"]["name"]},
                        {"calibrate_coverage", m["gate"]["certified"]["coverage"]},
-                       {"test_coverage", e.coverage}, {"test_agreement", e.agreement},
-                       {"test_rows", e.n}, {"fit_seconds", fit_s}});
+                       {"test_coverage", e.coverage},
+                       {"test_agreement", e.agreement},
+                       {"test_rows", e.n},
+                       {"fit_seconds", fit_s}});
     }
     result["table"] = table;
 
@@ -131,11 +143,14 @@ int main(int argc, char** argv) {
       TestEval in = evaluate(router, c_test_in);
       TestEval oos = evaluate(router, c_test_oos);
       double deferred = 1 - oos.coverage;
-      std::printf("clinc150 OOD gate %-3s: in-scope coverage %.4f (agreement %.4f), "
-                  "out-of-scope deferred %.4f of %zu\n",
-                  on ? "on" : "off", in.coverage, in.agreement, deferred, oos.n);
-      ood.push_back({{"ood_gate", on}, {"inscope_coverage", in.coverage},
-                     {"inscope_agreement", in.agreement}, {"oos_deferred", deferred},
+      std::printf(
+          "clinc150 OOD gate %-3s: in-scope coverage %.4f (agreement %.4f), "
+          "out-of-scope deferred %.4f of %zu\n",
+          on ? "on" : "off", in.coverage, in.agreement, deferred, oos.n);
+      ood.push_back({{"ood_gate", on},
+                     {"inscope_coverage", in.coverage},
+                     {"inscope_agreement", in.agreement},
+                     {"oos_deferred", deferred},
                      {"oos_rows", oos.n}});
     }
     result["clinc150_ood"] = ood;
@@ -144,7 +159,8 @@ int main(int argc, char** argv) {
   if (resplits > 0) {
     json validity = json::array();
     for (const char* ds : {"banking77", "clinc150"}) {
-      TraceSet tr = load(std::string(ds) + "/train.jsonl"), te = load(std::string(ds) + "/test.jsonl");
+      TraceSet tr = load(std::string(ds) + "/train.jsonl"),
+               te = load(std::string(ds) + "/test.jsonl");
       std::vector<Trace> pool = tr.traces;
       pool.insert(pool.end(), te.traces.begin(), te.traces.end());
       if (std::string(ds) == "clinc150") pool = without(pool, "oos", false);
@@ -178,12 +194,15 @@ int main(int argc, char** argv) {
                      resplits, e.coverage, e.agreement, sw.seconds());
       }
       std::fprintf(stderr, "\n");
-      std::printf("validity %-10s runs %d: test agreement < 0.95 in %d, upper bound < 0.95 in %d, "
-                  "refused %d, mean coverage %.4f\n",
-                  ds, resplits, below, upper_below, refused,
-                  cov_sum / std::max(1, resplits - refused));
-      validity.push_back({{"dataset", ds}, {"runs", resplits}, {"agreement_below_target", below},
-                          {"upper_bound_below_target", upper_below}, {"refused", refused},
+      std::printf(
+          "validity %-10s runs %d: test agreement < 0.95 in %d, upper bound < 0.95 in %d, "
+          "refused %d, mean coverage %.4f\n",
+          ds, resplits, below, upper_below, refused, cov_sum / std::max(1, resplits - refused));
+      validity.push_back({{"dataset", ds},
+                          {"runs", resplits},
+                          {"agreement_below_target", below},
+                          {"upper_bound_below_target", upper_below},
+                          {"refused", refused},
                           {"mean_coverage", cov_sum / std::max(1, resplits - refused)},
                           {"zoo", zoo.empty() ? "default" : zoo}});
     }

@@ -20,7 +20,7 @@ std::string valid_model() {
   Policy p;
   p.featurizer = make_featurizer("tfidf");
   std::vector<std::string> texts = {"card arrived late", "card never arrived", "exchange rate",
-                                    "bad exchange rate", "top up failed", "top up pending"};
+                                    "bad exchange rate", "top up failed",      "top up pending"};
   p.featurizer->fit(texts);
   SparseMatrix X = p.featurizer->transform_all(texts);
   std::vector<int> y = {0, 0, 1, 1, 2, 2};

@@ -70,19 +70,20 @@ int run_demo(const DemoArgs& a) {
   std::sort(micros.begin(), micros.end());
   const double coverage = test.size() ? double(handled) / test.size() : 0;
   std::cout << "\nLive routing of " << test.size() << " fresh inputs (test file):\n";
-  std::cout << fmt::format("  handled {:.1f}%  agreement on handled {}  p50 {:.1f} us  p99 {:.1f} us\n",
-                           coverage * 100,
-                           handled ? fmt::format("{:.4f}", double(agree) / handled) : "-",
-                           micros[micros.size() / 2], micros[micros.size() * 99 / 100]);
+  std::cout << fmt::format(
+      "  handled {:.1f}%  agreement on handled {}  p50 {:.1f} us  p99 {:.1f} us\n", coverage * 100,
+      handled ? fmt::format("{:.4f}", double(agree) / handled) : "-", micros[micros.size() / 2],
+      micros[micros.size() * 99 / 100]);
   auto show = [&](const char* title, auto& list) {
     std::cout << "  " << title << ":\n";
     for (auto& [t, r] : list) {
       std::string text = t->input.substr(0, 70);
       std::replace(text.begin(), text.end(), '\n', ' ');
-      std::cout << fmt::format("    \"{}\"\n      -> {} (p={:.2f}, score={:.2f}){}\n", text,
-                               router.label_name(r.label), r.probability, r.accept_score,
-                               r.handled ? "" : "  deferred: " + reason_name(r.reason) +
-                                                    " (LLM said " + t->teacher + ")");
+      std::cout << fmt::format(
+          "    \"{}\"\n      -> {} (p={:.2f}, score={:.2f}){}\n", text, router.label_name(r.label),
+          r.probability, r.accept_score,
+          r.handled ? ""
+                    : "  deferred: " + reason_name(r.reason) + " (LLM said " + t->teacher + ")");
     }
   };
   show("handled by the surrogate", shown_h);
@@ -107,8 +108,12 @@ Command add_demo_command(CLI::App& app) {
       "demo",
       "Offline demo: fit the shipped Banking77 traces, print the certified policy and frontier, "
       "route fresh inputs live and project the cost saved.");
-  sub->add_option("--train", args->train, "Trace file to fit")->capture_default_str()->check(CLI::ExistingFile);
-  sub->add_option("--test", args->test, "Fresh traffic to route live")->capture_default_str()->check(CLI::ExistingFile);
+  sub->add_option("--train", args->train, "Trace file to fit")
+      ->capture_default_str()
+      ->check(CLI::ExistingFile);
+  sub->add_option("--test", args->test, "Fresh traffic to route live")
+      ->capture_default_str()
+      ->check(CLI::ExistingFile);
   sub->add_option("-o,--out", args->out, "Policy folder to write")->capture_default_str();
   sub->add_option("-t,--target", args->target, "Target agreement alpha")
       ->capture_default_str()

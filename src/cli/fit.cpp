@@ -10,8 +10,8 @@
 #include "cli/commands.hpp"
 #include "cli/summary.hpp"
 #include "fit/fitter.hpp"
-#include "report/qualitative.hpp"
 #include "models/surrogate.hpp"
+#include "report/qualitative.hpp"
 #include "util/error.hpp"
 
 namespace tracer::cli {
@@ -44,7 +44,8 @@ std::vector<std::string> split_list(const std::string& s) {
 int run_fit(FitArgs& a) {
   const bool show = !a.quiet && ::isatty(STDERR_FILENO);
   Progress progress(show, 6);
-  if (a.split.size() != 3) throw InputError("--split needs three fractions: TRAIN,SELECT,CALIBRATE");
+  if (a.split.size() != 3)
+    throw InputError("--split needs three fractions: TRAIN,SELECT,CALIBRATE");
   a.fit.fractions = {a.split[0], a.split[1], a.split[2]};
   a.fit.zoo = split_list(a.zoo);
   a.fit.methods.clear();
@@ -138,10 +139,12 @@ Command add_fit_command(CLI::App& app) {
       ->check(CLI::Range(0, 8));
   sub->add_option("--methods", args->methods, "Routing methods to consider: global,l2d,rsb")
       ->capture_default_str();
-  sub->add_option("--split", args->split, "Fractions TRAIN,SELECT,CALIBRATE, summing to 1 (default 0.7,0.15,0.15)")
+  sub->add_option("--split", args->split,
+                  "Fractions TRAIN,SELECT,CALIBRATE, summing to 1 (default 0.7,0.15,0.15)")
       ->delimiter(',')
       ->expected(3);
-  sub->add_option("--seed", args->fit.seed, "Random seed (splits, training)")->capture_default_str();
+  sub->add_option("--seed", args->fit.seed, "Random seed (splits, training)")
+      ->capture_default_str();
   args->fit.threads = std::max(1u, std::thread::hardware_concurrency());
   sub->add_option("--threads", args->fit.threads, "Worker threads")
       ->capture_default_str()

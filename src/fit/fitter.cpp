@@ -163,14 +163,16 @@ json refusal_json(const WalkResult& best, Method best_method, const HeldOut& cal
     reason = fmt::format("the certified coverage {:.4f} is below --min-coverage {:g}",
                          best.coverage, o.min_coverage);
   } else {
-    reason = fmt::format("no share of traffic could be certified at agreement >= {:g} with "
-                         "confidence {:g}",
-                         o.target, 1 - o.delta);
+    reason = fmt::format(
+        "no share of traffic could be certified at agreement >= {:g} with "
+        "confidence {:g}",
+        o.target, 1 - o.delta);
   }
   r["reason"] = reason;
   r["best_method"] = method_name(best_method);
   r["surrogate_agreement_on_calibrate"] = round4(a);
-  r["surrogate_lower_bound_on_calibrate"] = round4(n ? clopper_pearson_lower(int(n), int(k), 1 - o.delta) : 0);
+  r["surrogate_lower_bound_on_calibrate"] =
+      round4(n ? clopper_pearson_lower(int(n), int(k), 1 - o.delta) : 0);
   r["target"] = o.target;
   if (a > o.target && n > 0) {
     // Calibrate rows needed for the same agreement rate to certify at full coverage.
@@ -180,14 +182,17 @@ json refusal_json(const WalkResult& best, Method best_method, const HeldOut& cal
       need = need * 5 / 4 + 1;
     double more = double(need) / o.fractions.calibrate - double(total_traces);
     r["more_traces_needed"] = static_cast<long long>(std::max(0.0, std::ceil(more)));
-    r["advice"] = "the surrogate agrees often enough but the sample is too small to prove it; "
-                  "about " + std::to_string(static_cast<long long>(std::max(0.0, more))) +
-                  " more traces would let it certify";
+    r["advice"] =
+        "the surrogate agrees often enough but the sample is too small to prove it; "
+        "about " +
+        std::to_string(static_cast<long long>(std::max(0.0, more))) +
+        " more traces would let it certify";
   } else {
     r["more_traces_needed"] = nullptr;
-    r["advice"] = "the surrogates do not reach the target on any confident subset; more traces "
-                  "of the same kind are unlikely to help much — lower --target, or use a "
-                  "stronger featurizer (embeddings)";
+    r["advice"] =
+        "the surrogates do not reach the target on any confident subset; more traces "
+        "of the same kind are unlikely to help much — lower --target, or use a "
+        "stronger featurizer (embeddings)";
   }
   return r;
 }
@@ -265,14 +270,14 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   std::vector<uint8_t> all_rows(sel.size(), 1);
   for (size_t c = 0; c < zoo.size(); ++c)
     if (zoo[c].model)
-      stages.push_back(score_stage(zoo[c], c, K, sel, cal, all_rows, o.seed,
-                                   o.ood ? &ood : nullptr, o.ood_quantile));
+      stages.push_back(score_stage(zoo[c], c, K, sel, cal, all_rows, o.seed, o.ood ? &ood : nullptr,
+                                   o.ood_quantile));
   // The first step of every walk of a stage is sized once, for the user's target.
   for (auto& st : stages) {
     std::vector<uint8_t> agree(sel.size());
     for (size_t i = 0; i < sel.size(); ++i) agree[i] = zoo[st.candidate].select_pred[i] == sel.y[i];
-    st.first_rows = first_step_rows(st.sel_score, agree, st.sel_ood, cal.size(), o.target, o.delta,
-                                    o.min_rows);
+    st.first_rows =
+        first_step_rows(st.sel_score, agree, st.sel_ood, cal.size(), o.target, o.delta, o.min_rows);
   }
   timings["gate_seconds"] = round4(sw.seconds());
 
@@ -298,7 +303,8 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
       if (m == Method::kGlobal) {
         const auto& w = ch.select_walk.trace.front();
         const double a = w.n > 0 ? double(w.k) / w.n : 0;
-        const int n_cal = static_cast<int>(double(w.n) * cal.size() / std::max<size_t>(1, sel.size()));
+        const int n_cal =
+            static_cast<int>(double(w.n) * cal.size() / std::max<size_t>(1, sel.size()));
         cov = (double(w.n) / sel.size()) * test_power(n_cal, a, o.target, o.delta) -
               kAllOrNothingMargin;
       } else {
@@ -352,7 +358,8 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   p.featurizer = std::move(featurizer);
   p.labels = set.labels;
   p.method = deployed ? best.plan.method : Method::kNone;
-  if (deployed && p.method == Method::kL2D && cert.step + 1 == static_cast<int>(best.plan.steps.size()))
+  if (deployed && p.method == Method::kL2D &&
+      cert.step + 1 == static_cast<int>(best.plan.steps.size()))
     p.method = Method::kGlobal;  // certified down to accepting every in-distribution input
   const ScoredStage& s1 = *best.plan.s1;
   p.ood = s1.ood;
@@ -416,11 +423,13 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
     }
     for (int c = 0; c < K; ++c) {
       double cov = n[c] ? double(acc[c]) / n[c] : 0;
-      json row{{"label", set.labels[c]}, {"calibrate_rows", n[c]}, {"coverage", round4(cov)},
+      json row{{"label", set.labels[c]},
+               {"calibrate_rows", n[c]},
+               {"coverage", round4(cov)},
                {"handled", acc[c]}};
       row["agreement"] = acc[c] ? json(round4(double(agr[c]) / acc[c])) : json(nullptr);
-      row["lower_bound"] = acc[c] ? json(round4(clopper_pearson_lower(acc[c], agr[c], 1 - o.delta)))
-                                  : json(nullptr);
+      row["lower_bound"] =
+          acc[c] ? json(round4(clopper_pearson_lower(acc[c], agr[c], 1 - o.delta))) : json(nullptr);
       row["status"] = cov >= 0.9 ? "handled" : cov > 0 ? "partly_handled" : "deferred";
       per_label.push_back(row);
     }
@@ -463,20 +472,25 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   gate["min_rows"] = o.min_rows;
   gate["min_coverage"] = o.min_coverage;
   gate["guarantee"] =
-      deployed ? fmt::format("on traffic like these traces, the surrogate's answers agree with the "
-                             "teacher at least {:g}% of the time, with probability at least {:g}%",
-                             o.target * 100, (1 - o.delta) * 100)
+      deployed ? fmt::format(
+                     "on traffic like these traces, the surrogate's answers agree with the "
+                     "teacher at least {:g}% of the time, with probability at least {:g}%",
+                     o.target * 100, (1 - o.delta) * 100)
                : "nothing deployed: every input is deferred to the LLM";
   gate["certified"] = walk_json(cert, cal.size());
   gate["select_estimate"] = walk_json(best.select_walk, sel.size());
-  gate["stage1"] = {{"surrogate", s1_name}, {"threshold", p.stage1.threshold},
+  gate["stage1"] = {{"surrogate", s1_name},
+                    {"threshold", p.stage1.threshold},
                     {"acceptor_fallback", p.stage1.acceptor.is_fallback()}};
   if (p.method == Method::kRSB)
     gate["stage2"] = {{"surrogate", s2_name}, {"threshold", p.stage2.threshold}};
   json steps = json::array();
   for (const auto& s : cert.trace)
-    steps.push_back({{"threshold", s.threshold}, {"n", s.n}, {"k", s.k},
-                     {"p_value", s.p_value}, {"passed", s.passed}});
+    steps.push_back({{"threshold", s.threshold},
+                     {"n", s.n},
+                     {"k", s.k},
+                     {"p_value", s.p_value},
+                     {"passed", s.passed}});
   gate["calibrate_walk"] = steps;
   if (!deployed)
     gate["refusal"] = refusal_json(cert, best.plan.method, cal, zoo, s1, o, set.size(), below_min);
@@ -508,7 +522,8 @@ void write_artifact(const std::string& dir, FitResult& r) {
     throw InputError("cannot create the output folder " + dir + (ec ? ": " + ec.message() : ""));
   std::string model = encode_policy(r.policy);
   std::string sum = checksum_hex(fnv1a64(model));
-  r.manifest["policy_version"] = r.manifest.value("created_at", std::string()) + "-" + sum.substr(0, 8);
+  r.manifest["policy_version"] =
+      r.manifest.value("created_at", std::string()) + "-" + sum.substr(0, 8);
   r.manifest["model"] = {{"file", "model.bin"}, {"bytes", model.size()}, {"checksum", sum}};
   r.policy.policy_version = r.manifest["policy_version"];
 

@@ -13,10 +13,10 @@
 namespace tracer {
 
 struct FitOptions {
-  double target = 0.95;   // alpha: required agreement with the teacher on handled traffic
-  double delta = 0.05;    // allowed probability that the guarantee fails
+  double target = 0.95;        // alpha: required agreement with the teacher on handled traffic
+  double delta = 0.05;         // allowed probability that the guarantee fails
   double min_coverage = 0.05;  // certified coverage below this is refused
-  int min_rows = 30;      // fewest accepted calibration rows a step may be tested on
+  int min_rows = 30;           // fewest accepted calibration rows a step may be tested on
   std::vector<double> frontier_targets = {0.80, 0.85, 0.90, 0.95, 0.97, 0.99};
   std::vector<std::string> zoo;  // empty: default_zoo(trees)
   bool trees = false;
@@ -33,12 +33,12 @@ struct FitOptions {
 
 // One calibrate row under the deployed policy (held out: nothing was fit or chosen on it).
 struct HeldOutDecision {
-  size_t trace = 0;      // index into the TraceSet
-  int teacher = 0;       // the LLM's label
-  int predicted = 0;     // the answering stage's label
-  int runner_up = 0;     // stage 1's second most probable label
-  float probability = 0; // stage 1's top probability
-  float score = 0;       // acceptor score of the answering stage
+  size_t trace = 0;       // index into the TraceSet
+  int teacher = 0;        // the LLM's label
+  int predicted = 0;      // the answering stage's label
+  int runner_up = 0;      // stage 1's second most probable label
+  float probability = 0;  // stage 1's top probability
+  float score = 0;        // acceptor score of the answering stage
   bool handled = false;
   int stage = 1;
   DeferReason reason = DeferReason::kNone;

@@ -89,7 +89,8 @@ ScoredStage score_stage(const Candidate& c, size_t index, int num_classes, const
     std::vector<uint8_t> fold_agree;
     for (size_t i = 0, j = 0; i < sel.size(); ++i) {
       if (!fit_rows[i]) continue;
-      if (j++ % kFolds != f) fold_rows.push_back(sig[i]), fold_agree.push_back(c.select_pred[i] == sel.y[i]);
+      if (j++ % kFolds != f)
+        fold_rows.push_back(sig[i]), fold_agree.push_back(c.select_pred[i] == sel.y[i]);
     }
     Acceptor fold;
     fold.fit(fold_rows, fold_agree, seed + f + 1);
@@ -110,8 +111,8 @@ std::vector<float> select_thresholds(std::span<const float> select_scores,
     if (!select_ood[i]) in_dist.push_back(select_scores[i]);
   if (in_dist.empty()) return {};
   // Expected calibrate rows scale with the in-distribution share.
-  size_t effective_calib = static_cast<size_t>(
-      std::floor(double(calib_size) * in_dist.size() / select_scores.size()));
+  size_t effective_calib =
+      static_cast<size_t>(std::floor(double(calib_size) * in_dist.size() / select_scores.size()));
   auto seq = threshold_sequence(in_dist, effective_calib, min_first_rows);
   const float lowest = *std::min_element(in_dist.begin(), in_dist.end());
   std::vector<float> out;
@@ -159,7 +160,8 @@ WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const 
   const size_t rows = split.size();
   if (plan.method == Method::kNone || plan.steps.empty() || rows == 0) return res;
   const auto& s1 = on_select ? plan.s1->sel_score : plan.s1->cal_score;
-  const auto& p1 = on_select ? zoo[plan.s1->candidate].select_pred : zoo[plan.s1->candidate].calib_pred;
+  const auto& p1 =
+      on_select ? zoo[plan.s1->candidate].select_pred : zoo[plan.s1->candidate].calib_pred;
   const std::vector<float>* s2 = nullptr;
   const std::vector<int>* p2 = nullptr;
   if (plan.s2) {

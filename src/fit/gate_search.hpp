@@ -40,7 +40,7 @@ struct ScoredStage {
   std::vector<float> sel_score;  // cross-fitted on select (out-of-sample)
   std::vector<float> cal_score;  // the deployed acceptor's scores
   int first_rows = 0;  // size of the walk's first step (first_step_rows), set by the fitter
-  OodGate ood;                             // copy of the shared gate with this stage's reference
+  OodGate ood;         // copy of the shared gate with this stage's reference
   std::vector<uint8_t> sel_ood, cal_ood;  // 1: flagged (never accepted)
 };
 

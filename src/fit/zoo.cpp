@@ -1,16 +1,14 @@
 #include "fit/zoo.hpp"
 
 #include <algorithm>
-#include <numeric>
-
-#include "models/ensemble.hpp"
-
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <numeric>
 #include <queue>
 #include <thread>
 
+#include "models/ensemble.hpp"
 #include "util/error.hpp"
 #include "util/progress.hpp"
 

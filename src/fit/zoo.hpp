@@ -16,8 +16,8 @@ struct Candidate {
   std::unique_ptr<Surrogate> model;  // null when the fit failed
   std::string error;                 // why it failed
   double fit_seconds = 0;
-  double select_agreement = 0;       // argmax == teacher on select
-  std::vector<float> select_probs;   // rows × K, row-major
+  double select_agreement = 0;      // argmax == teacher on select
+  std::vector<float> select_probs;  // rows × K, row-major
   std::vector<float> calib_probs;
   std::vector<int> select_pred, calib_pred;
 };

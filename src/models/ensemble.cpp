@@ -18,7 +18,8 @@ EnsembleSurrogate::EnsembleSurrogate(std::vector<std::unique_ptr<Surrogate>> mem
     if (m->num_classes() != num_classes_)
       throw InputError("ensemble members disagree on the number of labels");
   if (num_classes_ > kMaxEnsembleClasses)
-    throw InputError("ensembles support at most " + std::to_string(kMaxEnsembleClasses) + " labels");
+    throw InputError("ensembles support at most " + std::to_string(kMaxEnsembleClasses) +
+                     " labels");
 }
 
 void EnsembleSurrogate::fit(const SparseMatrix& X, std::span<const int> y, int num_classes,

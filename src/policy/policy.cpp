@@ -41,10 +41,14 @@ void load_stage(BinaryReader& r, Stage& s, size_t num_labels) {
 
 std::string method_name(Method m) {
   switch (m) {
-    case Method::kNone: return "none";
-    case Method::kGlobal: return "global";
-    case Method::kL2D: return "l2d";
-    case Method::kRSB: return "rsb";
+    case Method::kNone:
+      return "none";
+    case Method::kGlobal:
+      return "global";
+    case Method::kL2D:
+      return "l2d";
+    case Method::kRSB:
+      return "rsb";
   }
   return "none";
 }

@@ -28,8 +28,8 @@ Method parse_method(const std::string& s);  // throws InputError
 struct Stage {
   std::unique_ptr<Surrogate> surrogate;
   Acceptor acceptor;
-  float threshold = 0;              // accept when acceptor score >= threshold
-  std::vector<float> label_prior;   // per-label agreement rate on select (acceptor signal)
+  float threshold = 0;             // accept when acceptor score >= threshold
+  std::vector<float> label_prior;  // per-label agreement rate on select (acceptor signal)
 };
 
 struct Policy {

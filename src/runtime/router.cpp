@@ -9,10 +9,14 @@ namespace tracer {
 
 std::string reason_name(DeferReason r) {
   switch (r) {
-    case DeferReason::kNone: return "";
-    case DeferReason::kBelowThreshold: return "below_threshold";
-    case DeferReason::kOutOfDistribution: return "out_of_distribution";
-    case DeferReason::kNoPolicy: return "no_policy";
+    case DeferReason::kNone:
+      return "";
+    case DeferReason::kBelowThreshold:
+      return "below_threshold";
+    case DeferReason::kOutOfDistribution:
+      return "out_of_distribution";
+    case DeferReason::kNoPolicy:
+      return "no_policy";
   }
   return "";
 }
@@ -34,12 +38,13 @@ Router::Router(Policy policy, nlohmann::json manifest)
 Router Router::load(const std::string& dir) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(dir))
-    throw InputError("policy folder " + dir + " does not exist; create it with `tracer fit TRACES -o " +
-                     dir + "`");
+    throw InputError("policy folder " + dir +
+                     " does not exist; create it with `tracer fit TRACES -o " + dir + "`");
   std::string manifest_path = (fs::path(dir) / "manifest.json").string();
   std::string model_path = (fs::path(dir) / "model.bin").string();
   if (!fs::exists(manifest_path) || !fs::exists(model_path))
-    throw InputError(dir + " is not a complete tracer policy (needs manifest.json and model.bin); "
+    throw InputError(dir +
+                     " is not a complete tracer policy (needs manifest.json and model.bin); "
                      "run `tracer fit` again");
   nlohmann::json manifest;
   try {
@@ -79,8 +84,7 @@ RouteResult Router::route(std::string_view text, RouteScratch& s) const {
   return route_features(s.x.row(), stats, s);
 }
 
-RouteResult Router::route_features(SparseRow x, const FeatureStats& stats,
-                                   RouteScratch& s) const {
+RouteResult Router::route_features(SparseRow x, const FeatureStats& stats, RouteScratch& s) const {
   RouteResult r;
   StageView v1 = evaluate_stage(policy_.stage1, x, stats, s.probs);
   r.label = v1.label;

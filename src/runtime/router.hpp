@@ -13,11 +13,11 @@ enum class DeferReason { kNone, kBelowThreshold, kOutOfDistribution, kNoPolicy }
 std::string reason_name(DeferReason r);
 
 struct RouteResult {
-  int label = -1;           // the surrogate's answer (argmax of the answering stage)
-  float probability = 0;    // its probability
-  bool handled = false;     // true: the surrogate answers; false: defer to the LLM
-  float accept_score = 0;   // acceptor score of the stage that decided
-  int stage = 1;            // 1 or 2 (rsb second stage)
+  int label = -1;          // the surrogate's answer (argmax of the answering stage)
+  float probability = 0;   // its probability
+  bool handled = false;    // true: the surrogate answers; false: defer to the LLM
+  float accept_score = 0;  // acceptor score of the stage that decided
+  int stage = 1;           // 1 or 2 (rsb second stage)
   DeferReason reason = DeferReason::kNone;
   float known_fraction = 0, similarity = 0;  // OOD signals
 };

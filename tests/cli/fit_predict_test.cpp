@@ -67,7 +67,9 @@ TEST(CliFitPredict, FitWritesArtifactAndPredictRoutes) {
 
   // --input keeps order and echoes ids.
   std::string in = dir.file("in.jsonl");
-  write_file(in, "{\"id\": 1, \"input\": \"card arrival\"}\n\n{\"id\": \"b\", \"text\": \"exchange rate\"}\n\"plain string\"\n");
+  write_file(in,
+             "{\"id\": 1, \"input\": \"card arrival\"}\n\n{\"id\": \"b\", \"text\": \"exchange "
+             "rate\"}\n\"plain string\"\n");
   auto many = run_cli("predict " + out + " --input " + in + " -o " + dir.file("out.jsonl"));
   ASSERT_EQ(many.exit_code, 0) << many.err;
   std::istringstream lines(read_file(dir.file("out.jsonl")));
@@ -142,7 +144,8 @@ TEST(CliFitPredict, RefusalReplacesAStalePolicyAndDefersEverything) {
 TEST(CliFitPredict, HelpExplainsCommandsAndFlags) {
   auto top = run_cli("--help");
   EXPECT_EQ(top.exit_code, 0);
-  for (const char* cmd : {"fit", "predict", "demo"}) EXPECT_NE(top.out.find(cmd), std::string::npos);
+  for (const char* cmd : {"fit", "predict", "demo"})
+    EXPECT_NE(top.out.find(cmd), std::string::npos);
   auto fit = run_cli("fit --help");
   for (const char* flag : {"--target", "--delta", "--skip-invalid", "--trees", "--zoo", "--quiet"})
     EXPECT_NE(fit.out.find(flag), std::string::npos) << flag;

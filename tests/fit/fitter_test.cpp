@@ -55,8 +55,7 @@ TEST(Fitter, FrontierCoverageNeverIncreasesWithTheTarget) {
   FitResult r = fit_quiet(set, small_options(0.9));
   std::map<std::string, std::vector<std::pair<double, double>>> by_method;
   for (const auto& row : r.frontier["rows"])
-    by_method[row["method"]].emplace_back(row["target"].get<double>(),
-                                          row.value("coverage", 0.0));
+    by_method[row["method"]].emplace_back(row["target"].get<double>(), row.value("coverage", 0.0));
   ASSERT_EQ(by_method.size(), 3u);
   for (auto& [method, rows] : by_method) {
     std::sort(rows.begin(), rows.end());
@@ -124,7 +123,8 @@ TEST(Fitter, GuaranteeHoldsOnFreshTrafficOverManySeeds) {
   EXPECT_GE(deployed, runs / 2) << "the fixture should usually certify something";
   // 99.9% quantile of Binomial(40, 0.05) is 7.
   EXPECT_LE(violations, testing::sanitized() ? 3 : 7);
-  std::printf("guarantee check: %d deployed of %d runs, %d violations\n", deployed, runs, violations);
+  std::printf("guarantee check: %d deployed of %d runs, %d violations\n", deployed, runs,
+              violations);
 }
 
 }  // namespace

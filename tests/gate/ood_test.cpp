@@ -9,7 +9,8 @@ SparseMatrix two_cluster_matrix(std::vector<int>& y) {
   SparseMatrix X(10);
   // Class 0 lives on features 0-2, class 1 on features 3-5; features 6-9 are never used.
   for (int i = 0; i < 20; ++i) {
-    std::vector<uint32_t> idx = i % 2 ? std::vector<uint32_t>{3, 4, 5} : std::vector<uint32_t>{0, 1, 2};
+    std::vector<uint32_t> idx =
+        i % 2 ? std::vector<uint32_t>{3, 4, 5} : std::vector<uint32_t>{0, 1, 2};
     std::vector<float> val(3, 0.57735f);
     X.add_row({idx, val});
     y.push_back(i % 2);
@@ -47,10 +48,10 @@ TEST(OodGate, CombinedScoreFlagsRowsUnusualOnAnySignal) {
   for (int i = 0; i < 1000; ++i) flagged += g.is_ood(known[i], sim[i], top1[i]);
   EXPECT_GE(flagged, 30);
   EXPECT_LE(flagged, 50);
-  EXPECT_FALSE(g.is_ood(0.9f, 0.8f, 0.9f));   // typical on every signal
-  EXPECT_TRUE(g.is_ood(0.1f, 0.8f, 0.9f));    // unknown vocabulary
-  EXPECT_TRUE(g.is_ood(0.9f, 0.0f, 0.9f));    // far from every centroid
-  EXPECT_TRUE(g.is_ood(0.9f, 0.8f, 0.01f));   // surrogate unsure
+  EXPECT_FALSE(g.is_ood(0.9f, 0.8f, 0.9f));                             // typical on every signal
+  EXPECT_TRUE(g.is_ood(0.1f, 0.8f, 0.9f));                              // unknown vocabulary
+  EXPECT_TRUE(g.is_ood(0.9f, 0.0f, 0.9f));                              // far from every centroid
+  EXPECT_TRUE(g.is_ood(0.9f, 0.8f, 0.01f));                             // surrogate unsure
   EXPECT_LT(g.score(0.55f, 0.35f, 0.25f), g.score(0.55f, 0.8f, 0.9f));  // several signals low
   g.disable();
   EXPECT_FALSE(g.is_ood(0.1f, 0.0f, 0.01f));
