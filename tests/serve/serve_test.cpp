@@ -327,8 +327,17 @@ TEST(Serve, RouteApiEndpointsLimitsAndAuth) {
   EXPECT_EQ(bad, 0);
   route_ok += 2 * texts.size();
 
-  // Metrics count what we sent.
+  // Metrics count what we sent. A request is counted once its response has been written, so
+  // the last ones may land a moment after the client read them: poll briefly.
   auto met = c->Get("/metrics", auth);
+  for (int tries = 0; tries < 100 && met && met->status == 200 &&
+                      metric(met->body, R"(tracer_requests_total{endpoint="/v1/route",status="200"})") <
+                          static_cast<double>(route_ok);
+       ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    met = c->Get("/metrics", auth);
+  }
+  ASSERT_TRUE(met);
   ASSERT_EQ(met->status, 200);
   const std::string& mt = met->body;
   EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/route",status="200"})"),
