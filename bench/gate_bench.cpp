@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <random>
+#include <sstream>
 
 #include "bench_util.hpp"
 #include "fit/fitter.hpp"
@@ -81,6 +82,8 @@ int main(int argc, char** argv) {
                  "Random re-splits per dataset for the validity check (0: skip)");
   app.add_flag("--skip-table", skip_table, "Only run the validity check");
   app.add_option("--zoo", zoo, "Comma-separated zoo for the validity runs (default: default zoo)");
+  std::string validity_sets = "banking77,clinc150";
+  app.add_option("--validity-datasets", validity_sets, "Datasets for the validity check");
   CLI11_PARSE(app, argc, argv);
   g_ood_quantile = ood_quantile;
   json result;
@@ -158,7 +161,11 @@ int main(int argc, char** argv) {
 
   if (resplits > 0) {
     json validity = json::array();
-    for (const char* ds : {"banking77", "clinc150"}) {
+    std::vector<std::string> sets;
+    std::stringstream vs(validity_sets);
+    for (std::string d; std::getline(vs, d, ',');) sets.push_back(d);
+    for (const std::string& ds_name : sets) {
+      const char* ds = ds_name.c_str();
       TraceSet tr = load(std::string(ds) + "/train.jsonl"),
                te = load(std::string(ds) + "/test.jsonl");
       std::vector<Trace> pool = tr.traces;
