@@ -5,6 +5,8 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -15,7 +17,8 @@ TempDir::TempDir() {
   std::random_device rd;
   auto base = std::filesystem::temp_directory_path();
   for (int attempt = 0; attempt < 100; ++attempt) {
-    auto candidate = base / ("tracer_test_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
+    auto candidate =
+        base / ("tracer_test_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
     if (std::filesystem::create_directory(candidate)) {
       path_ = candidate;
       return;
@@ -55,7 +58,22 @@ CommandResult run_cli(const std::string& args) {
   return r;
 }
 
-std::string source_path(const std::string& rel) { return std::string(TRACER_SOURCE_DIR) + "/" + rel; }
+std::string source_path(const std::string& rel) {
+  return std::string(TRACER_SOURCE_DIR) + "/" + rel;
+}
+
+std::vector<std::string> banking77_lines(int labels, int per_label) {
+  std::ifstream in(source_path("data/banking77/train.jsonl"));
+  if (!in) throw std::runtime_error("cannot read the shipped Banking77 traces");
+  std::map<std::string, int> seen;
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    const std::string t = nlohmann::json::parse(line)["teacher"];
+    if (!seen.count(t) && static_cast<int>(seen.size()) >= labels) continue;
+    if (seen[t]++ < per_label) out.push_back(line);
+  }
+  return out;
+}
 
 bool sanitized() { return std::getenv("TRACER_SANITIZED") != nullptr; }
 

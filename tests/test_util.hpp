@@ -2,6 +2,7 @@
 // Helpers shared by tests: temporary directories, writing files, running the CLI.
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace tracer::testing {
 
@@ -32,6 +33,10 @@ CommandResult run_cli(const std::string& args);
 
 // Path of a file in the source tree, e.g. source_path("data/banking77/train.jsonl").
 std::string source_path(const std::string& rel);
+
+// The shipped Banking77 train lines (raw JSONL) of the first `labels` labels met in the file, at
+// most `per_label` each: a small real trace file for end-to-end tests.
+std::vector<std::string> banking77_lines(int labels, int per_label);
 
 // True under the ASan/UBSan build: tests shrink heavy workloads there.
 bool sanitized();

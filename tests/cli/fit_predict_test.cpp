@@ -1,8 +1,6 @@
 // End-to-end: run the real `tracer` binary on real files, as a user would.
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -15,21 +13,13 @@ namespace {
 using nlohmann::json;
 using testing::read_file;
 using testing::run_cli;
-using testing::source_path;
 using testing::TempDir;
 using testing::write_file;
 
 // A Banking77 subset: the first `per_label` traces of the first `labels` labels.
 std::string banking_subset(const TempDir& dir, int labels, int per_label) {
-  std::ifstream in(source_path("data/banking77/train.jsonl"));
-  std::map<std::string, int> seen;
-  std::string line, out;
-  while (std::getline(in, line)) {
-    auto j = json::parse(line);
-    std::string t = j["teacher"];
-    if (!seen.count(t) && static_cast<int>(seen.size()) >= labels) continue;
-    if (seen[t]++ < per_label) out += line + "\n";
-  }
+  std::string out;
+  for (const auto& line : testing::banking77_lines(labels, per_label)) out += line + "\n";
   std::string path = dir.file("traces.jsonl");
   write_file(path, out);
   return path;

@@ -19,15 +19,12 @@ inline constexpr const char* kHostileInput = "<img src=x onerror=alert(2)> card 
 // The first `per_label` traces of the first `labels` Banking77 labels, as JSONL. With `hostile`,
 // the second label is renamed kHostileLabel and a few of its inputs get kHostileInput prepended.
 inline std::string banking_subset(int labels, int per_label, bool hostile = false) {
-  std::ifstream in(source_path("data/banking77/train.jsonl"));
   std::map<std::string, int> seen;
-  std::string line, out;
-  while (std::getline(in, line)) {
+  std::string out;
+  for (const auto& line : banking77_lines(labels, per_label)) {
     auto j = nlohmann::json::parse(line);
     const std::string t = j["teacher"];
-    if (!seen.count(t) && static_cast<int>(seen.size()) >= labels) continue;
     const int n = seen[t]++;
-    if (n >= per_label) continue;
     if (hostile && seen.size() == 2) {
       j["teacher"] = kHostileLabel;
       if (n % 4 == 0) j["input"] = std::string(kHostileInput) + " " + j["input"].get<std::string>();

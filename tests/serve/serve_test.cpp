@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <set>
 #include <thread>
 
 #include "io/trace_store.hpp"
@@ -50,13 +51,11 @@ struct Subset {
 };
 
 Subset banking_subset(const TempDir& dir, const std::string& name, int labels, int per_label) {
-  std::ifstream in(source_path("data/banking77/train.jsonl"));
-  std::map<std::string, int> seen;
-  std::string line, out;
-  while (std::getline(in, line)) {
-    std::string t = json::parse(line)["teacher"];
-    if (!seen.count(t) && static_cast<int>(seen.size()) >= labels) continue;
-    if (seen[t]++ < per_label) out += line + "\n";
+  std::set<std::string> seen;
+  std::string out, line;
+  for (const auto& l : testing::banking77_lines(labels, per_label)) {
+    seen.insert(json::parse(l)["teacher"].get<std::string>());
+    out += l + "\n";
   }
   Subset s;
   s.train_path = dir.file(name);
