@@ -185,7 +185,16 @@ WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const 
     }
     steps.push_back(step);
   }
-  CertifyResult c = walk_steps(std::move(steps), rows, params.alpha, params.delta, params.min_rows);
+  // Steps smaller than the planned first step are skipped, not tested: the thresholds come from
+  // cross-fitted select scores, and the deployed acceptor's scores can be packed more tightly at
+  // the top, so the strictest thresholds may accept far fewer rows here than planned, too few to
+  // pass. Skipping depends on row counts only (no labels), so the sequence stays fixed.
+  int skip_below = params.min_rows;
+  if (plan.method != Method::kGlobal)
+    skip_below =
+        std::max(skip_below, static_cast<int>(plan.s1->first_rows * double(rows) /
+                                              std::max<size_t>(1, plan.s1->cal_score.size())));
+  CertifyResult c = walk_steps(std::move(steps), rows, params.alpha, params.delta, skip_below);
   res.trace = std::move(c.steps);
   res.certified = c.certified;
   if (res.certified) {

@@ -77,6 +77,8 @@ struct WalkParams {
 };
 
 // Fixed-sequence walk of a plan on one split (select for the dry run, calibrate to certify).
+// Steps of an l2d/rsb plan that accept fewer rows than the stage's planned first step (scaled to
+// this split) are skipped, not tested; a global plan's single step is always tested.
 WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& split,
                      bool on_select, const WalkParams& params);
 
