@@ -76,9 +76,10 @@ Command add_serve_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "serve",
       "Serve a policy over HTTP: POST /v1/route, /v1/route/batch, GET /healthz, /v1/policy, "
-      "/metrics. With --upstream, also an OpenAI-compatible POST /v1/chat/completions that "
-      "answers with the surrogate when it is certified to, and otherwise forwards to the LLM and "
-      "records the new trace. SIGHUP or POST /v1/admin/reload reloads the policy folder.");
+      "/metrics, GET/POST /v1/audit. With --upstream, also an OpenAI-compatible POST "
+      "/v1/chat/completions that answers with the surrogate when it is certified to, and "
+      "otherwise forwards to the LLM and records the new trace. SIGHUP or POST /v1/admin/reload "
+      "reloads the policy folder.");
   sub->add_option("policy", o.policy_dir, "Policy folder written by `tracer fit`")
       ->required()
       ->check(CLI::ExistingDirectory);
@@ -128,6 +129,27 @@ Command add_serve_command(CLI::App& app) {
                   "POLICY_DIR/traces.db)");
   sub->add_flag("--record-handled", o.record_handled,
                 "Also record requests the surrogate answered (their label is the surrogate's)");
+  sub->add_option("--audit-share", o.audit.share,
+                  "Shadow audit (proxy mode): also send this share of handled requests to the LLM "
+                  "and track live agreement; when it is shown below the policy's target, defer "
+                  "everything until a refit (0 = off; e.g. 0.02)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--audit-min-rows", o.audit.min_rows,
+                  "Audited rows (proxy samples and POST /v1/audit feedback) before the audit may "
+                  "trip")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000000));
+  sub->add_option("--audit-seed", o.audit.seed, "Seed of the shadow-audit sample")
+      ->capture_default_str();
+  sub->add_option("--audit-concurrency", o.audit_concurrency,
+                  "Shadow-audit calls to the upstream at once (background workers)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  sub->add_option("--audit-queue", o.audit_queue,
+                  "Shadow audits waiting for a worker; more are dropped and counted")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   return {sub, [args] { return run_serve(*args); }};
 }
 

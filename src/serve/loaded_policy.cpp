@@ -1,16 +1,53 @@
 #include "serve/loaded_policy.hpp"
 
 namespace tracer::serve {
+namespace {
 
-LoadedPolicy::LoadedPolicy(Router router) : router_(std::move(router)), pool_(router_) {
+// α and δ the policy was certified at; no monitor when the manifest lacks them.
+std::shared_ptr<AuditMonitor> make_monitor(const nlohmann::json& manifest,
+                                           const AuditOptions& audit) {
+  auto gate = manifest.find("gate");
+  if (gate == manifest.end() || !gate->is_object()) return nullptr;
+  auto target = gate->find("target"), delta = gate->find("delta");
+  if (target == gate->end() || delta == gate->end() || !target->is_number() || !delta->is_number())
+    return nullptr;
+  double a = target->get<double>(), d = delta->get<double>();
+  if (!(a > 0 && a < 1 && d > 0 && d < 1)) return nullptr;
+  return std::make_shared<AuditMonitor>(a, d, audit);
+}
+
+}  // namespace
+
+std::string Decision::reason() const {
+  if (audit_tripped) return "audit";
+  return route.handled ? std::string() : reason_name(route.reason);
+}
+
+LoadedPolicy::LoadedPolicy(Router router, const AuditOptions& audit)
+    : LoadedPolicy(std::move(router), std::shared_ptr<AuditMonitor>()) {
+  audit_ = make_monitor(router_.manifest(), audit);
+}
+
+LoadedPolicy::LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit)
+    : router_(std::move(router)), audit_(std::move(audit)), pool_(router_) {
   manifest_json_ =
       router_.manifest().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   const auto& labels = router_.policy().labels;
   for (size_t i = 0; i < labels.size(); ++i) label_index_.emplace(labels[i], static_cast<int>(i));
 }
 
-std::shared_ptr<const LoadedPolicy> LoadedPolicy::load(const std::string& dir) {
-  return std::make_shared<const LoadedPolicy>(Router::load(dir));
+std::shared_ptr<const LoadedPolicy> LoadedPolicy::load(const std::string& dir,
+                                                       const AuditOptions& audit) {
+  return std::make_shared<const LoadedPolicy>(Router::load(dir), audit);
+}
+
+std::shared_ptr<const LoadedPolicy> LoadedPolicy::reload(const std::string& dir,
+                                                         const AuditOptions& audit,
+                                                         const LoadedPolicy& previous) {
+  Router router = Router::load(dir);
+  if (router.policy().policy_version != previous.version() || !previous.audit_)
+    return std::make_shared<const LoadedPolicy>(std::move(router), audit);
+  return std::shared_ptr<const LoadedPolicy>(new LoadedPolicy(std::move(router), previous.audit_));
 }
 
 RouteResult LoadedPolicy::route(std::string_view text) const {
@@ -18,17 +55,25 @@ RouteResult LoadedPolicy::route(std::string_view text) const {
   return router_.route(text, *scratch);
 }
 
+Decision LoadedPolicy::decide(std::string_view text) const {
+  Decision d;
+  d.route = route(text);
+  d.audit_tripped = audit_ && audit_->tripped();
+  return d;
+}
+
 int LoadedPolicy::label_index(std::string_view name) const {
   auto it = label_index_.find(std::string(name));
   return it == label_index_.end() ? -1 : it->second;
 }
 
-nlohmann::json LoadedPolicy::decision_json(const RouteResult& r) const {
+nlohmann::json LoadedPolicy::decision_json(const Decision& d) const {
+  const RouteResult& r = d.route;
   nlohmann::json j{{"label", router_.label_name(r.label)},
                    {"probability", r.probability},
-                   {"decision", r.handled ? "handled" : "deferred"},
+                   {"decision", d.handled() ? "handled" : "deferred"},
                    {"accept_score", r.accept_score}};
-  if (!r.handled) j["reason"] = reason_name(r.reason);
+  if (!d.handled()) j["reason"] = d.reason();
   if (r.stage != 1) j["stage"] = r.stage;
   j["policy_version"] = version();
   return j;

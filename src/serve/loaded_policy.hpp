@@ -9,21 +9,41 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "runtime/audit.hpp"
 #include "runtime/router.hpp"
 #include "serve/scratch_pool.hpp"
 
 namespace tracer::serve {
 
+// What the server answers for one text: the router's decision, unless the shadow audit has
+// tripped, which defers everything with reason "audit".
+struct Decision {
+  RouteResult route;  // the router's own decision
+  bool audit_tripped = false;
+  bool handled() const { return route.handled && !audit_tripped; }
+  std::string reason() const;  // "" when handled
+};
+
 class LoadedPolicy {
  public:
-  explicit LoadedPolicy(Router router);
+  // The audit monitor takes α and δ from manifest.json's gate (target, delta); a manifest
+  // without them gets none (audit() is null).
+  explicit LoadedPolicy(Router router, const AuditOptions& audit = {});
   LoadedPolicy(const LoadedPolicy&) = delete;
   LoadedPolicy& operator=(const LoadedPolicy&) = delete;
 
-  static std::shared_ptr<const LoadedPolicy> load(const std::string& dir);
+  static std::shared_ptr<const LoadedPolicy> load(const std::string& dir,
+                                                  const AuditOptions& audit = {});
+  // Reloading the policy version `previous` serves keeps its monitor: only a refit (a new
+  // version) clears a tripped audit.
+  static std::shared_ptr<const LoadedPolicy> reload(const std::string& dir,
+                                                    const AuditOptions& audit,
+                                                    const LoadedPolicy& previous);
 
   const Router& router() const { return router_; }
   RouteResult route(std::string_view text) const;
+  Decision decide(std::string_view text) const;
+  AuditMonitor* audit() const { return audit_.get(); }  // null without gate.target/delta
   const std::string& version() const { return router_.policy().policy_version; }
   std::string method() const { return method_name(router_.policy().method); }
   const std::string& manifest_json() const { return manifest_json_; }
@@ -31,10 +51,13 @@ class LoadedPolicy {
   int label_index(std::string_view name) const;  // -1 when not a label of this policy
 
   // {label, probability, decision, accept_score, reason (deferred only), policy_version}.
-  nlohmann::json decision_json(const RouteResult& r) const;
+  nlohmann::json decision_json(const Decision& d) const;
 
  private:
+  LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit);
+
   Router router_;
+  std::shared_ptr<AuditMonitor> audit_;
   mutable ScratchPool pool_;  // internally synchronised
   std::string manifest_json_;
   std::unordered_map<std::string, int> label_index_;

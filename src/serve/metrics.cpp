@@ -8,10 +8,13 @@ namespace tracer::serve {
 namespace {
 
 constexpr std::array<std::string_view, kEndpoints> kPaths = {
-    "/v1/route",  "/v1/route/batch", "/v1/chat/completions", "/healthz",
-    "/v1/policy", "/metrics",        "/v1/admin/reload",     "other"};
+    "/v1/route",        "/v1/route/batch", "/v1/chat/completions",
+    "/healthz",         "/v1/policy",      "/metrics",
+    "/v1/admin/reload", "/v1/audit",       "other"};
 constexpr std::array<std::string_view, kUpstreamOutcomes> kOutcomes = {"ok", "http_error",
                                                                        "unreachable", "timeout"};
+constexpr std::array<std::string_view, kAuditOutcomes> kAuditOutcomeNames = {
+    "agreed", "disagreed", "unusable", "dropped", "not_handled"};
 
 uint64_t load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
 
@@ -103,7 +106,7 @@ void Metrics::count_reload(bool ok) {
 }
 
 std::string Metrics::render(std::string_view policy_version, std::string_view method,
-                            size_t num_labels) const {
+                            size_t num_labels, const AuditState* audit) const {
   std::string out;
   out.reserve(8192);
   header(out, "tracer_requests_total", "counter", "HTTP requests by endpoint and status code.");
@@ -124,6 +127,8 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
   for (int r = 1; r < kReasons; ++r)
     out += fmt::format("tracer_decisions_total{{decision=\"deferred\",reason=\"{}\"}} {}\n",
                        reason_name(static_cast<DeferReason>(r)), load(decisions_[r]));
+  out += fmt::format("tracer_decisions_total{{decision=\"deferred\",reason=\"audit\"}} {}\n",
+                     load(audit_deferred_));
   header(out, "tracer_upstream_requests_total", "counter",
          "Proxy calls to the upstream LLM by outcome (after retries).");
   for (int o = 0; o < kUpstreamOutcomes; ++o)
@@ -147,6 +152,30 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
   out += fmt::format("tracer_policy_reloads_total{{result=\"failure\"}} {}\n", load(reloads_[0]));
   header(out, "tracer_inflight_requests", "gauge", "Requests being handled now.");
   out += fmt::format("tracer_inflight_requests {}\n", inflight_.load(std::memory_order_relaxed));
+  header(out, "tracer_audit_requests_total", "counter",
+         "Shadow-audit samples and /v1/audit feedback by outcome (only agreed and disagreed are "
+         "recorded in the monitor).");
+  for (int o = 0; o < kAuditOutcomes; ++o)
+    out += fmt::format("tracer_audit_requests_total{{outcome=\"{}\"}} {}\n", kAuditOutcomeNames[o],
+                       load(audit_[o]));
+  if (audit) {
+    // Gauges of the served policy's monitor: a reload to a new policy version starts them over.
+    auto gauge = [&out](std::string_view name, std::string_view help, auto value) {
+      header(out, name, "gauge", help);
+      out += fmt::format("{} {}\n", name, value);
+    };
+    gauge("tracer_audit_rows", "Audited rows of the served policy (n).", audit->rows);
+    gauge("tracer_audit_agreed_rows", "Of them, where the surrogate agreed with the LLM (k).",
+          audit->agreed);
+    gauge("tracer_audit_agreement", "Live agreement k / n (0 while n = 0).", audit->agreement);
+    gauge("tracer_audit_agreement_upper_bound",
+          "One-sided Clopper-Pearson upper bound on the live agreement (see docs/serve.md).",
+          audit->upper_bound);
+    gauge("tracer_audit_target", "The policy's target agreement alpha.", audit->alpha);
+    gauge("tracer_audit_tripped",
+          "1 once the upper bound fell below the target: everything is deferred.",
+          audit->tripped ? 1 : 0);
+  }
   header(out, "tracer_policy_info", "gauge", "The policy being served (value is always 1).");
   out += fmt::format("tracer_policy_info{{policy_version=\"{}\",method=\"{}\",labels=\"{}\"}} 1\n",
                      prometheus_escape(policy_version), prometheus_escape(method), num_labels);

@@ -7,17 +7,38 @@
 #include <string>
 #include <string_view>
 
+#include "runtime/audit.hpp"
 #include "runtime/router.hpp"
 
 namespace tracer::serve {
 
-enum class Endpoint : int { kRoute, kBatch, kChat, kHealth, kPolicy, kMetrics, kReload, kOther };
-inline constexpr int kEndpoints = 8;
+enum class Endpoint : int {
+  kRoute,
+  kBatch,
+  kChat,
+  kHealth,
+  kPolicy,
+  kMetrics,
+  kReload,
+  kAudit,
+  kOther
+};
+inline constexpr int kEndpoints = 9;
 std::string_view endpoint_path(Endpoint e);  // "other" for kOther
 Endpoint endpoint_of(std::string_view path);
 
 enum class UpstreamOutcome : int { kOk, kHttpError, kUnreachable, kTimeout };
 inline constexpr int kUpstreamOutcomes = 4;
+
+// What became of one shadow-audit sample (proxy) or feedback row (POST /v1/audit).
+enum class AuditOutcome : int {
+  kAgreed,      // recorded: the LLM gave the surrogate's label
+  kDisagreed,   // recorded: it gave another one
+  kUnusable,    // not recorded: the upstream failed or its answer held no label
+  kDropped,     // not recorded: the audit queue was full (or the server was stopping)
+  kNotHandled,  // not recorded: /v1/audit feedback on a text the surrogate defers
+};
+inline constexpr int kAuditOutcomes = 5;
 
 // Latency buckets (seconds) shared by every histogram.
 inline constexpr std::array<double, 16> kLatencyBuckets = {
@@ -44,6 +65,10 @@ class Metrics {
     latency_[static_cast<int>(e)].observe(seconds);
   }
   void count_decision(const RouteResult& r);
+  void count_audit_deferral() { audit_deferred_.fetch_add(1, std::memory_order_relaxed); }
+  void count_audit(AuditOutcome o) {
+    audit_[static_cast<int>(o)].fetch_add(1, std::memory_order_relaxed);
+  }
   void count_upstream(UpstreamOutcome o, double seconds, int retries);
   void count_trace(bool recorded, bool label_known);
   void count_reload(bool ok);
@@ -52,9 +77,10 @@ class Metrics {
   uint64_t requests(Endpoint e, int status) const;
   uint64_t handled() const { return decisions_[0].load(std::memory_order_relaxed); }
 
-  // The whole exposition; the policy gauge carries these labels.
-  std::string render(std::string_view policy_version, std::string_view method,
-                     size_t num_labels) const;
+  // The whole exposition; the policy gauge carries these labels. `audit` is the served
+  // policy's audit state (null: the policy has no monitor).
+  std::string render(std::string_view policy_version, std::string_view method, size_t num_labels,
+                     const AuditState* audit = nullptr) const;
 
  private:
   static constexpr int kMinStatus = 100, kStatuses = 500;
@@ -62,6 +88,8 @@ class Metrics {
   std::array<std::array<std::atomic<uint64_t>, kStatuses>, kEndpoints> requests_{};
   std::array<Histogram, kEndpoints> latency_{};
   std::array<std::atomic<uint64_t>, kReasons> decisions_{};
+  std::atomic<uint64_t> audit_deferred_{0};  // deferred because the audit tripped
+  std::array<std::atomic<uint64_t>, kAuditOutcomes> audit_{};
   std::array<std::atomic<uint64_t>, kUpstreamOutcomes> upstream_{};
   std::atomic<uint64_t> upstream_retries_{0};
   Histogram upstream_latency_;

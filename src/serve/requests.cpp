@@ -85,6 +85,25 @@ RouteRequest parse_route_request(std::string_view body, const RequestLimits& lim
   return r;
 }
 
+AuditRequest parse_audit_request(std::string_view body, const RequestLimits& limits) {
+  RouteRequest rq = parse_route_request(body, limits);
+  json j = parse_object(body);
+  const char* key = nullptr;
+  const json* l = find_first(j, {"label", "teacher"}, &key);
+  if (!l)
+    throw invalid(
+        "missing \"label\": send {\"text\": \"...\", \"label\": \"<the LLM's label for the "
+        "text>\"}");
+  if (!l->is_string()) throw invalid(std::string("\"") + key + "\" must be a string");
+  AuditRequest r;
+  r.label = std::string(trim(l->get_ref<const std::string&>()));
+  if (r.label.empty()) throw invalid(std::string("\"") + key + "\" must not be empty");
+  check_text_size(r.label.size(), limits, "the label");
+  r.text = std::move(rq.text);
+  r.id = std::move(rq.id);
+  return r;
+}
+
 std::vector<std::string> parse_batch_request(std::string_view body, const RequestLimits& limits) {
   json j = parse_object(body);
   reject_vectors(j);

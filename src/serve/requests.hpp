@@ -40,6 +40,15 @@ struct RouteRequest {
 };
 RouteRequest parse_route_request(std::string_view body, const RequestLimits& limits);
 
+// POST /v1/audit: {"text": "...", "label": "<the LLM's label for it>"} ("input" for "text",
+// "teacher" for "label"); an optional "id" is echoed back.
+struct AuditRequest {
+  std::string text;
+  std::string label;  // trimmed, never empty
+  nlohmann::json id;  // null when absent
+};
+AuditRequest parse_audit_request(std::string_view body, const RequestLimits& limits);
+
 // POST /v1/route/batch: {"texts": [...]} (or "inputs").
 std::vector<std::string> parse_batch_request(std::string_view body, const RequestLimits& limits);
 

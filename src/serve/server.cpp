@@ -1,14 +1,18 @@
 #include "serve/server.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "io/trace_store.hpp"
+#include "serve/audit_queue.hpp"
 #include "serve/http_server.hpp"
 #include "serve/loaded_policy.hpp"
 #include "serve/metrics.hpp"
@@ -49,6 +53,8 @@ const char* allowed_methods(Endpoint e) {
     case Endpoint::kPolicy:
     case Endpoint::kMetrics:
       return "GET, HEAD";
+    case Endpoint::kAudit:
+      return "GET, HEAD, POST";
     default:
       return "POST";
   }
@@ -67,6 +73,39 @@ int64_t unix_ms() {
       .count();
 }
 
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// GET /v1/audit: the served policy's audit state.
+json audit_json(const LoadedPolicy& p) {
+  json j{{"policy_version", p.version()}, {"enabled", p.audit() != nullptr}};
+  if (!p.audit()) {
+    j["message"] =
+        "manifest.json has no gate.target / gate.delta to audit against; refit the policy";
+    return j;
+  }
+  AuditState a = p.audit()->state();
+  j.update(json{{"alpha", a.alpha},
+                {"delta", a.delta},
+                {"share", a.share},
+                {"min_rows", a.min_rows},
+                {"rows", a.rows},
+                {"agreed", a.agreed},
+                {"agreement", a.agreement},
+                {"upper_bound", a.upper_bound},
+                {"confidence", a.confidence},
+                {"tripped", a.tripped}});
+  if (a.tripped) {
+    j["tripped_at_rows"] = a.tripped_at_rows;
+    j["message"] = fmt::format(
+        "the shadow audit tripped at {} audited rows: live agreement {:.4f} ({} of {}), upper "
+        "bound {:.4f} at confidence {:.4f}, is below the target {:g}. Every request is deferred "
+        "to the LLM until a refit re-certifies: tracer fit on recent traces into the policy "
+        "folder, then POST /v1/admin/reload",
+        a.tripped_at_rows, a.agreement, a.agreed, a.rows, a.upper_bound, a.confidence, a.alpha);
+  }
+  return j;
+}
+
 }  // namespace
 
 struct ApiServer::Impl {
@@ -83,9 +122,11 @@ struct ApiServer::Impl {
   std::atomic<bool> stopping{false}, running{false};
   bool bound = false;
   int port = 0;
+  std::unique_ptr<AuditQueue> audits;  // proxy with --audit-share > 0; uses the members above
   HttpServer http;  // last: destroyed first, while everything its handlers use is alive
 
-  explicit Impl(ServeOptions o) : opt(std::move(o)), slot(LoadedPolicy::load(opt.policy_dir)) {
+  explicit Impl(ServeOptions o)
+      : opt(std::move(o)), slot(LoadedPolicy::load(opt.policy_dir, checked(opt.audit))) {
     if (opt.threads < 1) throw InputError("--threads must be >= 1");
     if (opt.max_body_bytes < 1) throw InputError("--max-body-bytes must be >= 1");
     if (opt.limits.max_batch < 1) throw InputError("--max-batch must be >= 1");
@@ -96,6 +137,12 @@ struct ApiServer::Impl {
                           opt.upstream_retries, opt.upstream_backoff_ms});
       trace_db = opt.trace_db.empty() ? opt.policy_dir + "/traces.db" : opt.trace_db;
       store = std::make_unique<TraceStore>(trace_db);
+      if (opt.audit.share > 0)
+        audits = std::make_unique<AuditQueue>(opt.audit_concurrency, opt.audit_queue);
+    } else if (opt.audit.share > 0) {
+      throw InputError(
+          "--audit-share samples proxied traffic: add --upstream URL, or send your LLM's labels "
+          "to POST /v1/audit instead");
     } else if (!opt.label_json_field.empty() || !opt.label_regex.empty() || opt.record_handled ||
                !opt.upstream_api_key.empty()) {
       throw InputError(
@@ -103,6 +150,19 @@ struct ApiServer::Impl {
           "--upstream-api-key only apply in proxy mode; add --upstream URL");
     }
     configure();
+  }
+
+  // Throws InputError on bad audit options even when the policy has no monitor to use them.
+  static const AuditOptions& checked(const AuditOptions& a) {
+    AuditMonitor probe(0.5, 0.5, a);
+    return a;
+  }
+
+  void count(const Decision& d) {
+    if (d.audit_tripped)
+      metrics.count_audit_deferral();
+    else
+      metrics.count_decision(d.route);
   }
 
   void configure() {
@@ -124,6 +184,7 @@ struct ApiServer::Impl {
                       {"method", p->method()},
                       {"labels", p->num_labels()},
                       {"proxy", upstream != nullptr}};
+               if (p->audit()) j["audit_tripped"] = p->audit()->tripped();
                {
                  std::lock_guard<std::mutex> lock(reload_mu);
                  if (!last_reload_error.empty()) j["last_reload_error"] = last_reload_error;
@@ -135,15 +196,18 @@ struct ApiServer::Impl {
              }));
     http.Get("/metrics", wrap(Endpoint::kMetrics, true, [this](const auto&, auto& res) {
                auto p = slot.get();
-               res.set_content(metrics.render(p->version(), p->method(), p->num_labels()),
-                               "text/plain; version=0.0.4");
+               std::optional<AuditState> a;
+               if (p->audit()) a = p->audit()->state();
+               res.set_content(
+                   metrics.render(p->version(), p->method(), p->num_labels(), a ? &*a : nullptr),
+                   "text/plain; version=0.0.4");
              }));
     http.Post("/v1/route", wrap(Endpoint::kRoute, true, [this](const auto& req, auto& res) {
                 RouteRequest rq = parse_route_request(req.body, opt.limits);
                 auto p = slot.get();
-                RouteResult r = p->route(rq.text);
-                metrics.count_decision(r);
-                json j = p->decision_json(r);
+                Decision d = p->decide(rq.text);
+                count(d);
+                json j = p->decision_json(d);
                 if (!rq.id.is_null()) j["id"] = rq.id;
                 res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
               }));
@@ -152,9 +216,9 @@ struct ApiServer::Impl {
                 auto p = slot.get();
                 json results = json::array();
                 for (const auto& t : texts) {
-                  RouteResult r = p->route(t);
-                  metrics.count_decision(r);
-                  results.push_back(p->decision_json(r));
+                  Decision d = p->decide(t);
+                  count(d);
+                  results.push_back(p->decision_json(d));
                 }
                 json j{{"results", std::move(results)}, {"policy_version", p->version()}};
                 res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
@@ -172,6 +236,11 @@ struct ApiServer::Impl {
                 }
                 res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
               }));
+    http.Get("/v1/audit", wrap(Endpoint::kAudit, true, [this](const auto&, auto& res) {
+               res.set_content(dump(audit_json(*slot.get())), kJson);
+             }));
+    http.Post("/v1/audit", wrap(Endpoint::kAudit, true,
+                                [this](const auto& req, auto& res) { feedback(req, res); }));
     http.Post("/v1/chat/completions",
               wrap(Endpoint::kChat, true, [this](const auto& req, auto& res) { chat(req, res); }));
 
@@ -193,7 +262,7 @@ struct ApiServer::Impl {
             send_error(res, 404,
                        "no endpoint " + printable_path(req.path) +
                            "; see docs/serve.md (POST /v1/route, POST /v1/route/batch, GET "
-                           "/healthz, GET /v1/policy, GET /metrics)",
+                           "/healthz, GET /v1/policy, GET /metrics, GET/POST /v1/audit)",
                        "not_found");
           } else if (res.status == 413) {
             send_error(res, 413, "the request body is too large (--max-body-bytes)",
@@ -256,17 +325,108 @@ struct ApiServer::Impl {
   }
 
   void record(const LoadedPolicy& p, std::string input, std::string teacher, bool known,
-              std::string raw, const char* decision) {
+              std::string raw, const char* decision, const char* source = "proxy") {
     StoredTrace t;
     t.time_ms = unix_ms();
     t.input = std::move(input);
     t.teacher = std::move(teacher);
     t.label_known = known;
     t.raw_output = std::move(raw);
-    t.source = "proxy";
+    t.source = source;
     t.policy_version = p.version();
     t.decision = decision;
     metrics.count_trace(store->try_append(std::move(t)), known);
+  }
+
+  // The LLM's answer in an upstream chat completion, read as traces record it.
+  struct LlmAnswer {
+    std::string label;   // what the label parser extracted ("" when nothing)
+    bool known = false;  // label is one of the policy's
+    std::string raw;     // the whole answer, kept for unknown labels
+  };
+  LlmAnswer read_answer(const LoadedPolicy& p, const std::string& body) const {
+    LlmAnswer a;
+    if (chat_answer_text(body, a.raw)) a.label = label_parser.extract(a.raw);
+    a.known = !a.label.empty() && p.label_index(a.label) >= 0;
+    if (a.known) a.raw.clear();
+    return a;
+  }
+
+  // Compares the LLM's label with the surrogate's in the monitor of the policy that answered.
+  void record_audit(const LoadedPolicy& p, const std::string& llm_label,
+                    const std::string& surrogate_label) {
+    bool agreed = llm_label == surrogate_label;
+    p.audit()->record(agreed);
+    metrics.count_audit(agreed ? AuditOutcome::kAgreed : AuditOutcome::kDisagreed);
+  }
+
+  // The forwarded headers of a proxied request.
+  std::vector<std::pair<std::string, std::string>> forwarded(const httplib::Request& req) const {
+    std::vector<std::pair<std::string, std::string>> fwd;
+    for (const auto& [k, v] : req.headers) {
+      bool auth = iequals(k, "authorization");
+      // With --api-key the client's Authorization carries tracer's key: never pass it on.
+      if ((auth && opt.api_key.empty()) || (k.size() > 7 && iequals(k.substr(0, 7), "openai-")))
+        fwd.emplace_back(k, v);
+    }
+    return fwd;
+  }
+
+  // Queues a shadow audit of a handled chat completion: the same request goes to the LLM in a
+  // worker, after the client has the surrogate's answer. Returns false when it was dropped.
+  bool submit_audit(std::shared_ptr<const LoadedPolicy> p, const httplib::Request& req,
+                    std::string text, std::string surrogate_label) {
+    auto job = [this, p = std::move(p), body = req.body, fwd = forwarded(req),
+                text = std::move(text), surrogate_label = std::move(surrogate_label)]() mutable {
+      try {
+        UpstreamReply up = upstream->chat_completions(body, fwd);
+        metrics.count_upstream(up.outcome, up.seconds, up.retries);
+        LlmAnswer a;
+        if (up.outcome == UpstreamOutcome::kOk) a = read_answer(*p, up.body);
+        if (a.label.empty()) {
+          metrics.count_audit(AuditOutcome::kUnusable);
+          if (up.outcome != UpstreamOutcome::kOk) return;  // nothing learned
+        } else {
+          record_audit(*p, a.label, surrogate_label);
+        }
+        record(*p, std::move(text), a.known ? std::move(a.label) : std::string(), a.known,
+               std::move(a.raw), "handled", "audit");
+      } catch (const std::exception& e) {
+        metrics.count_audit(AuditOutcome::kUnusable);
+        std::cerr << "warning: shadow audit failed: " << e.what() << "\n";
+      }
+    };
+    if (audits->try_submit(std::move(job))) return true;
+    metrics.count_audit(AuditOutcome::kDropped);
+    return false;
+  }
+
+  // POST /v1/audit: a client's LLM label for a text; recorded when the surrogate handles it.
+  void feedback(const httplib::Request& req, httplib::Response& res) {
+    AuditRequest ar = parse_audit_request(req.body, opt.limits);
+    auto p = slot.get();
+    if (!p->audit())
+      throw ApiError(409, "audit_unavailable",
+                     "the served policy's manifest.json has no gate.target / gate.delta to "
+                     "audit against; refit it with this version of tracer");
+    Decision d = p->decide(ar.text);
+    const std::string& surrogate = p->router().label_name(d.route.label);
+    json j{{"surrogate_label", surrogate},
+           {"label", ar.label},
+           {"decision", d.route.handled ? "handled" : "deferred"}};
+    if (d.route.handled) {
+      record_audit(*p, ar.label, surrogate);
+      j["recorded"] = true;
+      j["agreed"] = ar.label == surrogate;
+    } else {
+      // The guarantee covers handled traffic only: deferred texts say nothing about it.
+      metrics.count_audit(AuditOutcome::kNotHandled);
+      j["recorded"] = false;
+      j["reason"] = reason_name(d.route.reason);
+    }
+    if (!ar.id.is_null()) j["id"] = ar.id;
+    j["audit"] = audit_json(*p);
+    res.set_content(dump(j), kJson);
   }
 
   void chat(const httplib::Request& req, httplib::Response& res) {
@@ -280,10 +440,11 @@ struct ApiServer::Impl {
                      "\"stream\": true is not supported by the tracer proxy; send \"stream\": "
                      "false");
     auto p = slot.get();
-    RouteResult r = p->route(cr.text);
-    metrics.count_decision(r);
+    Decision d = p->decide(cr.text);
+    const RouteResult& r = d.route;
+    count(d);
     res.set_header("X-Tracer-Policy-Version", p->version());
-    if (r.handled) {
+    if (d.handled()) {
       const std::string& label = p->router().label_name(r.label);
       std::string content = label_parser.json_field().empty()
                                 ? label
@@ -307,20 +468,17 @@ struct ApiServer::Impl {
                {"accept_score", r.accept_score},
                {"policy_version", p->version()}}}};
       res.set_header("X-Tracer-Decision", "handled");
-      res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
-      if (opt.record_handled) record(*p, std::move(cr.text), label, true, "", "handled");
+      res.set_content(dump(j), kJson);
+      // An audited request gets the LLM's trace from the audit, which beats the surrogate's.
+      bool audited = audits && p->audit() && p->audit()->should_audit() &&
+                     submit_audit(p, req, cr.text, label);
+      if (opt.record_handled && !audited)
+        record(*p, std::move(cr.text), label, true, "", "handled");
       return;
     }
     res.set_header("X-Tracer-Decision", "deferred");
-    res.set_header("X-Tracer-Reason", reason_name(r.reason));
-    std::vector<std::pair<std::string, std::string>> fwd;
-    for (const auto& [k, v] : req.headers) {
-      bool auth = iequals(k, "authorization");
-      // With --api-key the client's Authorization carries tracer's key: never pass it on.
-      if ((auth && opt.api_key.empty()) || (k.size() > 7 && iequals(k.substr(0, 7), "openai-")))
-        fwd.emplace_back(k, v);
-    }
-    UpstreamReply up = upstream->chat_completions(req.body, fwd);
+    res.set_header("X-Tracer-Reason", d.reason());
+    UpstreamReply up = upstream->chat_completions(req.body, forwarded(req));
     metrics.count_upstream(up.outcome, up.seconds, up.retries);
     if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);
     if (up.outcome == UpstreamOutcome::kUnreachable || up.status >= 500)
@@ -328,12 +486,9 @@ struct ApiServer::Impl {
     res.status = up.status;
     res.set_content(up.body, up.content_type.empty() ? kJson : up.content_type);
     if (up.outcome != UpstreamOutcome::kOk) return;  // 4xx passed through; nothing learned
-    std::string answer;
-    std::string label = chat_answer_text(up.body, answer) ? label_parser.extract(answer) : "";
-    bool known = !label.empty() && p->label_index(label) >= 0;
-    if (known) answer.clear();
-    record(*p, std::move(cr.text), known ? std::move(label) : std::string(), known,
-           std::move(answer), "deferred");
+    LlmAnswer a = read_answer(*p, up.body);
+    record(*p, std::move(cr.text), a.known ? std::move(a.label) : std::string(), a.known,
+           std::move(a.raw), "deferred");
   }
 
   ReloadResult reload() {
@@ -342,7 +497,7 @@ struct ApiServer::Impl {
     auto old = slot.get();
     r.previous_policy_version = old->version();
     try {
-      auto fresh = LoadedPolicy::load(opt.policy_dir);
+      auto fresh = LoadedPolicy::reload(opt.policy_dir, opt.audit, *old);
       r.policy_version = fresh->version();
       slot.set(std::move(fresh));
       r.ok = true;
@@ -385,6 +540,9 @@ void ApiServer::run() {
   m.running = true;
   if (!m.stopping) m.http.listen_after_bind();  // returns once stopped and in-flight work ends
   m.running = false;
+  // Audits finish their LLM call before the store is flushed; queued ones are dropped.
+  if (m.audits)
+    for (size_t n = m.audits->stop(); n > 0; --n) m.metrics.count_audit(AuditOutcome::kDropped);
   if (m.store) {
     try {
       m.store->flush();

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "runtime/audit.hpp"
 #include "serve/requests.hpp"
 
 namespace tracer::serve {
@@ -27,6 +28,11 @@ struct ServeOptions {
   std::string label_regex;
   std::string trace_db;  // "" = POLICY_DIR/traces.db
   bool record_handled = false;
+  // Shadow audit (docs/serve.md, "Shadow audit"). audit.share samples handled proxy traffic
+  // (proxy mode only; 0 = off); POST /v1/audit takes LLM labels from clients in any mode.
+  AuditOptions audit;
+  int audit_concurrency = 2;  // proxy: audit calls to the upstream at once
+  size_t audit_queue = 64;    // proxy: audits waiting for a worker; more are dropped
 };
 
 struct ReloadResult {

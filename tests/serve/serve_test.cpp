@@ -17,8 +17,8 @@
 #include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "io/trace_store.hpp"
@@ -329,9 +329,10 @@ TEST(Serve, RouteApiEndpointsLimitsAndAuth) {
   // Metrics count what we sent. A request is counted once its response has been written, so
   // the last ones may land a moment after the client read them: poll briefly.
   auto met = c->Get("/metrics", auth);
-  for (int tries = 0; tries < 100 && met && met->status == 200 &&
-                      metric(met->body, R"(tracer_requests_total{endpoint="/v1/route",status="200"})") <
-                          static_cast<double>(route_ok);
+  for (int tries = 0;
+       tries < 100 && met && met->status == 200 &&
+       metric(met->body, R"(tracer_requests_total{endpoint="/v1/route",status="200"})") <
+           static_cast<double>(route_ok);
        ++tries) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     met = c->Get("/metrics", auth);
@@ -748,8 +749,9 @@ TEST(Serve, BadCommandLinesAreClearErrors) {
   EXPECT_EQ(incomplete.exit_code, 2) << incomplete.err;
   EXPECT_NE(incomplete.err.find("tracer fit"), std::string::npos) << incomplete.err;
   auto help = run_cli("serve --help");
-  for (const char* flag : {"--port", "--host", "--api-key", "--upstream", "--text-from",
-                           "--label-regex", "--max-body-bytes", "--trace-db"})
+  for (const char* flag :
+       {"--port", "--host", "--api-key", "--upstream", "--text-from", "--label-regex",
+        "--max-body-bytes", "--trace-db", "--audit-share", "--audit-min-rows"})
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
 }
 
@@ -767,6 +769,11 @@ TEST(Serve, BadProxyFlagsAreClearErrors) {
   auto url = run_cli("serve " + policy + " --port 0 --upstream ftp://x");
   EXPECT_EQ(url.exit_code, 2);
   EXPECT_NE(url.err.find("--upstream"), std::string::npos) << url.err;
+  auto audit = run_cli("serve " + policy + " --port 0 --audit-share 0.05");
+  EXPECT_EQ(audit.exit_code, 2);
+  EXPECT_NE(audit.err.find("--upstream"), std::string::npos) << audit.err;
+  auto share = run_cli("serve " + policy + " --port 0 --audit-share 1.5");
+  EXPECT_NE(share.exit_code, 0);
   auto no_proxy = run_cli("serve " + policy + " --port 0 --record-handled");
   EXPECT_EQ(no_proxy.exit_code, 2);
   EXPECT_NE(no_proxy.err.find("proxy mode"), std::string::npos) << no_proxy.err;

@@ -1,0 +1,95 @@
+#include "runtime/audit.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <string>
+
+#include "gate/bounds.hpp"
+#include "util/error.hpp"
+
+namespace tracer {
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+AuditMonitor::AuditMonitor(double alpha, double delta, AuditOptions options)
+    : alpha_(alpha), delta_(delta), opt_(options) {
+  if (!(alpha > 0 && alpha < 1))
+    throw InputError(
+        "the audit needs the policy's target agreement strictly between 0 and 1, "
+        "got " +
+        std::to_string(alpha) + "; refit the policy with `tracer fit --target`");
+  if (!(delta > 0 && delta < 1))
+    throw InputError("the audit needs the policy's delta strictly between 0 and 1, got " +
+                     std::to_string(delta) + "; refit the policy with `tracer fit --delta`");
+  if (!(opt_.share >= 0 && opt_.share <= 1))
+    throw InputError(
+        "--audit-share must be between 0 and 1 (e.g. 0.02 audits 2% of handled "
+        "requests), got " +
+        std::to_string(opt_.share));
+  if (opt_.min_rows < 1)
+    throw InputError("--audit-min-rows must be >= 1, got " + std::to_string(opt_.min_rows));
+}
+
+double AuditMonitor::look_confidence(int64_t n, int min_rows, double delta) {
+  double nn = static_cast<double>(std::max<int64_t>(n, std::max(min_rows, 1)));
+  return 1 - delta * min_rows / (nn * (nn + 1));
+}
+
+bool AuditMonitor::should_audit() {
+  if (opt_.share <= 0) return false;
+  uint64_t i = requests_.fetch_add(1, std::memory_order_relaxed);
+  // 53 random bits as a uniform double in [0, 1).
+  double u = static_cast<double>(splitmix64(opt_.seed ^ splitmix64(i)) >> 11) * 0x1.0p-53;
+  return u < opt_.share;
+}
+
+bool AuditMonitor::record(bool agreed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (n_ == INT_MAX) return tripped();  // the bounds count in int; billions of rows say enough
+  ++n_;
+  k_ += agreed ? 1 : 0;
+  if (tripped() || n_ < opt_.min_rows) return tripped();
+  // The bound can only be below alpha when the live agreement is: skip the arithmetic otherwise.
+  if (static_cast<double>(k_) >= alpha_ * n_) return false;
+  // CP upper(n, k, c) < alpha  <=>  P(Bin(n, alpha) <= k) < 1 - c, one tail instead of a
+  // bisection; P(X <= k) under alpha is P(n - X >= n - k) under 1 - alpha.
+  double p_value = binomial_upper_tail(n_, n_ - k_, 1 - alpha_);
+  if (p_value < 1 - look_confidence(n_, opt_.min_rows, delta_)) {
+    tripped_at_ = n_;
+    tripped_.store(true, std::memory_order_release);
+  }
+  return tripped();
+}
+
+AuditState AuditMonitor::state() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (bound_n_ != n_) {
+    confidence_ = look_confidence(n_, opt_.min_rows, delta_);
+    upper_ = clopper_pearson_upper(n_, k_, confidence_);
+    bound_n_ = n_;
+  }
+  AuditState s;
+  s.alpha = alpha_;
+  s.delta = delta_;
+  s.share = opt_.share;
+  s.min_rows = opt_.min_rows;
+  s.rows = n_;
+  s.agreed = k_;
+  s.agreement = n_ > 0 ? static_cast<double>(k_) / n_ : 0;
+  s.upper_bound = upper_;
+  s.confidence = confidence_;
+  s.tripped = tripped();
+  s.tripped_at_rows = tripped_at_;
+  return s;
+}
+
+}  // namespace tracer

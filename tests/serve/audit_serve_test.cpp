@@ -1,0 +1,487 @@
+// End-to-end shadow audit: an in-process ApiServer on a loopback port (the audit flags are
+// ServeOptions fields), real HTTP clients, and an OpenAI-compatible stand-in for the LLM that
+// agrees or disagrees with the surrogate on purpose.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "io/trace_store.hpp"
+#include "runtime/router.hpp"
+#include "serve/http.hpp"
+#include "serve/server.hpp"
+#include "test_util.hpp"
+#include "util/error.hpp"
+
+namespace tracer {
+namespace {
+
+using nlohmann::json;
+using testing::read_file;
+using testing::run_cli;
+using testing::source_path;
+using testing::TempDir;
+using testing::write_file;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Polls `done` every 10 ms for up to `timeout_s`; returns its last answer.
+bool eventually(const std::function<bool()>& done, double timeout_s = 20) {
+  auto t0 = Clock::now();
+  while (!done()) {
+    if (seconds_since(t0) > timeout_s) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+// The value of one Prometheus sample line (-1 when absent).
+double metric(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+json body(const httplib::Result& r) {
+  if (!r) throw std::runtime_error("no HTTP response: " + httplib::to_string(r.error()));
+  return json::parse(r->body);
+}
+
+std::string chat_body(const std::string& text) {
+  return json{{"model", "gpt-test"},
+              {"messages", json::array({{{"role", "system"}, {"content", "Classify the intent."}},
+                                        {{"role", "user"}, {"content", text}}})}}
+      .dump();
+}
+
+std::string answer_of(const httplib::Result& r) {
+  return json::parse(r->body)["choices"][0]["message"]["content"];
+}
+
+// One Banking77 policy (10 labels) shared by the suite; fitting it is the slow part.
+struct Policy {
+  TempDir dir;
+  std::string path = dir.file("policy");
+  std::string train = dir.file("train.jsonl");
+  std::unique_ptr<Router> router;
+  std::vector<std::string> handled, deferred;  // test texts by the router's decision
+
+  Policy() {
+    std::set<std::string> labels;
+    std::string out;
+    for (const auto& l : testing::banking77_lines(10, 80)) {
+      labels.insert(json::parse(l)["teacher"].get<std::string>());
+      out += l + "\n";
+    }
+    write_file(train, out);
+    fit("0.95");
+    std::ifstream test(source_path("data/banking77/test.jsonl"));
+    RouteScratch s = router->make_scratch();
+    for (std::string line; std::getline(test, line);) {
+      json j = json::parse(line);
+      if (!labels.count(j["teacher"])) continue;
+      (router->route(j["input"].get<std::string>(), s).handled ? handled : deferred)
+          .push_back(j["input"]);
+    }
+  }
+  void fit(const std::string& target) {
+    std::string zoo = testing::sanitized() ? " --zoo logreg_strong,complement_nb" : "";
+    auto r = run_cli("fit " + train + " -o " + path + " --quiet --target " + target + zoo);
+    if (r.exit_code != 0) throw std::runtime_error("fit failed: " + r.err);
+    router = std::make_unique<Router>(Router::load(path));
+  }
+  std::string version() const { return router->policy().policy_version; }
+  std::string surrogate(const std::string& text) const {
+    RouteScratch s = router->make_scratch();
+    return router->label_name(router->route(text, s).label);
+  }
+  // A label of the policy other than the surrogate's answer for `text`.
+  std::string other_label(const std::string& text) const {
+    std::string mine = surrogate(text);
+    for (const auto& l : router->policy().labels)
+      if (l != mine) return l;
+    return "";
+  }
+};
+
+class AuditServe : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { policy_ = new Policy(); }
+  static void TearDownTestSuite() {
+    delete policy_;
+    policy_ = nullptr;
+  }
+  static Policy* policy_;
+};
+Policy* AuditServe::policy_ = nullptr;
+
+// An OpenAI-compatible LLM stand-in answering `answer(user text)`. OpenAI-Test-Delay-Ms makes it
+// sleep first (the proxy forwards OpenAI-* headers, to audits too).
+class FakeLlm {
+ public:
+  explicit FakeLlm(std::function<std::string(const std::string&)> answer)
+      : answer_(std::move(answer)) {
+    server_.Post(
+        "/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            ++calls_;
+          }
+          if (req.has_header("OpenAI-Test-Delay-Ms"))
+            std::this_thread::sleep_for(
+                std::chrono::milliseconds(std::stoi(req.get_header_value("OpenAI-Test-Delay-Ms"))));
+          json in = json::parse(req.body);
+          std::string text;
+          for (const auto& m : in["messages"])
+            if (m["role"] == "user") text = m["content"];
+          json out{{"id", "chatcmpl-fake"},
+                   {"object", "chat.completion"},
+                   {"choices",
+                    json::array({{{"index", 0},
+                                  {"message", {{"role", "assistant"}, {"content", answer_(text)}}},
+                                  {"finish_reason", "stop"}}})}};
+          res.set_content(out.dump(), "application/json");
+        });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ~FakeLlm() {
+    server_.stop();
+    thread_.join();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+
+ private:
+  std::function<std::string(const std::string&)> answer_;
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::mutex mu_;
+  int calls_ = 0;
+};
+
+// An ApiServer serving on a free loopback port from a thread; stopped and joined on destruction.
+class RunningServer {
+ public:
+  explicit RunningServer(serve::ServeOptions o) : server_(std::move(o)) {
+    port_ = server_.bind();
+    thread_ = std::thread([this] { server_.run(); });
+  }
+  ~RunningServer() { stop(); }
+  void stop() {
+    if (!thread_.joinable()) return;
+    server_.stop();
+    thread_.join();
+  }
+  serve::ApiServer& server() { return server_; }
+  std::unique_ptr<httplib::Client> client() const {
+    auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
+    c->set_read_timeout(std::chrono::seconds(30));
+    c->set_tcp_nodelay(true);
+    return c;
+  }
+
+ private:
+  serve::ApiServer server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+serve::ServeOptions options(const Policy& p) {
+  serve::ServeOptions o;
+  o.policy_dir = p.path;
+  o.port = 0;
+  o.threads = 8;
+  return o;
+}
+
+TEST_F(AuditServe, DisagreeingLlmTripsTheAuditAndEverythingIsDeferred) {
+  Policy& p = *policy_;
+  ASSERT_GE(p.handled.size(), 40u);
+  FakeLlm llm([&p](const std::string& text) { return p.other_label(text); });
+  TempDir tmp;
+  serve::ServeOptions o = options(p);
+  o.upstream = llm.url();
+  o.trace_db = tmp.file("traces.db");
+  o.audit.share = 1;
+  o.audit.min_rows = 20;
+  RunningServer rs(o);
+  auto c = rs.client();
+
+  // Every handled request is answered by the surrogate at once and audited in the background;
+  // 0 agreeing rows out of min_rows trips at the first look.
+  for (size_t i = 0; i < 20; ++i) {
+    auto r = c->Post("/v1/chat/completions", chat_body(p.handled[i]), "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "handled");
+    EXPECT_EQ(answer_of(r), p.surrogate(p.handled[i]));
+  }
+  json a;
+  ASSERT_TRUE(eventually([&] {
+    a = body(c->Get("/v1/audit"));
+    return a["tripped"] == true;
+  })) << a.dump();
+  EXPECT_EQ(a["enabled"], true);
+  EXPECT_EQ(a["policy_version"], p.version());
+  EXPECT_DOUBLE_EQ(a["alpha"].get<double>(), 0.95);
+  EXPECT_DOUBLE_EQ(a["share"].get<double>(), 1.0);
+  EXPECT_EQ(a["agreed"], 0);
+  EXPECT_EQ(a["tripped_at_rows"], 20);  // 0 of 20 agree: trips at the first look
+  EXPECT_LT(a["upper_bound"].get<double>(), 0.95);
+  EXPECT_NE(a["message"].get<std::string>().find("reload"), std::string::npos);
+
+  // Now every decision is deferred with reason "audit", on every endpoint.
+  const std::string& text = p.handled[30];
+  json d = body(c->Post("/v1/route", json{{"text", text}}.dump(), "application/json"));
+  EXPECT_EQ(d["decision"], "deferred");
+  EXPECT_EQ(d["reason"], "audit");
+  EXPECT_EQ(d["label"], p.surrogate(text));
+  json b = body(c->Post("/v1/route/batch", json{{"texts", {p.handled[31], p.deferred[0]}}}.dump(),
+                        "application/json"));
+  for (const auto& res : b["results"]) {
+    EXPECT_EQ(res["decision"], "deferred");
+    EXPECT_EQ(res["reason"], "audit");
+  }
+  int calls_before = llm.calls();
+  auto chat = c->Post("/v1/chat/completions", chat_body(text), "application/json");
+  ASSERT_EQ(chat->status, 200) << chat->body;
+  EXPECT_EQ(chat->get_header_value("X-Tracer-Decision"), "deferred");
+  EXPECT_EQ(chat->get_header_value("X-Tracer-Reason"), "audit");
+  EXPECT_EQ(answer_of(chat), p.other_label(text));  // the LLM answered
+  EXPECT_EQ(llm.calls(), calls_before + 1);         // once: deferred requests are not audited
+  EXPECT_EQ(body(c->Get("/healthz"))["audit_tripped"], true);
+
+  std::string mt = c->Get("/metrics")->body;
+  EXPECT_EQ(metric(mt, "tracer_audit_tripped"), 1) << mt;
+  EXPECT_DOUBLE_EQ(metric(mt, "tracer_audit_target"), 0.95) << mt;
+  EXPECT_GE(metric(mt, "tracer_audit_rows"), 20) << mt;
+  EXPECT_EQ(metric(mt, "tracer_audit_agreed_rows"), 0) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="agreed"})"), 0) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="disagreed"})"),
+            metric(mt, "tracer_audit_rows"))
+      << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="deferred",reason="audit"})"), 4) << mt;
+
+  // Reloading the same policy keeps it tripped: only a refit re-certifies.
+  auto same = body(c->Post("/v1/admin/reload", "", "application/json"));
+  EXPECT_EQ(same["reloaded"], true);
+  EXPECT_EQ(body(c->Get("/v1/audit"))["tripped"], true);
+  EXPECT_EQ(body(c->Post("/v1/route", json{{"text", text}}.dump(), "application/json"))["reason"],
+            "audit");
+
+  // The audits' LLM answers are traces like any other (source "audit"), flushed at stop.
+  int64_t audited = static_cast<int64_t>(metric(mt, "tracer_audit_rows"));
+  rs.stop();
+  TraceStore store(o.trace_db);
+  std::stringstream out;
+  store.export_jsonl(out, /*include_unknown=*/true);
+  int64_t from_audit = 0, from_deferred = 0;
+  for (std::string line; std::getline(out, line);) {
+    json t = json::parse(line);
+    if (t["metadata"]["source"] == "audit") {
+      ++from_audit;
+      EXPECT_EQ(t["metadata"]["decision"], "handled");
+      EXPECT_EQ(t["teacher"], p.other_label(t["input"]));
+    } else {
+      ++from_deferred;
+    }
+  }
+  EXPECT_EQ(from_audit, audited);
+  EXPECT_EQ(from_deferred, 1);
+}
+
+TEST_F(AuditServe, AgreeingLlmDoesNotTripAndAuditsAreBounded) {
+  Policy& p = *policy_;
+  ASSERT_GE(p.handled.size(), 60u);
+  FakeLlm llm([&p](const std::string& text) { return p.surrogate(text); });
+  TempDir tmp;
+  serve::ServeOptions o = options(p);
+  o.upstream = llm.url();
+  o.trace_db = tmp.file("traces.db");
+  o.audit.share = 1;
+  o.audit.min_rows = 20;
+  o.audit_concurrency = 1;
+  o.audit_queue = 2;
+  RunningServer rs(o);
+  auto c = rs.client();
+
+  for (size_t i = 0; i < 50; ++i) {
+    auto r = c->Post("/v1/chat/completions", chat_body(p.handled[i]), "application/json");
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "handled");
+    // One at a time so the single audit worker keeps up.
+    ASSERT_TRUE(eventually([&] { return llm.calls() == static_cast<int>(i + 1); }));
+  }
+  json a;
+  ASSERT_TRUE(eventually([&] {
+    a = body(c->Get("/v1/audit"));
+    return a["rows"] == 50;
+  })) << a.dump();
+  EXPECT_EQ(a["agreed"], 50);
+  EXPECT_EQ(a["tripped"], false);
+  EXPECT_DOUBLE_EQ(a["agreement"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(a["upper_bound"].get<double>(), 1.0);
+
+  // A slow LLM never slows the handled answers down, and the audit backlog is bounded: with one
+  // worker and a queue of 2, a burst of 8 leaves 1 running + 2 queued and drops the rest.
+  httplib::Headers slow{{"OpenAI-Test-Delay-Ms", "1000"}};
+  auto first = c->Post("/v1/chat/completions", slow, chat_body(p.handled[50]), "application/json");
+  ASSERT_EQ(first->status, 200) << first->body;
+  ASSERT_TRUE(eventually([&] { return llm.calls() == 51; }));  // the worker is busy now
+  auto t0 = Clock::now();
+  for (size_t i = 51; i < 58; ++i) {
+    auto r = c->Post("/v1/chat/completions", slow, chat_body(p.handled[i]), "application/json");
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "handled");
+  }
+  EXPECT_LT(seconds_since(t0), 0.8);  // each audit alone takes 1 s
+  ASSERT_TRUE(eventually([&] { return body(c->Get("/v1/audit"))["rows"] == 53; }));
+  std::string mt = c->Get("/metrics")->body;
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="agreed"})"), 53) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="dropped"})"), 5) << mt;
+  EXPECT_EQ(metric(mt, "tracer_audit_rows"), 53) << mt;
+  EXPECT_EQ(metric(mt, "tracer_audit_agreed_rows"), 53) << mt;
+  EXPECT_EQ(metric(mt, "tracer_audit_tripped"), 0) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="handled"})"), 58) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="deferred",reason="audit"})"), 0) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_upstream_requests_total{outcome="ok"})"), 53) << mt;
+  EXPECT_EQ(llm.calls(), 53);
+}
+
+TEST_F(AuditServe, FeedbackEndpointTripsAndARefitRecovers) {
+  Policy& p = *policy_;
+  ASSERT_GE(p.handled.size(), 40u);
+  ASSERT_FALSE(p.deferred.empty());
+  // Served from a copy: the refit below must not change the suite's policy.
+  TempDir tmp;
+  std::string folder = tmp.file("policy");
+  std::filesystem::copy(p.path, folder, std::filesystem::copy_options::recursive);
+  serve::ServeOptions o = options(p);
+  o.policy_dir = folder;
+  o.audit.min_rows = 30;
+  RunningServer rs(o);
+  auto c = rs.client();
+  auto post = [&](const std::string& text, const std::string& label) {
+    return c->Post("/v1/audit", json{{"text", text}, {"label", label}, {"id", 7}}.dump(),
+                   "application/json");
+  };
+
+  json fresh = body(c->Get("/v1/audit"));
+  EXPECT_EQ(fresh["rows"], 0);
+  EXPECT_EQ(fresh["tripped"], false);
+  EXPECT_DOUBLE_EQ(fresh["share"].get<double>(), 0.0);  // feedback needs no proxy sampling
+
+  // Agreement and disagreement on handled texts are recorded; deferred texts are not.
+  json agree = body(post(p.handled[0], p.surrogate(p.handled[0])));
+  EXPECT_EQ(agree["recorded"], true);
+  EXPECT_EQ(agree["agreed"], true);
+  EXPECT_EQ(agree["decision"], "handled");
+  EXPECT_EQ(agree["id"], 7);
+  EXPECT_EQ(agree["audit"]["rows"], 1);
+  json skip = body(post(p.deferred[0], "card_arrival"));
+  EXPECT_EQ(skip["recorded"], false);
+  EXPECT_EQ(skip["decision"], "deferred");
+  EXPECT_TRUE(skip["reason"].is_string());
+  EXPECT_EQ(skip["audit"]["rows"], 1);
+  json bad = body(post(p.handled[1], p.other_label(p.handled[1])));
+  EXPECT_EQ(bad["agreed"], false);
+  EXPECT_EQ(bad["audit"]["rows"], 2);
+  EXPECT_EQ(bad["audit"]["agreed"], 1);
+
+  auto missing = c->Post("/v1/audit", R"({"text": "hi"})", "application/json");
+  EXPECT_EQ(missing->status, 400);
+  EXPECT_NE(missing->body.find("label"), std::string::npos);
+  EXPECT_EQ(c->Post("/v1/audit", R"({"text": "hi", "label": "  "})", "application/json")->status,
+            400);
+  EXPECT_EQ(c->Put("/v1/audit", "{}", "application/json")->status, 405);
+
+  // The LLM keeps disagreeing: the audit trips and /v1/route defers with reason "audit".
+  size_t i = 2;
+  for (; i < p.handled.size() && !body(c->Get("/v1/audit"))["tripped"].get<bool>(); ++i)
+    post(p.handled[i], p.other_label(p.handled[i]));
+  json a = body(c->Get("/v1/audit"));
+  ASSERT_EQ(a["tripped"], true) << a.dump();
+  EXPECT_GE(a["tripped_at_rows"].get<int>(), 30);
+  EXPECT_LE(a["tripped_at_rows"].get<int>(), 32);
+  json d = body(c->Post("/v1/route", json{{"text", p.handled[0]}}.dump(), "application/json"));
+  EXPECT_EQ(d["decision"], "deferred");
+  EXPECT_EQ(d["reason"], "audit");
+  std::string mt = c->Get("/metrics")->body;
+  EXPECT_EQ(metric(mt, "tracer_audit_tripped"), 1) << mt;
+  EXPECT_EQ(metric(mt, "tracer_audit_rows"), a["rows"].get<double>()) << mt;
+  EXPECT_EQ(metric(mt, "tracer_audit_agreed_rows"), 1) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="not_handled"})"), 1) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/audit",status="400"})"), 2) << mt;
+
+  // Recovery: refit into the served folder (a new policy version) and reload.
+  auto refit = run_cli("fit " + p.train + " -o " + folder + " --quiet --target 0.9" +
+                       (testing::sanitized() ? " --zoo logreg_strong,complement_nb" : ""));
+  ASSERT_TRUE(refit.exit_code == 0 || refit.exit_code == 4) << refit.err;
+  json r = body(c->Post("/v1/admin/reload", "", "application/json"));
+  ASSERT_EQ(r["reloaded"], true) << r.dump();
+  ASSERT_NE(r["policy_version"], p.version());
+  json after = body(c->Get("/v1/audit"));
+  EXPECT_EQ(after["tripped"], false);
+  EXPECT_EQ(after["rows"], 0);
+  EXPECT_EQ(after["policy_version"], r["policy_version"]);
+  EXPECT_DOUBLE_EQ(after["alpha"].get<double>(), 0.9);
+  EXPECT_EQ(body(c->Get("/healthz"))["audit_tripped"], false);
+  json routed = body(c->Post("/v1/route", json{{"text", p.handled[0]}}.dump(), "application/json"));
+  EXPECT_NE(routed.value("reason", ""), "audit");
+}
+
+TEST(AuditServeFlags, BadAuditOptionsAreClearErrors) {
+  TempDir dir;
+  auto message = [](serve::ServeOptions o) -> std::string {
+    try {
+      serve::ApiServer s(std::move(o));
+    } catch (const InputError& e) {
+      return e.what();
+    } catch (const std::exception& e) {
+      return std::string("other: ") + e.what();
+    }
+    return "";
+  };
+  std::string out;
+  for (const auto& l : testing::banking77_lines(4, 60)) out += l + "\n";
+  write_file(dir.file("train.jsonl"), out);
+  auto r = run_cli("fit " + dir.file("train.jsonl") + " -o " + dir.file("policy") +
+                   " --quiet --zoo complement_nb");
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
+  serve::ServeOptions o;
+  o.policy_dir = dir.file("policy");
+  o.port = 0;
+  o.audit.share = 0.1;  // no upstream
+  EXPECT_NE(message(o).find("--upstream"), std::string::npos);
+  o.upstream = "http://127.0.0.1:9";
+  o.trace_db = dir.file("traces.db");
+  o.audit.share = 1.5;
+  EXPECT_NE(message(o).find("--audit-share"), std::string::npos);
+  o.audit.share = 0.1;
+  o.audit.min_rows = 0;
+  EXPECT_NE(message(o).find("--audit-min-rows"), std::string::npos);
+  o.audit.min_rows = 50;
+  o.audit_concurrency = 0;
+  EXPECT_NE(message(o).find("--audit-concurrency"), std::string::npos);
+  o.audit_concurrency = 2;
+  EXPECT_EQ(message(o), "");
+}
+
+}  // namespace
+}  // namespace tracer
