@@ -4,7 +4,7 @@
 //     fuzz/fuzz_route_request.cpp src/serve/requests.cpp -o fuzz_route_request &&
 //     ./fuzz_route_request -max_total_time=60
 // The first input byte picks the parser (route, batch, chat completion, upstream answer + label
-// parsers) and the limits; the rest is the body. ApiError (a 4xx answer) is the expected way to
+// parsers, audit feedback) and the limits; the rest is the body. ApiError (a 4xx answer) is the expected way to
 // refuse a body; anything else (a crash, another exception, a broken invariant) is a bug.
 #include <cctype>
 #include <cstddef>
@@ -43,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     limits.max_batch = 2;
   }
   try {
-    switch (mode % 4) {
+    switch (mode % 5) {
       case 0: {
         auto r = tracer::serve::parse_route_request(body, limits);
         require(r.text.size() <= limits.max_text_bytes);
@@ -74,6 +74,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         tracer::serve::LabelParser regex("", "label: *([A-Za-z_]+)");
         std::string r = regex.extract(body);
         for (char ch : r) require(ch == '_' || std::isalpha(static_cast<unsigned char>(ch)));
+        break;
+      }
+      case 4: {
+        auto a = tracer::serve::parse_audit_request(body, limits);
+        require(a.text.size() <= limits.max_text_bytes);
+        require(!a.label.empty());
         break;
       }
     }
