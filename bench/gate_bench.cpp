@@ -10,6 +10,7 @@
 #include "fit/fitter.hpp"
 #include "gate/bounds.hpp"
 #include "io/traces.hpp"
+#include "runtime/drift.hpp"
 #include "runtime/router.hpp"
 
 using namespace tracer;
@@ -20,20 +21,27 @@ namespace {
 struct TestEval {
   double coverage = 0, agreement = 0;
   size_t n = 0, handled = 0, agree = 0;
+  DriftReport drift;  // label-free: test's stage-1 scores against the calibrate split's
 };
 
 TestEval evaluate(const Router& router, const std::vector<Trace>& test) {
   RouteScratch s = router.make_scratch();
   TestEval e;
+  std::vector<float> scores;
+  size_t ood = 0;
   for (const auto& t : test) {
     RouteResult r = router.route(t.input, s);
     ++e.n;
+    scores.push_back(r.stage1_score);
+    ood += r.reason == DeferReason::kOutOfDistribution;
     if (!r.handled) continue;
     ++e.handled;
     e.agree += router.label_name(r.label) == t.teacher;
   }
   e.coverage = e.n ? double(e.handled) / e.n : 0;
   e.agreement = e.handled ? double(e.agree) / e.handled : 0;
+  e.drift = compare_drift(DriftReference::from_json(router.manifest().value("drift", json())),
+                          scores, e.handled, ood, DriftOptions{0, 200, 1e-4});
   return e;
 }
 
@@ -118,8 +126,8 @@ int main(int argc, char** argv) {
                              {"banking77", &b_train, &b_test.traces, 0.95},
                              {"clinc150_inscope", &c_train, &c_test_in, 0.95},
                              {"snli", &s_train, &s_test.traces, 0.90}};
-    std::printf("%-18s %6s %-7s %-8s %10s %10s %10s %8s\n", "dataset", "target", "method",
-                "deployed", "cal_cov", "test_cov", "test_agr", "fit_s");
+    std::printf("%-18s %6s %-7s %-8s %10s %10s %10s %8s %7s %9s\n", "dataset", "target", "method",
+                "deployed", "cal_cov", "test_cov", "test_agr", "fit_s", "drift_D", "drift_p");
     json table = json::array();
     for (const auto& r : rows) {
       if (!in_table(r.name)) continue;
@@ -131,9 +139,10 @@ int main(int argc, char** argv) {
       double fit_s = sw.seconds();
       TestEval e = evaluate(router, *r.test);
       bool deployed = m["gate"]["deployed"];
-      std::printf("%-18s %6.2f %-7s %-8s %10.4f %10.4f %10.4f %8.2f\n", r.name, r.target,
-                  m["gate"]["method"].get<std::string>().c_str(), deployed ? "yes" : "REFUSED",
-                  m["gate"]["certified"]["coverage"].get<double>(), e.coverage, e.agreement, fit_s);
+      std::printf("%-18s %6.2f %-7s %-8s %10.4f %10.4f %10.4f %8.2f %7.4f %9.2g\n", r.name,
+                  r.target, m["gate"]["method"].get<std::string>().c_str(),
+                  deployed ? "yes" : "REFUSED", m["gate"]["certified"]["coverage"].get<double>(),
+                  e.coverage, e.agreement, fit_s, e.drift.ks, e.drift.p_value);
       table.push_back({{"dataset", r.name},
                        {"target", r.target},
                        {"deployed", deployed},
@@ -143,7 +152,8 @@ int main(int argc, char** argv) {
                        {"test_coverage", e.coverage},
                        {"test_agreement", e.agreement},
                        {"test_rows", e.n},
-                       {"fit_seconds", fit_s}});
+                       {"fit_seconds", fit_s},
+                       {"drift", e.drift.to_json()}});
     }
     result["table"] = table;
 

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/input_lines.hpp"
 #include "runtime/router.hpp"
 #include "util/error.hpp"
 
@@ -25,33 +26,6 @@ nlohmann::json decision_json(const Router& router, const RouteResult& r) {
   if (!r.handled) j["reason"] = reason_name(r.reason);
   if (r.stage != 1) j["stage"] = r.stage;
   return j;
-}
-
-// The text of one --input line: a JSON object with an input field (or alias), or a JSON string.
-std::string line_text(const std::string& line, const std::string& file, size_t no,
-                      nlohmann::json& id) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception&) {
-    throw InputError(file + ":" + std::to_string(no) +
-                     ": not valid JSON; each line must be an object like {\"input\": \"...\"}");
-  }
-  if (j.is_string()) return j.get<std::string>();
-  if (!j.is_object())
-    throw InputError(file + ":" + std::to_string(no) + ": expected a JSON object with an "
-                     "\"input\" field");
-  if (j.contains("id")) id = j["id"];
-  for (const char* key : {"input", "text", "query", "prompt"}) {
-    auto it = j.find(key);
-    if (it == j.end()) continue;
-    if (!it->is_string())
-      throw InputError(file + ":" + std::to_string(no) + ": field \"" + key +
-                       "\" must be a string");
-    return it->get<std::string>();
-  }
-  throw InputError(file + ":" + std::to_string(no) +
-                   ": no text field; add \"input\" (or text/query/prompt)");
 }
 
 int run_predict(const PredictArgs& a) {
@@ -79,9 +53,8 @@ int run_predict(const PredictArgs& a) {
     while (std::getline(in, line)) {
       ++no;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      nlohmann::json id;
-      std::string text = line_text(line, a.input, no, id);
-      emit(text, id);
+      InputLine in_line = parse_input_line(line, a.input, no);
+      emit(in_line.text, in_line.id);
     }
   } else {
     for (const auto& t : a.texts) emit(t, nullptr);

@@ -13,6 +13,7 @@
 #include "fit/zoo.hpp"
 #include "gate/bounds.hpp"
 #include "gate/ood.hpp"
+#include "runtime/drift.hpp"
 #include "util/error.hpp"
 
 namespace tracer {
@@ -528,6 +529,11 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
               {"score_threshold", p.ood.threshold()},
               {"select_flagged", round4(sel.size() ? double(sel_flag) / sel.size() : 0)},
               {"calibrate_flagged", round4(cal.size() ? double(cal_flag) / cal.size() : 0)}};
+  {
+    std::vector<uint8_t> handled(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) handled[i] = rows[i].handled;
+    m["drift"] = DriftReference::from_calibrate(s1.cal_score, handled, s1.cal_ood).to_json();
+  }
   m["per_label"] = per_label;
   m["per_label_split"] = "calibrate";
   timings["total_seconds"] = round4(total_time.seconds());

@@ -90,6 +90,7 @@ RouteResult Router::route_features(SparseRow x, const FeatureStats& stats, Route
   r.label = v1.label;
   r.probability = v1.probability;
   r.accept_score = v1.score;
+  r.stage1_score = v1.score;
   r.known_fraction = OodGate::known_fraction(stats);
   r.similarity = policy_.ood.enabled() ? policy_.ood.similarity(x, s.sims) : 1.f;
   if (policy_.method == Method::kNone) {

@@ -17,6 +17,7 @@ struct RouteResult {
   float probability = 0;   // its probability
   bool handled = false;    // true: the surrogate answers; false: defer to the LLM
   float accept_score = 0;  // acceptor score of the stage that decided
+  float stage1_score = 0;  // stage 1's acceptor score, always computed (the drift statistic)
   int stage = 1;           // 1 or 2 (rsb second stage)
   DeferReason reason = DeferReason::kNone;
   float known_fraction = 0, similarity = 0;  // OOD signals

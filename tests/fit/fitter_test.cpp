@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "gate/bounds.hpp"
+#include "runtime/drift.hpp"
 #include "runtime/router.hpp"
 #include "synthetic_traces.hpp"
 #include "test_util.hpp"
@@ -48,6 +49,24 @@ TEST(Fitter, CertifiedPolicyIsConsistentWithTheRouter) {
   }
   EXPECT_EQ(handled, cert["accepted"].get<int>());
   EXPECT_EQ(agree, cert["agreeing"].get<int>());
+
+  // The drift reference is the calibrate rows' stage-1 scores as routed: routing the calibrate
+  // rows again is, by construction, no drift at all.
+  DriftReference ref = DriftReference::from_json(r.manifest["drift"]);
+  ASSERT_FALSE(ref.empty());
+  EXPECT_EQ(ref.rows, static_cast<int64_t>(r.calibrate_rows.size()));
+  EXPECT_NEAR(ref.handled_share, cert["coverage"].get<double>(), 1e-4);  // rounded there
+  std::vector<float> scores;
+  size_t handled_again = 0;
+  for (const auto& d : r.calibrate_rows) {
+    RouteResult rr = router.route(set.traces[d.trace].input, scratch);
+    scores.push_back(rr.stage1_score);
+    handled_again += rr.handled;
+  }
+  DriftReport same = compare_drift(ref, scores, handled_again, 0, DriftOptions{0, 50, 1e-4});
+  EXPECT_TRUE(same.available);
+  EXPECT_LT(same.ks, 0.02);
+  EXPECT_FALSE(same.drift);
 }
 
 TEST(Fitter, FrontierCoverageNeverIncreasesWithTheTarget) {

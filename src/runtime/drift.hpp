@@ -1,0 +1,83 @@
+#pragma once
+// Label-free drift check: is live traffic scored lower by the stage-1 acceptor than the
+// calibrate split was? The certificate assumes traffic like the traces; when the acceptor's
+// scores fall (more inputs it is unsure about), agreement on handled traffic usually falls too,
+// before any label says so. This is a warning, not a guarantee: it cannot see a change in how
+// often the surrogate is right at a given score (only labels can: see the shadow audit).
+//
+// Test: one-sided two-sample Kolmogorov–Smirnov, D = max_x (F_live(x) - F_ref(x)), i.e. how
+// much more live mass sits at low scores, with the asymptotic p-value exp(-2 D^2 nm/(n+m)).
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace tracer {
+
+// The calibrate split's stage-1 acceptor scores (thinned to a quantile table) and shares.
+struct DriftReference {
+  static constexpr size_t kTablePoints = 257;
+  std::vector<float> score_quantiles;  // ascending; empty: no reference (old manifest)
+  int64_t rows = 0;                    // calibrate rows the table summarises
+  double handled_share = 0;            // certified coverage on calibrate
+  double ood_share = 0;                // calibrate rows the OOD gate flagged
+
+  // Throws InputError when rows/flags disagree in size. NaN scores count as 0 (as routed).
+  static DriftReference from_calibrate(std::span<const float> scores,
+                                       std::span<const uint8_t> handled,
+                                       std::span<const uint8_t> ood);
+  nlohmann::json to_json() const;
+  // Missing or malformed "drift" sections give an empty reference (the check is then off).
+  static DriftReference from_json(const nlohmann::json& manifest_drift);
+  bool empty() const { return score_quantiles.empty() || rows <= 0; }
+  // F_ref(x): share of calibrate scores <= x, interpolated between table points.
+  double cdf(double x) const;
+};
+
+struct DriftReport {
+  bool available = false;  // a reference exists and the window has at least min_rows rows
+  int64_t rows = 0;        // live rows compared
+  double ks = 0;           // one-sided D (live scores lower)
+  double p_value = 1;
+  bool drift = false;  // p_value < the level
+  double level = 0;
+  double live_handled_share = 0, live_ood_share = 0;
+  double reference_handled_share = 0, reference_ood_share = 0;
+  double live_median = 0, reference_median = 0;
+  std::string message;  // one sentence for people
+  nlohmann::json to_json() const;
+};
+
+struct DriftOptions {
+  size_t window = 2000;  // most recent routed inputs compared (serve); 0: unbounded (CLI)
+  size_t min_rows = 200;
+  double level = 1e-4;  // p-value below which drift is reported; small because it is re-checked
+};
+
+// Compares live stage-1 scores (and handled / OOD flags) with the reference.
+DriftReport compare_drift(const DriftReference& ref, std::span<const float> scores, size_t handled,
+                          size_t ood, const DriftOptions& options);
+
+// Thread-safe sliding window of the latest routed inputs, for the server.
+class DriftMonitor {
+ public:
+  DriftMonitor(DriftReference ref, DriftOptions options);
+  void record(float stage1_score, bool handled, bool ood);
+  DriftReport report() const;  // O(window log window); call it from status endpoints only
+
+ private:
+  struct Row {
+    float score;
+    bool handled, ood;
+  };
+  DriftReference ref_;
+  DriftOptions opt_;
+  mutable std::mutex mu_;
+  std::deque<Row> rows_;
+  int64_t seen_ = 0;
+};
+
+}  // namespace tracer

@@ -1,0 +1,115 @@
+// End-to-end: `tracer drift` on real files, as a user would run it.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "test_util.hpp"
+
+namespace tracer {
+namespace {
+
+using nlohmann::json;
+using testing::read_file;
+using testing::run_cli;
+using testing::TempDir;
+using testing::write_file;
+
+std::string lines_file(const TempDir& dir, const std::string& name,
+                       const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  write_file(dir.file(name), out);
+  return dir.file(name);
+}
+
+class CliDrift : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Fit on the first 60 traces of 8 labels; later traces of those labels are "like the
+    // traces", traces of 20 other labels are traffic the policy was never certified on.
+    auto all = testing::banking77_lines(28, 120);
+    std::vector<std::string> train, like, other;
+    std::map<std::string, int> seen;
+    for (const auto& l : all) {
+      const std::string label = json::parse(l)["teacher"];
+      const int i = seen[label]++;
+      if (label_index(label) < 8) {
+        (i < 60 ? train : like).push_back(l);
+      } else {
+        other.push_back(l);
+      }
+    }
+    traces_ = lines_file(dir_, "traces.jsonl", train);
+    like_ = lines_file(dir_, "like.jsonl", like);
+    like_rows_ = like.size();
+    other_ = lines_file(dir_, "other.jsonl", other);
+    policy_ = dir_.file("policy");
+    auto fit = run_cli("fit " + traces_ + " -o " + policy_ +
+                       " --target 0.8 --quiet --no-report --zoo logreg_strong");
+    ASSERT_TRUE(fit.exit_code == 0 || fit.exit_code == 4) << fit.err;
+  }
+  int label_index(const std::string& label) {
+    auto [it, fresh] = order_.try_emplace(label, static_cast<int>(order_.size()));
+    return it->second;
+  }
+  TempDir dir_;
+  std::map<std::string, int> order_;
+  std::string traces_, like_, other_, policy_;
+  size_t like_rows_ = 0;
+};
+
+TEST_F(CliDrift, TrafficLikeTheTracesIsNotDrift) {
+  auto r = run_cli("drift " + policy_ + " -i " + like_ + " --min-rows 50 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_TRUE(j["available"].get<bool>());
+  EXPECT_FALSE(j["drift"].get<bool>()) << j.dump(2);
+  EXPECT_GT(like_rows_, 300u);
+  EXPECT_EQ(j["rows"], like_rows_);
+  // The file carries the LLM's labels: agreement on handled texts with bounds.
+  ASSERT_TRUE(j.contains("labels"));
+  EXPECT_EQ(j["labels"]["labelled_rows"], like_rows_);
+  EXPECT_LE(j["labels"]["lower_bound"].get<double>(), j["labels"]["agreement"].get<double>());
+}
+
+TEST_F(CliDrift, OtherTopicsAreDriftAndFailOnDriftExitsFive) {
+  auto r = run_cli("drift " + policy_ + " -i " + other_ + " --min-rows 50");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("drift: live inputs score lower"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("BELOW the target"), std::string::npos) << r.out;
+  auto strict = run_cli("drift " + policy_ + " -i " + other_ + " --min-rows 50 --fail-on-drift");
+  EXPECT_EQ(strict.exit_code, 5) << strict.err;
+  auto calm = run_cli("drift " + policy_ + " -i " + like_ + " --min-rows 50 --fail-on-drift");
+  EXPECT_EQ(calm.exit_code, 0) << calm.out;
+}
+
+TEST_F(CliDrift, UnlabelledAndTooFewTexts) {
+  std::string plain = lines_file(dir_, "plain.jsonl", {"\"where is my card\"", "\"hello\""});
+  auto r = run_cli("drift " + policy_ + " -i " + plain + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_FALSE(j["available"].get<bool>());
+  EXPECT_FALSE(j.contains("labels"));
+  EXPECT_NE(j["message"].get<std::string>().find("2 of 200"), std::string::npos);
+}
+
+TEST_F(CliDrift, ClearErrors) {
+  std::string bad = lines_file(dir_, "bad.jsonl", {"{\"input\": 3}"});
+  auto r = run_cli("drift " + policy_ + " -i " + bad);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("bad.jsonl:1"), std::string::npos) << r.err;
+  std::string empty = lines_file(dir_, "empty.jsonl", {});
+  EXPECT_EQ(run_cli("drift " + policy_ + " -i " + empty).exit_code, 2);
+  // A manifest from before drift references existed: refit, says the error.
+  json m = json::parse(read_file(policy_ + "/manifest.json"));
+  m.erase("drift");
+  write_file(policy_ + "/manifest.json", m.dump());
+  auto old = run_cli("drift " + policy_ + " -i " + like_);
+  EXPECT_EQ(old.exit_code, 2);
+  EXPECT_NE(old.err.find("refit"), std::string::npos) << old.err;
+  EXPECT_NE(run_cli("drift " + policy_).exit_code, 0);  // --input is required
+}
+
+}  // namespace
+}  // namespace tracer
