@@ -76,7 +76,8 @@ Command add_serve_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "serve",
       "Serve a policy over HTTP: POST /v1/route, /v1/route/batch, GET /healthz, /v1/policy, "
-      "/metrics, GET/POST /v1/audit. With --upstream, also an OpenAI-compatible POST "
+      "/metrics, GET/POST /v1/audit, GET /v1/drift. With --upstream, also an OpenAI-compatible "
+      "POST "
       "/v1/chat/completions that answers with the surrogate when it is certified to, and "
       "otherwise forwards to the LLM and records the new trace. SIGHUP or POST /v1/admin/reload "
       "reloads the policy folder.");
@@ -150,6 +151,19 @@ Command add_serve_command(CLI::App& app) {
                   "Shadow audits waiting for a worker; more are dropped and counted")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
+  sub->add_option("--drift-window", o.drift.window,
+                  "Drift warning (label-free): compare the stage-1 acceptor scores of the latest "
+                  "this many routed inputs with the calibrate split's (one-sided KS test; GET "
+                  "/v1/drift, tracer_drift_* metrics). It never changes a decision, and only "
+                  "labels can prove agreement fell: use the shadow audit for that")
+      ->capture_default_str();
+  sub->add_option("--drift-min-rows", o.drift.min_rows,
+                  "Routed inputs in the window before the drift check runs")
+      ->capture_default_str();
+  sub->add_option("--drift-level", o.drift.level,
+                  "Report drift when the KS p-value is below this (small, because the check is "
+                  "repeated on a sliding window)")
+      ->capture_default_str();
   return {sub, [args] { return run_serve(*args); }};
 }
 

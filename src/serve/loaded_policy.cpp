@@ -1,5 +1,7 @@
 #include "serve/loaded_policy.hpp"
 
+#include <iostream>
+
 namespace tracer::serve {
 namespace {
 
@@ -16,20 +18,52 @@ std::shared_ptr<AuditMonitor> make_monitor(const nlohmann::json& manifest,
   return std::make_shared<AuditMonitor>(a, d, audit);
 }
 
+std::shared_ptr<DriftState> make_drift(const nlohmann::json& manifest, const DriftOptions& drift) {
+  auto section = manifest.find("drift");
+  DriftReference ref =
+      section == manifest.end() ? DriftReference{} : DriftReference::from_json(*section);
+  return std::make_shared<DriftState>(std::move(ref), drift);
+}
+
 }  // namespace
+
+DriftReport DriftState::report(std::chrono::steady_clock::duration max_age,
+                               const std::string& version) {
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mu_);
+  if (cached_ && max_age > std::chrono::steady_clock::duration::zero() &&
+      now - computed_at_ < max_age)
+    return last_;
+  last_ = monitor_.report();
+  computed_at_ = now;
+  cached_ = true;
+  // Once per version: the gauges and /v1/drift keep saying it, a log line per request would not
+  // help anyone.
+  if (last_.drift && !warned_) {
+    warned_ = true;
+    std::cerr << "warning: policy " << version << ": " << last_.message << "\n";
+  }
+  return last_;
+}
 
 std::string Decision::reason() const {
   if (audit_tripped) return "audit";
   return route.handled ? std::string() : reason_name(route.reason);
 }
 
-LoadedPolicy::LoadedPolicy(Router router, const AuditOptions& audit)
-    : LoadedPolicy(std::move(router), std::shared_ptr<AuditMonitor>()) {
+LoadedPolicy::LoadedPolicy(Router router, const AuditOptions& audit, const DriftOptions& drift)
+    : LoadedPolicy(std::move(router), std::shared_ptr<AuditMonitor>(),
+                   std::shared_ptr<DriftState>()) {
   audit_ = make_monitor(router_.manifest(), audit);
+  drift_ = make_drift(router_.manifest(), drift);
 }
 
-LoadedPolicy::LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit)
-    : router_(std::move(router)), audit_(std::move(audit)), pool_(router_) {
+LoadedPolicy::LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit,
+                           std::shared_ptr<DriftState> drift)
+    : router_(std::move(router)),
+      audit_(std::move(audit)),
+      drift_(std::move(drift)),
+      pool_(router_) {
   manifest_json_ =
       router_.manifest().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   const auto& labels = router_.policy().labels;
@@ -37,17 +71,22 @@ LoadedPolicy::LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit)
 }
 
 std::shared_ptr<const LoadedPolicy> LoadedPolicy::load(const std::string& dir,
-                                                       const AuditOptions& audit) {
-  return std::make_shared<const LoadedPolicy>(Router::load(dir), audit);
+                                                       const AuditOptions& audit,
+                                                       const DriftOptions& drift) {
+  return std::make_shared<const LoadedPolicy>(Router::load(dir), audit, drift);
 }
 
 std::shared_ptr<const LoadedPolicy> LoadedPolicy::reload(const std::string& dir,
                                                          const AuditOptions& audit,
+                                                         const DriftOptions& drift,
                                                          const LoadedPolicy& previous) {
   Router router = Router::load(dir);
-  if (router.policy().policy_version != previous.version() || !previous.audit_)
-    return std::make_shared<const LoadedPolicy>(std::move(router), audit);
-  return std::shared_ptr<const LoadedPolicy>(new LoadedPolicy(std::move(router), previous.audit_));
+  if (router.policy().policy_version != previous.version())
+    return std::make_shared<const LoadedPolicy>(std::move(router), audit, drift);
+  // The same version keeps its audit monitor and drift window.
+  auto monitor = previous.audit_ ? previous.audit_ : make_monitor(router.manifest(), audit);
+  return std::shared_ptr<const LoadedPolicy>(
+      new LoadedPolicy(std::move(router), std::move(monitor), previous.drift_));
 }
 
 RouteResult LoadedPolicy::route(std::string_view text) const {
@@ -58,6 +97,7 @@ RouteResult LoadedPolicy::route(std::string_view text) const {
 Decision LoadedPolicy::decide(std::string_view text) const {
   Decision d;
   d.route = route(text);
+  drift_->record(d.route);
   d.audit_tripped = audit_ && audit_->tripped();
   return d;
 }

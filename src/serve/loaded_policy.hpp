@@ -3,13 +3,16 @@
 // Requests hold a shared_ptr to the one they started with, so a hot reload swaps the slot's
 // pointer and in-flight requests finish on the old policy, which dies with its last user.
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
 #include "runtime/audit.hpp"
+#include "runtime/drift.hpp"
 #include "runtime/router.hpp"
 #include "serve/scratch_pool.hpp"
 
@@ -24,26 +27,55 @@ struct Decision {
   std::string reason() const;  // "" when handled
 };
 
+// The drift check of one policy version: the live window, its last report (so /healthz need
+// not sort the window on every call) and whether the warning was logged. Shared by reloads of
+// the same version, like the audit monitor.
+class DriftState {
+ public:
+  DriftState(DriftReference ref, const DriftOptions& options) : monitor_(std::move(ref), options) {}
+  void record(const RouteResult& r) {
+    monitor_.record(r.stage1_score, r.handled, r.reason == DeferReason::kOutOfDistribution);
+  }
+  // The report, reused when computed less than `max_age` ago. Logs a one-line warning to
+  // stderr the first time it shows drift for `version`.
+  DriftReport report(std::chrono::steady_clock::duration max_age, const std::string& version);
+
+ private:
+  DriftMonitor monitor_;
+  std::mutex mu_;  // guards the cache and the warning flag
+  std::chrono::steady_clock::time_point computed_at_{};
+  bool cached_ = false, warned_ = false;
+  DriftReport last_;
+};
+
 class LoadedPolicy {
  public:
   // The audit monitor takes α and δ from manifest.json's gate (target, delta); a manifest
-  // without them gets none (audit() is null).
-  explicit LoadedPolicy(Router router, const AuditOptions& audit = {});
+  // without them gets none (audit() is null). The drift window compares with manifest.json's
+  // "drift" section (none: the report says it is unavailable).
+  explicit LoadedPolicy(Router router, const AuditOptions& audit = {},
+                        const DriftOptions& drift = {});
   LoadedPolicy(const LoadedPolicy&) = delete;
   LoadedPolicy& operator=(const LoadedPolicy&) = delete;
 
   static std::shared_ptr<const LoadedPolicy> load(const std::string& dir,
-                                                  const AuditOptions& audit = {});
-  // Reloading the policy version `previous` serves keeps its monitor: only a refit (a new
-  // version) clears a tripped audit.
+                                                  const AuditOptions& audit = {},
+                                                  const DriftOptions& drift = {});
+  // Reloading the policy version `previous` serves keeps its audit monitor and drift window:
+  // only a refit (a new version) clears a tripped audit or starts a fresh window.
   static std::shared_ptr<const LoadedPolicy> reload(const std::string& dir,
                                                     const AuditOptions& audit,
+                                                    const DriftOptions& drift,
                                                     const LoadedPolicy& previous);
 
   const Router& router() const { return router_; }
-  RouteResult route(std::string_view text) const;
-  Decision decide(std::string_view text) const;
+  RouteResult route(std::string_view text) const;       // not recorded in the drift window
+  Decision decide(std::string_view text) const;         // recorded in the drift window
   AuditMonitor* audit() const { return audit_.get(); }  // null without gate.target/delta
+  // The drift report of this version's window, reused for up to `max_age` (0: fresh).
+  DriftReport drift_report(std::chrono::steady_clock::duration max_age = {}) const {
+    return drift_->report(max_age, version());
+  }
   const std::string& version() const { return router_.policy().policy_version; }
   std::string method() const { return method_name(router_.policy().method); }
   const std::string& manifest_json() const { return manifest_json_; }
@@ -54,11 +86,13 @@ class LoadedPolicy {
   nlohmann::json decision_json(const Decision& d) const;
 
  private:
-  LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit);
+  LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit,
+               std::shared_ptr<DriftState> drift);
 
   Router router_;
   std::shared_ptr<AuditMonitor> audit_;
-  mutable ScratchPool pool_;  // internally synchronised
+  std::shared_ptr<DriftState> drift_;  // never null
+  mutable ScratchPool pool_;           // internally synchronised
   std::string manifest_json_;
   std::unordered_map<std::string, int> label_index_;
 };

@@ -7,10 +7,16 @@
 namespace tracer::serve {
 namespace {
 
-constexpr std::array<std::string_view, kEndpoints> kPaths = {
-    "/v1/route",        "/v1/route/batch", "/v1/chat/completions",
-    "/healthz",         "/v1/policy",      "/metrics",
-    "/v1/admin/reload", "/v1/audit",       "other"};
+constexpr std::array<std::string_view, kEndpoints> kPaths = {"/v1/route",
+                                                             "/v1/route/batch",
+                                                             "/v1/chat/completions",
+                                                             "/healthz",
+                                                             "/v1/policy",
+                                                             "/metrics",
+                                                             "/v1/admin/reload",
+                                                             "/v1/audit",
+                                                             "/v1/drift",
+                                                             "other"};
 constexpr std::array<std::string_view, kUpstreamOutcomes> kOutcomes = {"ok", "http_error",
                                                                        "unreachable", "timeout"};
 constexpr std::array<std::string_view, kAuditOutcomes> kAuditOutcomeNames = {
@@ -106,7 +112,8 @@ void Metrics::count_reload(bool ok) {
 }
 
 std::string Metrics::render(std::string_view policy_version, std::string_view method,
-                            size_t num_labels, const AuditState* audit) const {
+                            size_t num_labels, const AuditState* audit,
+                            const DriftReport* drift) const {
   std::string out;
   out.reserve(8192);
   header(out, "tracer_requests_total", "counter", "HTTP requests by endpoint and status code.");
@@ -158,12 +165,12 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
   for (int o = 0; o < kAuditOutcomes; ++o)
     out += fmt::format("tracer_audit_requests_total{{outcome=\"{}\"}} {}\n", kAuditOutcomeNames[o],
                        load(audit_[o]));
+  auto gauge = [&out](std::string_view name, std::string_view help, auto value) {
+    header(out, name, "gauge", help);
+    out += fmt::format("{} {}\n", name, value);
+  };
   if (audit) {
     // Gauges of the served policy's monitor: a reload to a new policy version starts them over.
-    auto gauge = [&out](std::string_view name, std::string_view help, auto value) {
-      header(out, name, "gauge", help);
-      out += fmt::format("{} {}\n", name, value);
-    };
     gauge("tracer_audit_rows", "Audited rows of the served policy (n).", audit->rows);
     gauge("tracer_audit_agreed_rows", "Of them, where the surrogate agreed with the LLM (k).",
           audit->agreed);
@@ -175,6 +182,22 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
     gauge("tracer_audit_tripped",
           "1 once the upper bound fell below the target: everything is deferred.",
           audit->tripped ? 1 : 0);
+  }
+  if (drift) {
+    // The served policy's drift window (a new policy version starts a fresh one).
+    gauge("tracer_drift_available",
+          "1 when the drift check runs: the manifest has a drift reference and the window holds "
+          "at least --drift-min-rows routed inputs.",
+          drift->available ? 1 : 0);
+    gauge("tracer_drift_window_rows", "Routed inputs in the drift window.", drift->rows);
+    gauge("tracer_drift_ks",
+          "One-sided KS distance: how much more live stage-1 acceptor score mass sits below the "
+          "calibrate split's (0 while unavailable).",
+          drift->ks);
+    gauge("tracer_drift_p_value", "Its p-value (1 while unavailable).", drift->p_value);
+    gauge("tracer_drift_detected",
+          "1 while the p-value is below --drift-level: a warning, routing is unchanged.",
+          drift->drift ? 1 : 0);
   }
   header(out, "tracer_policy_info", "gauge", "The policy being served (value is always 1).");
   out += fmt::format("tracer_policy_info{{policy_version=\"{}\",method=\"{}\",labels=\"{}\"}} 1\n",

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "runtime/audit.hpp"
+#include "runtime/drift.hpp"
 #include "runtime/router.hpp"
 
 namespace tracer::serve {
@@ -21,9 +22,10 @@ enum class Endpoint : int {
   kMetrics,
   kReload,
   kAudit,
+  kDrift,
   kOther
 };
-inline constexpr int kEndpoints = 9;
+inline constexpr int kEndpoints = 10;
 std::string_view endpoint_path(Endpoint e);  // "other" for kOther
 Endpoint endpoint_of(std::string_view path);
 
@@ -78,9 +80,10 @@ class Metrics {
   uint64_t handled() const { return decisions_[0].load(std::memory_order_relaxed); }
 
   // The whole exposition; the policy gauge carries these labels. `audit` is the served
-  // policy's audit state (null: the policy has no monitor).
+  // policy's audit state (null: the policy has no monitor); `drift` its drift report (null:
+  // no drift gauges).
   std::string render(std::string_view policy_version, std::string_view method, size_t num_labels,
-                     const AuditState* audit = nullptr) const;
+                     const AuditState* audit = nullptr, const DriftReport* drift = nullptr) const;
 
  private:
   static constexpr int kMinStatus = 100, kStatuses = 500;

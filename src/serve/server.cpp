@@ -6,9 +6,11 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <iostream>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <thread>
 
 #include "io/trace_store.hpp"
@@ -52,6 +54,7 @@ const char* allowed_methods(Endpoint e) {
     case Endpoint::kHealth:
     case Endpoint::kPolicy:
     case Endpoint::kMetrics:
+    case Endpoint::kDrift:
       return "GET, HEAD";
     case Endpoint::kAudit:
       return "GET, HEAD, POST";
@@ -106,6 +109,21 @@ json audit_json(const LoadedPolicy& p) {
   return j;
 }
 
+// GET /v1/drift: the served policy's drift report.
+json drift_json(const LoadedPolicy& p, const DriftOptions& o) {
+  json j = p.drift_report().to_json();
+  j["policy_version"] = p.version();
+  j["window"] = o.window;
+  j["min_rows"] = o.min_rows;
+  return j;
+}
+
+// /healthz may be polled often: it reuses a drift report up to this old.
+constexpr auto kHealthDriftMaxAge = std::chrono::seconds(1);
+// How often the server looks for drift by itself, so the stderr warning comes even when no one
+// scrapes /metrics.
+constexpr auto kDriftCheckPeriod = std::chrono::seconds(5);
+
 }  // namespace
 
 struct ApiServer::Impl {
@@ -126,7 +144,8 @@ struct ApiServer::Impl {
   HttpServer http;  // last: destroyed first, while everything its handlers use is alive
 
   explicit Impl(ServeOptions o)
-      : opt(std::move(o)), slot(LoadedPolicy::load(opt.policy_dir, checked(opt.audit))) {
+      : opt(std::move(o)),
+        slot(LoadedPolicy::load(opt.policy_dir, checked(opt.audit), checked(opt.drift))) {
     if (opt.threads < 1) throw InputError("--threads must be >= 1");
     if (opt.max_body_bytes < 1) throw InputError("--max-body-bytes must be >= 1");
     if (opt.limits.max_batch < 1) throw InputError("--max-batch must be >= 1");
@@ -158,6 +177,39 @@ struct ApiServer::Impl {
     return a;
   }
 
+  // Checked before the policy loads, in the words of the flags.
+  static const DriftOptions& checked(const DriftOptions& d) {
+    constexpr size_t kMaxWindow = 1'000'000;  // the window is held in memory and sorted
+    if (d.window < 1 || d.window > kMaxWindow)
+      throw InputError(fmt::format("--drift-window must be between 1 and {} routed inputs (got {})",
+                                   kMaxWindow, d.window));
+    if (d.min_rows < 1 || d.min_rows > d.window)
+      throw InputError(fmt::format(
+          "--drift-min-rows must be between 1 and --drift-window ({}); got {}, so the check "
+          "could never run",
+          d.window, d.min_rows));
+    if (!(d.level > 0 && d.level < 1))
+      throw InputError(fmt::format(
+          "--drift-level must be strictly between 0 and 1 (got {}); e.g. 1e-4", d.level));
+    return d;
+  }
+
+  // Computes the served policy's drift report every kDriftCheckPeriod (which logs the warning
+  // the first time it shows drift) until `stop` is requested.
+  void watch_drift(std::stop_token stop) {
+    std::mutex mu;
+    std::condition_variable_any cv;
+    std::unique_lock lock(mu);
+    while (!cv.wait_for(lock, stop, kDriftCheckPeriod, [] { return false; }) &&
+           !stop.stop_requested()) {
+      try {
+        slot.get()->drift_report();
+      } catch (const std::exception& e) {
+        std::cerr << "warning: drift check failed: " << e.what() << "\n";
+      }
+    }
+  }
+
   void count(const Decision& d) {
     if (d.audit_tripped)
       metrics.count_audit_deferral();
@@ -185,6 +237,7 @@ struct ApiServer::Impl {
                       {"labels", p->num_labels()},
                       {"proxy", upstream != nullptr}};
                if (p->audit()) j["audit_tripped"] = p->audit()->tripped();
+               j["drift"] = p->drift_report(kHealthDriftMaxAge).drift;
                {
                  std::lock_guard<std::mutex> lock(reload_mu);
                  if (!last_reload_error.empty()) j["last_reload_error"] = last_reload_error;
@@ -198,9 +251,13 @@ struct ApiServer::Impl {
                auto p = slot.get();
                std::optional<AuditState> a;
                if (p->audit()) a = p->audit()->state();
-               res.set_content(
-                   metrics.render(p->version(), p->method(), p->num_labels(), a ? &*a : nullptr),
-                   "text/plain; version=0.0.4");
+               DriftReport drift = p->drift_report();
+               res.set_content(metrics.render(p->version(), p->method(), p->num_labels(),
+                                              a ? &*a : nullptr, &drift),
+                               "text/plain; version=0.0.4");
+             }));
+    http.Get("/v1/drift", wrap(Endpoint::kDrift, true, [this](const auto&, auto& res) {
+               res.set_content(dump(drift_json(*slot.get(), opt.drift)), kJson);
              }));
     http.Post("/v1/route", wrap(Endpoint::kRoute, true, [this](const auto& req, auto& res) {
                 RouteRequest rq = parse_route_request(req.body, opt.limits);
@@ -244,46 +301,46 @@ struct ApiServer::Impl {
     http.Post("/v1/chat/completions",
               wrap(Endpoint::kChat, true, [this](const auto& req, auto& res) { chat(req, res); }));
 
-    http.set_error_handler(httplib::Server::HandlerWithResponse(
-        [](const httplib::Request& req, httplib::Response& res) {
-          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-          // httplib answers these before reading the body: the rest of it is still in flight.
-          if (res.status == 400 || res.status == 413 || res.status == 414)
-            res.set_header("Connection", "close");
-          Endpoint e = endpoint_of(req.path);
-          if (res.status == 404 && e != Endpoint::kOther) {
-            res.status = 405;
-            res.set_header("Allow", allowed_methods(e));
-            send_error(res, 405,
-                       "method " + printable_path(req.method) + " is not allowed on " + req.path +
-                           "; use " + allowed_methods(e),
-                       "method_not_allowed");
-          } else if (res.status == 404) {
-            send_error(res, 404,
-                       "no endpoint " + printable_path(req.path) +
-                           "; see docs/serve.md (POST /v1/route, POST /v1/route/batch, GET "
-                           "/healthz, GET /v1/policy, GET /metrics, GET/POST /v1/audit)",
-                       "not_found");
-          } else if (res.status == 413) {
-            send_error(res, 413, "the request body is too large (--max-body-bytes)",
-                       "request_too_large");
-          } else if (res.status == 400 && !req.has_header("Content-Length") &&
-                     !req.has_header("Transfer-Encoding") &&
-                     (req.method == "POST" || req.method == "PUT" || req.method == "PATCH")) {
-            send_error(res, 400,
-                       "a " + req.method +
-                           " needs a Content-Length header, even for an empty "
-                           "body (curl: add -d '')",
-                       kInvalid);
-          } else if (res.status == 400) {
-            send_error(res, 400, "malformed HTTP request", kInvalid);
-          } else if (res.status == 414) {
-            send_error(res, 414, "the request line (URL) is too long", kInvalid);
-          } else {
-            send_error(res, res.status, "HTTP error " + std::to_string(res.status), "http_error");
-          }
-          return httplib::Server::HandlerResponse::Handled;
-        }));
+    http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req,
+                                                                   httplib::Response& res) {
+      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+      // httplib answers these before reading the body: the rest of it is still in flight.
+      if (res.status == 400 || res.status == 413 || res.status == 414)
+        res.set_header("Connection", "close");
+      Endpoint e = endpoint_of(req.path);
+      if (res.status == 404 && e != Endpoint::kOther) {
+        res.status = 405;
+        res.set_header("Allow", allowed_methods(e));
+        send_error(res, 405,
+                   "method " + printable_path(req.method) + " is not allowed on " + req.path +
+                       "; use " + allowed_methods(e),
+                   "method_not_allowed");
+      } else if (res.status == 404) {
+        send_error(res, 404,
+                   "no endpoint " + printable_path(req.path) +
+                       "; see docs/serve.md (POST /v1/route, POST /v1/route/batch, GET "
+                       "/healthz, GET /v1/policy, GET /metrics, GET/POST /v1/audit, GET /v1/drift)",
+                   "not_found");
+      } else if (res.status == 413) {
+        send_error(res, 413, "the request body is too large (--max-body-bytes)",
+                   "request_too_large");
+      } else if (res.status == 400 && !req.has_header("Content-Length") &&
+                 !req.has_header("Transfer-Encoding") &&
+                 (req.method == "POST" || req.method == "PUT" || req.method == "PATCH")) {
+        send_error(res, 400,
+                   "a " + req.method +
+                       " needs a Content-Length header, even for an empty "
+                       "body (curl: add -d '')",
+                   kInvalid);
+      } else if (res.status == 400) {
+        send_error(res, 400, "malformed HTTP request", kInvalid);
+      } else if (res.status == 414) {
+        send_error(res, 414, "the request line (URL) is too long", kInvalid);
+      } else {
+        send_error(res, res.status, "HTTP error " + std::to_string(res.status), "http_error");
+      }
+      return httplib::Server::HandlerResponse::Handled;
+    }));
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       metrics.count_request(endpoint_of(req.path), res.status);
     });
@@ -497,7 +554,7 @@ struct ApiServer::Impl {
     auto old = slot.get();
     r.previous_policy_version = old->version();
     try {
-      auto fresh = LoadedPolicy::reload(opt.policy_dir, opt.audit, *old);
+      auto fresh = LoadedPolicy::reload(opt.policy_dir, opt.audit, opt.drift, *old);
       r.policy_version = fresh->version();
       slot.set(std::move(fresh));
       r.ok = true;
@@ -537,9 +594,12 @@ int ApiServer::bind() {
 void ApiServer::run() {
   Impl& m = *impl_;
   bind();
+  std::jthread drift_watch([&m](std::stop_token stop) { m.watch_drift(stop); });
   m.running = true;
   if (!m.stopping) m.http.listen_after_bind();  // returns once stopped and in-flight work ends
   m.running = false;
+  drift_watch.request_stop();
+  drift_watch.join();
   // Audits finish their LLM call before the store is flushed; queued ones are dropped.
   if (m.audits)
     for (size_t n = m.audits->stop(); n > 0; --n) m.metrics.count_audit(AuditOutcome::kDropped);

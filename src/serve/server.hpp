@@ -5,6 +5,7 @@
 #include <string>
 
 #include "runtime/audit.hpp"
+#include "runtime/drift.hpp"
 #include "serve/requests.hpp"
 
 namespace tracer::serve {
@@ -33,6 +34,9 @@ struct ServeOptions {
   AuditOptions audit;
   int audit_concurrency = 2;  // proxy: audit calls to the upstream at once
   size_t audit_queue = 64;    // proxy: audits waiting for a worker; more are dropped
+  // Drift warning (docs/serve.md, "Drift warning"): the latest `window` routed inputs' stage-1
+  // acceptor scores against the calibrate split's. Never changes a decision.
+  DriftOptions drift;
 };
 
 struct ReloadResult {
