@@ -321,6 +321,16 @@ struct ApiServer::Impl {
                        "; see docs/serve.md (POST /v1/route, POST /v1/route/batch, GET "
                        "/healthz, GET /v1/policy, GET /metrics, GET/POST /v1/audit, GET /v1/drift)",
                    "not_found");
+      } else if (res.status == 413 &&
+                 req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded",
+                                                            0) == 0) {
+        // cpp-httplib caps form-encoded bodies at 8 KiB whatever --max-body-bytes says, and
+        // `curl -d` sends that content type by default.
+        send_error(res, 413,
+                   "a body sent as application/x-www-form-urlencoded is limited to 8 KiB; send "
+                   "JSON with 'Content-Type: application/json' (curl: add -H 'Content-Type: "
+                   "application/json')",
+                   "request_too_large");
       } else if (res.status == 413) {
         send_error(res, 413, "the request body is too large (--max-body-bytes)",
                    "request_too_large");
