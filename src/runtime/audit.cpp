@@ -37,11 +37,19 @@ AuditMonitor::AuditMonitor(double alpha, double delta, AuditOptions options)
         std::to_string(opt_.share));
   if (opt_.min_rows < 1)
     throw InputError("--audit-min-rows must be >= 1, got " + std::to_string(opt_.min_rows));
+  next_look_rows_ = look_rows(0, opt_.min_rows);
 }
 
-double AuditMonitor::look_confidence(int64_t n, int min_rows, double delta) {
-  double nn = static_cast<double>(std::max<int64_t>(n, std::max(min_rows, 1)));
-  return 1 - delta * min_rows / (nn * (nn + 1));
+int64_t AuditMonitor::look_rows(int look, int min_rows) {
+  int64_t n = std::max(min_rows, 1);
+  for (int j = 0; j < look && n < INT_MAX; ++j)
+    n = std::max<int64_t>(n + 1, static_cast<int64_t>(std::ceil(1.25 * static_cast<double>(n))));
+  return std::min<int64_t>(n, INT_MAX);
+}
+
+double AuditMonitor::look_confidence(int look, double delta) {
+  const double j = std::max(look, 0);
+  return 1 - delta / ((j + 1) * (j + 2));
 }
 
 bool AuditMonitor::should_audit() {
@@ -57,13 +65,18 @@ bool AuditMonitor::record(bool agreed) {
   if (n_ == INT_MAX) return tripped();  // the bounds count in int; billions of rows say enough
   ++n_;
   k_ += agreed ? 1 : 0;
-  if (tripped() || n_ < opt_.min_rows) return tripped();
+  if (tripped() || n_ != next_look_rows_) return tripped();
+  const int look = next_look_++;
+  next_look_rows_ = look_rows(next_look_, opt_.min_rows);
+  last_look_ = look;
+  last_n_ = n_;
+  last_k_ = k_;
   // The bound can only be below alpha when the live agreement is: skip the arithmetic otherwise.
   if (static_cast<double>(k_) >= alpha_ * n_) return false;
   // CP upper(n, k, c) < alpha  <=>  P(Bin(n, alpha) <= k) < 1 - c, one tail instead of a
   // bisection; P(X <= k) under alpha is P(n - X >= n - k) under 1 - alpha.
   double p_value = binomial_upper_tail(n_, n_ - k_, 1 - alpha_);
-  if (p_value < 1 - look_confidence(n_, opt_.min_rows, delta_)) {
+  if (p_value < 1 - look_confidence(look, delta_)) {
     tripped_at_ = n_;
     tripped_.store(true, std::memory_order_release);
   }
@@ -72,10 +85,10 @@ bool AuditMonitor::record(bool agreed) {
 
 AuditState AuditMonitor::state() const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (bound_n_ != n_) {
-    confidence_ = look_confidence(n_, opt_.min_rows, delta_);
-    upper_ = clopper_pearson_upper(n_, k_, confidence_);
-    bound_n_ = n_;
+  if (bound_look_ != last_look_) {
+    confidence_ = look_confidence(std::max(last_look_, 0), delta_);
+    upper_ = last_look_ < 0 ? 1 : clopper_pearson_upper(last_n_, last_k_, confidence_);
+    bound_look_ = last_look_;
   }
   AuditState s;
   s.alpha = alpha_;
@@ -87,6 +100,8 @@ AuditState AuditMonitor::state() const {
   s.agreement = n_ > 0 ? static_cast<double>(k_) / n_ : 0;
   s.upper_bound = upper_;
   s.confidence = confidence_;
+  s.checked_rows = last_look_ < 0 ? 0 : last_n_;
+  s.next_check_rows = next_look_rows_;
   s.tripped = tripped();
   s.tripped_at_rows = tripped_at_;
   return s;

@@ -4,10 +4,13 @@
 // below the policy's target α, the monitor trips and the server defers everything (fail safe)
 // until a new policy is loaded.
 //
-// The test is anytime-valid: the bound is looked at after every audited row, so each look n
-// (n >= min_rows) spends δ·m / (n (n + 1)) of the error budget (m = min_rows; these sum to δ).
-// Hence, if the true agreement on handled traffic is at least α, the monitor trips with
-// probability at most δ over its whole life, however long it runs.
+// The test is anytime-valid: it looks at the audited rows at fixed counts n_0 = min_rows,
+// n_{j+1} = max(n_j + 1, ceil(1.25 n_j)), and look j spends δ / ((j + 1)(j + 2)) of the error
+// budget (these sum to δ). Hence, if the true agreement on handled traffic is at least α, the
+// monitor trips with probability at most δ over its whole life, however long it runs. Looking
+// at geometrically spaced counts rather than after every row spends far less of δ per look: at
+// 3,000 audited rows the bound is taken at about 3.6 standard errors instead of 5, so about half
+// as many labels detect the same shortfall, at the cost of waiting up to 25% more rows.
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -27,10 +30,13 @@ struct AuditState {
   int64_t rows = 0;      // n: audited handled requests with an LLM label
   int64_t agreed = 0;    // k: of them, where the surrogate's label was the LLM's
   double agreement = 0;  // k / n (0 when n == 0)
-  // One-sided Clopper–Pearson upper bound on the agreement at `confidence`, the level of the
-  // look at max(n, min_rows) rows; the monitor trips when it falls below alpha.
+  // One-sided Clopper–Pearson upper bound on the agreement at `confidence`, as tested at the
+  // last look (`checked_rows` rows; 1 before the first look); the monitor trips when it falls
+  // below alpha. The next look is at `next_check_rows`.
   double upper_bound = 1;
   double confidence = 0;
+  int64_t checked_rows = 0;
+  int64_t next_check_rows = 0;
   bool tripped = false;
   int64_t tripped_at_rows = 0;  // n when it tripped (0: not tripped)
 };
@@ -51,8 +57,10 @@ class AuditMonitor {
   bool tripped() const { return tripped_.load(std::memory_order_acquire); }
   AuditState state() const;
 
-  // The one-sided confidence of the look at n rows: 1 - δ·m / (n (n + 1)), m = min_rows.
-  static double look_confidence(int64_t n, int min_rows, double delta);
+  // Rows at look j (j >= 0): min_rows, then growing by 25% (at least 1) per look.
+  static int64_t look_rows(int look, int min_rows);
+  // The one-sided confidence of look j: 1 - δ / ((j + 1)(j + 2)).
+  static double look_confidence(int look, double delta);
 
  private:
   double alpha_, delta_;
@@ -62,8 +70,12 @@ class AuditMonitor {
   mutable std::mutex mu_;  // guards the fields below
   int n_ = 0, k_ = 0;
   int tripped_at_ = 0;
-  // The bound is a bisection (milliseconds): computed when state() asks, cached per n.
-  mutable int bound_n_ = -1;
+  int next_look_ = 0;            // index of the next look
+  int64_t next_look_rows_ = 0;   // rows at which it happens
+  int last_look_ = -1;           // index of the last look taken (-1: none yet)
+  int last_n_ = 0, last_k_ = 0;  // counts at that look
+  // The bound is a bisection (milliseconds): computed when state() asks, cached per look.
+  mutable int bound_look_ = -2;
   mutable double upper_ = 1, confidence_ = 0;
 };
 

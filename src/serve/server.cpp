@@ -96,6 +96,8 @@ json audit_json(const LoadedPolicy& p) {
                 {"agreement", a.agreement},
                 {"upper_bound", a.upper_bound},
                 {"confidence", a.confidence},
+                {"checked_rows", a.checked_rows},
+                {"next_check_rows", a.next_check_rows},
                 {"tripped", a.tripped}});
   if (a.tripped) {
     j["tripped_at_rows"] = a.tripped_at_rows;
@@ -321,9 +323,8 @@ struct ApiServer::Impl {
                        "; see docs/serve.md (POST /v1/route, POST /v1/route/batch, GET "
                        "/healthz, GET /v1/policy, GET /metrics, GET/POST /v1/audit, GET /v1/drift)",
                    "not_found");
-      } else if (res.status == 413 &&
-                 req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded",
-                                                            0) == 0) {
+      } else if (res.status == 413 && req.get_header_value("Content-Type")
+                                              .rfind("application/x-www-form-urlencoded", 0) == 0) {
         // cpp-httplib caps form-encoded bodies at 8 KiB whatever --max-body-bytes says, and
         // `curl -d` sends that content type by default.
         send_error(res, 413,

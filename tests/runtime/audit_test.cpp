@@ -117,36 +117,52 @@ TEST(Audit, PerfectAgreementNeverTrips) {
   EXPECT_FALSE(empty.tripped);
 }
 
-// The trip rule (one binomial tail) is the Clopper–Pearson bound it reports: tripped exactly
-// when the bound at the look's confidence is below alpha.
+// The trip rule (one binomial tail) is the Clopper–Pearson bound it reports: at each look,
+// tripped exactly when the bound at the look's confidence is below alpha; between looks the
+// monitor neither trips nor changes the bound it reports.
 TEST(Audit, TripsExactlyWhenTheReportedBoundFallsBelowAlpha) {
-  for (uint64_t seed = 1; seed <= 4; ++seed) {
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
     AuditMonitor m(0.9, 0.05, {0, 30, 0});
     std::mt19937_64 rng(seed);
     std::bernoulli_distribution agree(0.8);
-    for (int n = 1; n <= 400; ++n) {
+    int look = 0, looks_seen = 0;
+    for (int n = 1; n <= 2000; ++n) {
       bool tripped = m.record(agree(rng));
       AuditState s = m.state();
-      if (n < 30) {
-        EXPECT_FALSE(tripped);
+      if (n != AuditMonitor::look_rows(look, 30)) {
+        EXPECT_FALSE(tripped) << "seed " << seed << " n " << n;
+        EXPECT_EQ(s.checked_rows, look == 0 ? 0 : AuditMonitor::look_rows(look - 1, 30));
         continue;
       }
-      EXPECT_DOUBLE_EQ(s.confidence, AuditMonitor::look_confidence(n, 30, 0.05));
+      ++looks_seen;
+      EXPECT_EQ(s.checked_rows, n);
+      EXPECT_EQ(s.next_check_rows, AuditMonitor::look_rows(look + 1, 30));
+      EXPECT_DOUBLE_EQ(s.confidence, AuditMonitor::look_confidence(look, 0.05));
       EXPECT_DOUBLE_EQ(s.upper_bound,
                        clopper_pearson_upper(n, static_cast<int>(s.agreed), s.confidence));
       EXPECT_EQ(tripped, s.upper_bound < 0.9)
           << "seed " << seed << " n " << n << " k " << s.agreed << " bound " << s.upper_bound;
+      ++look;
       if (tripped) break;
     }
+    EXPECT_GT(looks_seen, 0);
+    EXPECT_TRUE(m.tripped()) << "0.8 against 0.9 is caught within 2000 rows";
   }
 }
 
-TEST(Audit, LooksSpendAtMostDelta) {
+TEST(Audit, LooksGrowGeometricallyAndSpendAtMostDelta) {
+  EXPECT_EQ(AuditMonitor::look_rows(0, 50), 50);
+  EXPECT_EQ(AuditMonitor::look_rows(1, 50), 63);  // ceil(62.5)
+  EXPECT_EQ(AuditMonitor::look_rows(1, 1), 2);    // at least one more row
+  for (int j = 0; j < 60; ++j)
+    EXPECT_GT(AuditMonitor::look_rows(j + 1, 3), AuditMonitor::look_rows(j, 3)) << j;
+  EXPECT_GT(AuditMonitor::look_rows(40, 50), 200000);  // ~50 * 1.25^40: few looks, ever
   double spent = 0;
-  for (int64_t n = 50; n < 2000000; ++n) spent += 1 - AuditMonitor::look_confidence(n, 50, 0.05);
+  for (int j = 0; j < 100000; ++j) spent += 1 - AuditMonitor::look_confidence(j, 0.05);
   EXPECT_LE(spent, 0.05);
   EXPECT_GT(spent, 0.0499);
-  EXPECT_DOUBLE_EQ(AuditMonitor::look_confidence(10, 50, 0.05), 1 - 0.05 / 51);
+  EXPECT_DOUBLE_EQ(AuditMonitor::look_confidence(0, 0.05), 1 - 0.05 / 2);
+  EXPECT_DOUBLE_EQ(AuditMonitor::look_confidence(3, 0.05), 1 - 0.05 / 20);
 }
 
 // Statistical: with the true agreement at the target (the boundary of "the guarantee holds"),
