@@ -328,7 +328,8 @@ struct ApiServer::Impl {
         // cpp-httplib caps form-encoded bodies at 8 KiB whatever --max-body-bytes says, and
         // `curl -d` sends that content type by default.
         send_error(res, 413,
-                   "a body sent as application/x-www-form-urlencoded is limited to 8 KiB; send "
+                   "the request body is too large: at most --max-body-bytes, and at most 8 KiB "
+                   "when sent as application/x-www-form-urlencoded (curl -d's default); send "
                    "JSON with 'Content-Type: application/json' (curl: add -H 'Content-Type: "
                    "application/json')",
                    "request_too_large");

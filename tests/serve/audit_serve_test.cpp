@@ -3,104 +3,45 @@
 // agrees or disagrees with the surrogate on purpose.
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <functional>
-#include <mutex>
-#include <set>
 #include <sstream>
-#include <thread>
 
 #include "io/trace_store.hpp"
 #include "runtime/router.hpp"
 #include "serve/http.hpp"
 #include "serve/server.hpp"
+#include "serve_test_util.hpp"
 #include "test_util.hpp"
-#include "util/error.hpp"
 
 namespace tracer {
 namespace {
 
 using nlohmann::json;
-using testing::read_file;
+using testing::answer_of;
+using testing::body;
+using testing::chat_body;
+using testing::Clock;
+using testing::eventually;
+using testing::FakeLlm;
+using testing::metric;
+using testing::options_error;
 using testing::run_cli;
-using testing::source_path;
+using testing::RunningServer;
+using testing::seconds_since;
 using testing::TempDir;
 using testing::write_file;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// Polls `done` every 10 ms for up to `timeout_s`; returns its last answer.
-bool eventually(const std::function<bool()>& done, double timeout_s = 20) {
-  auto t0 = Clock::now();
-  while (!done()) {
-    if (seconds_since(t0) > timeout_s) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return true;
-}
-
-// The value of one Prometheus sample line (-1 when absent).
-double metric(const std::string& text, const std::string& series) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  return -1;
-}
-
-json body(const httplib::Result& r) {
-  if (!r) throw std::runtime_error("no HTTP response: " + httplib::to_string(r.error()));
-  return json::parse(r->body);
-}
-
-std::string chat_body(const std::string& text) {
-  return json{{"model", "gpt-test"},
-              {"messages", json::array({{{"role", "system"}, {"content", "Classify the intent."}},
-                                        {{"role", "user"}, {"content", text}}})}}
-      .dump();
-}
-
-std::string answer_of(const httplib::Result& r) {
-  return json::parse(r->body)["choices"][0]["message"]["content"];
-}
 
 // One Banking77 policy (10 labels) shared by the suite; fitting it is the slow part.
-struct Policy {
-  TempDir dir;
-  std::string path = dir.file("policy");
-  std::string train = dir.file("train.jsonl");
-  std::unique_ptr<Router> router;
+struct Policy : testing::BankingPolicy {
   std::vector<std::string> handled, deferred;  // test texts by the router's decision
 
   Policy() {
-    std::set<std::string> labels;
-    std::string out;
-    for (const auto& l : testing::banking77_lines(10, 80)) {
-      labels.insert(json::parse(l)["teacher"].get<std::string>());
-      out += l + "\n";
-    }
-    write_file(train, out);
-    fit("0.95");
-    std::ifstream test(source_path("data/banking77/test.jsonl"));
     RouteScratch s = router->make_scratch();
-    for (std::string line; std::getline(test, line);) {
-      json j = json::parse(line);
-      if (!labels.count(j["teacher"])) continue;
-      (router->route(j["input"].get<std::string>(), s).handled ? handled : deferred)
-          .push_back(j["input"]);
+    for (const auto& [input, teacher] : testing::banking77_test()) {
+      if (!labels.count(teacher)) continue;
+      (router->route(input, s).handled ? handled : deferred).push_back(input);
     }
   }
-  void fit(const std::string& target) {
-    std::string zoo = testing::sanitized() ? " --zoo logreg_strong,complement_nb" : "";
-    auto r = run_cli("fit " + train + " -o " + path + " --quiet --target " + target + zoo);
-    if (r.exit_code != 0) throw std::runtime_error("fit failed: " + r.err);
-    router = std::make_unique<Router>(Router::load(path));
-  }
-  std::string version() const { return router->policy().policy_version; }
   std::string surrogate(const std::string& text) const {
     RouteScratch s = router->make_scratch();
     return router->label_name(router->route(text, s).label);
@@ -114,93 +55,7 @@ struct Policy {
   }
 };
 
-class AuditServe : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { policy_ = new Policy(); }
-  static void TearDownTestSuite() {
-    delete policy_;
-    policy_ = nullptr;
-  }
-  static Policy* policy_;
-};
-Policy* AuditServe::policy_ = nullptr;
-
-// An OpenAI-compatible LLM stand-in answering `answer(user text)`. OpenAI-Test-Delay-Ms makes it
-// sleep first (the proxy forwards OpenAI-* headers, to audits too).
-class FakeLlm {
- public:
-  explicit FakeLlm(std::function<std::string(const std::string&)> answer)
-      : answer_(std::move(answer)) {
-    server_.Post(
-        "/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-          {
-            std::lock_guard<std::mutex> lock(mu_);
-            ++calls_;
-          }
-          if (req.has_header("OpenAI-Test-Delay-Ms"))
-            std::this_thread::sleep_for(
-                std::chrono::milliseconds(std::stoi(req.get_header_value("OpenAI-Test-Delay-Ms"))));
-          json in = json::parse(req.body);
-          std::string text;
-          for (const auto& m : in["messages"])
-            if (m["role"] == "user") text = m["content"];
-          json out{{"id", "chatcmpl-fake"},
-                   {"object", "chat.completion"},
-                   {"choices",
-                    json::array({{{"index", 0},
-                                  {"message", {{"role", "assistant"}, {"content", answer_(text)}}},
-                                  {"finish_reason", "stop"}}})}};
-          res.set_content(out.dump(), "application/json");
-        });
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ~FakeLlm() {
-    server_.stop();
-    thread_.join();
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  int calls() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return calls_;
-  }
-
- private:
-  std::function<std::string(const std::string&)> answer_;
-  httplib::Server server_;
-  std::thread thread_;
-  int port_ = 0;
-  std::mutex mu_;
-  int calls_ = 0;
-};
-
-// An ApiServer serving on a free loopback port from a thread; stopped and joined on destruction.
-class RunningServer {
- public:
-  explicit RunningServer(serve::ServeOptions o) : server_(std::move(o)) {
-    port_ = server_.bind();
-    thread_ = std::thread([this] { server_.run(); });
-  }
-  ~RunningServer() { stop(); }
-  void stop() {
-    if (!thread_.joinable()) return;
-    server_.stop();
-    thread_.join();
-  }
-  serve::ApiServer& server() { return server_; }
-  std::unique_ptr<httplib::Client> client() const {
-    auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
-    c->set_read_timeout(std::chrono::seconds(30));
-    c->set_tcp_nodelay(true);
-    return c;
-  }
-
- private:
-  serve::ApiServer server_;
-  std::thread thread_;
-  int port_ = 0;
-};
+class AuditServe : public testing::SharedPolicySuite<Policy> {};
 
 serve::ServeOptions options(const Policy& p) {
   serve::ServeOptions o;
@@ -210,16 +65,22 @@ serve::ServeOptions options(const Policy& p) {
   return o;
 }
 
-TEST_F(AuditServe, DisagreeingLlmTripsTheAuditAndEverythingIsDeferred) {
-  Policy& p = *policy_;
-  ASSERT_GE(p.handled.size(), 40u);
-  FakeLlm llm([&p](const std::string& text) { return p.other_label(text); });
-  TempDir tmp;
+// Proxies to `llm` and audits every handled request (share 1), first look at 20 rows.
+serve::ServeOptions audited_options(const Policy& p, const FakeLlm& llm, const TempDir& tmp) {
   serve::ServeOptions o = options(p);
   o.upstream = llm.url();
   o.trace_db = tmp.file("traces.db");
   o.audit.share = 1;
   o.audit.min_rows = 20;
+  return o;
+}
+
+TEST_F(AuditServe, DisagreeingLlmTripsTheAuditAndEverythingIsDeferred) {
+  Policy& p = *policy_;
+  ASSERT_GE(p.handled.size(), 40u);
+  FakeLlm llm([&p](const std::string& text) { return p.other_label(text); });
+  TempDir tmp;
+  serve::ServeOptions o = audited_options(p, llm, tmp);
   RunningServer rs(o);
   auto c = rs.client();
 
@@ -311,11 +172,7 @@ TEST_F(AuditServe, AgreeingLlmDoesNotTripAndAuditsAreBounded) {
   ASSERT_GE(p.handled.size(), 60u);
   FakeLlm llm([&p](const std::string& text) { return p.surrogate(text); });
   TempDir tmp;
-  serve::ServeOptions o = options(p);
-  o.upstream = llm.url();
-  o.trace_db = tmp.file("traces.db");
-  o.audit.share = 1;
-  o.audit.min_rows = 20;
+  serve::ServeOptions o = audited_options(p, llm, tmp);
   o.audit_concurrency = 1;
   o.audit_queue = 2;
   RunningServer rs(o);
@@ -430,8 +287,7 @@ TEST_F(AuditServe, FeedbackEndpointTripsAndARefitRecovers) {
   EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/audit",status="400"})"), 2) << mt;
 
   // Recovery: refit into the served folder (a new policy version) and reload.
-  auto refit = run_cli("fit " + p.train + " -o " + folder + " --quiet --target 0.9" +
-                       (testing::sanitized() ? " --zoo logreg_strong,complement_nb" : ""));
+  auto refit = p.fit(folder, "0.9");
   ASSERT_TRUE(refit.exit_code == 0 || refit.exit_code == 4) << refit.err;
   json r = body(c->Post("/v1/admin/reload", "", "application/json"));
   ASSERT_EQ(r["reloaded"], true) << r.dump();
@@ -448,16 +304,6 @@ TEST_F(AuditServe, FeedbackEndpointTripsAndARefitRecovers) {
 
 TEST(AuditServeFlags, BadAuditOptionsAreClearErrors) {
   TempDir dir;
-  auto message = [](serve::ServeOptions o) -> std::string {
-    try {
-      serve::ApiServer s(std::move(o));
-    } catch (const InputError& e) {
-      return e.what();
-    } catch (const std::exception& e) {
-      return std::string("other: ") + e.what();
-    }
-    return "";
-  };
   std::string out;
   for (const auto& l : testing::banking77_lines(4, 60)) out += l + "\n";
   write_file(dir.file("train.jsonl"), out);
@@ -468,19 +314,19 @@ TEST(AuditServeFlags, BadAuditOptionsAreClearErrors) {
   o.policy_dir = dir.file("policy");
   o.port = 0;
   o.audit.share = 0.1;  // no upstream
-  EXPECT_NE(message(o).find("--upstream"), std::string::npos);
+  EXPECT_NE(options_error(o).find("--upstream"), std::string::npos);
   o.upstream = "http://127.0.0.1:9";
   o.trace_db = dir.file("traces.db");
   o.audit.share = 1.5;
-  EXPECT_NE(message(o).find("--audit-share"), std::string::npos);
+  EXPECT_NE(options_error(o).find("--audit-share"), std::string::npos);
   o.audit.share = 0.1;
   o.audit.min_rows = 0;
-  EXPECT_NE(message(o).find("--audit-min-rows"), std::string::npos);
+  EXPECT_NE(options_error(o).find("--audit-min-rows"), std::string::npos);
   o.audit.min_rows = 50;
   o.audit_concurrency = 0;
-  EXPECT_NE(message(o).find("--audit-concurrency"), std::string::npos);
+  EXPECT_NE(options_error(o).find("--audit-concurrency"), std::string::npos);
   o.audit_concurrency = 2;
-  EXPECT_EQ(message(o), "");
+  EXPECT_EQ(options_error(o), "");
 }
 
 }  // namespace

@@ -4,75 +4,44 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
-#include <thread>
 
 #include "runtime/router.hpp"
 #include "serve/http.hpp"
 #include "serve/metrics.hpp"
 #include "serve/server.hpp"
+#include "serve_test_util.hpp"
 #include "test_util.hpp"
-#include "util/error.hpp"
 
 namespace tracer {
 namespace {
 
 using nlohmann::json;
+using testing::body;
+using testing::metric;
+using testing::options_error;
 using testing::read_file;
 using testing::run_cli;
-using testing::source_path;
+using testing::RunningServer;
 using testing::TempDir;
 using testing::write_file;
 
-// The value of one Prometheus sample line (-1 when absent).
-double metric(const std::string& text, const std::string& series) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  return -1;
-}
-
-json body(const httplib::Result& r) {
-  if (!r) throw std::runtime_error("no HTTP response: " + httplib::to_string(r.error()));
-  return json::parse(r->body);
-}
-
 // One Banking77 policy (10 labels) shared by the suite, and test texts of its labels (like the
 // traces) and of 30 other labels (other topics: what a product change would bring).
-struct Policy {
-  TempDir dir;
-  std::string path = dir.file("policy");
-  std::string train = dir.file("train.jsonl");
-  std::unique_ptr<Router> router;
+struct Policy : testing::BankingPolicy {
   std::vector<std::string> like, unlike;
 
   Policy() {
-    std::set<std::string> labels, others;
-    std::string out;
-    for (const auto& l : testing::banking77_lines(10, 80)) {
-      labels.insert(json::parse(l)["teacher"].get<std::string>());
-      out += l + "\n";
-    }
-    write_file(train, out);
-    std::string zoo = testing::sanitized() ? " --zoo logreg_strong,complement_nb" : "";
-    auto r = run_cli("fit " + train + " -o " + path + " --quiet --target 0.95" + zoo);
-    if (r.exit_code != 0) throw std::runtime_error("fit failed: " + r.err);
-    router = std::make_unique<Router>(Router::load(path));
-    std::ifstream test(source_path("data/banking77/test.jsonl"));
-    for (std::string line; std::getline(test, line);) {
-      json j = json::parse(line);
-      std::string label = j["teacher"];
+    std::set<std::string> others;
+    for (const auto& [input, label] : testing::banking77_test()) {
       if (labels.count(label)) {
-        like.push_back(j["input"]);
+        like.push_back(input);
       } else if (others.count(label) || others.size() < 30) {
         others.insert(label);
-        unlike.push_back(j["input"]);
+        unlike.push_back(input);
       }
     }
   }
-  std::string version() const { return router->policy().policy_version; }
   // The router's own decision, as /v1/route reports it.
   std::pair<std::string, std::string> decision(const std::string& text) const {
     RouteScratch s = router->make_scratch();
@@ -81,39 +50,7 @@ struct Policy {
   }
 };
 
-class DriftServe : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { policy_ = new Policy(); }
-  static void TearDownTestSuite() {
-    delete policy_;
-    policy_ = nullptr;
-  }
-  static Policy* policy_;
-};
-Policy* DriftServe::policy_ = nullptr;
-
-// An ApiServer serving on a free loopback port from a thread; stopped and joined on destruction.
-class RunningServer {
- public:
-  explicit RunningServer(serve::ServeOptions o) : server_(std::move(o)) {
-    port_ = server_.bind();
-    thread_ = std::thread([this] { server_.run(); });
-  }
-  ~RunningServer() {
-    server_.stop();
-    thread_.join();
-  }
-  std::unique_ptr<httplib::Client> client() const {
-    auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
-    c->set_read_timeout(std::chrono::seconds(30));
-    return c;
-  }
-
- private:
-  serve::ApiServer server_;
-  std::thread thread_;
-  int port_ = 0;
-};
+class DriftServe : public testing::SharedPolicySuite<Policy> {};
 
 serve::ServeOptions options(const std::string& dir) {
   serve::ServeOptions o;
@@ -226,8 +163,7 @@ TEST_F(DriftServe, OtherTopicsRaiseTheWarningButDecisionsAreUnchanged) {
   json same = body(c->Post("/v1/admin/reload", "", "application/json"));
   ASSERT_EQ(same["reloaded"], true) << same.dump();
   EXPECT_EQ(body(c->Get("/v1/drift"))["drift"], true);
-  auto refit = run_cli("fit " + p.train + " -o " + folder + " --quiet --target 0.9" +
-                       (testing::sanitized() ? " --zoo logreg_strong,complement_nb" : ""));
+  auto refit = p.fit(folder, "0.9");
   ASSERT_TRUE(refit.exit_code == 0 || refit.exit_code == 4) << refit.err;
   json r = body(c->Post("/v1/admin/reload", "", "application/json"));
   ASSERT_EQ(r["reloaded"], true) << r.dump();
@@ -335,31 +271,21 @@ TEST_F(DriftServe, DriftEndpointNeedsTheApiKey) {
 }
 
 TEST_F(DriftServe, BadDriftOptionsAreClearErrors) {
-  auto message = [](serve::ServeOptions o) -> std::string {
-    try {
-      serve::ApiServer s(std::move(o));
-    } catch (const InputError& e) {
-      return e.what();
-    } catch (const std::exception& e) {
-      return std::string("other: ") + e.what();
-    }
-    return "";
-  };
   serve::ServeOptions o = options(policy_->path);
   o.drift.window = 0;
-  EXPECT_NE(message(o).find("--drift-window"), std::string::npos) << message(o);
+  EXPECT_NE(options_error(o).find("--drift-window"), std::string::npos) << options_error(o);
   o.drift.window = 100;
   o.drift.min_rows = 200;
-  EXPECT_NE(message(o).find("--drift-min-rows"), std::string::npos) << message(o);
+  EXPECT_NE(options_error(o).find("--drift-min-rows"), std::string::npos) << options_error(o);
   o.drift.min_rows = 0;
-  EXPECT_NE(message(o).find("--drift-min-rows"), std::string::npos) << message(o);
+  EXPECT_NE(options_error(o).find("--drift-min-rows"), std::string::npos) << options_error(o);
   o.drift.min_rows = 50;
   o.drift.level = 0;
-  EXPECT_NE(message(o).find("--drift-level"), std::string::npos) << message(o);
+  EXPECT_NE(options_error(o).find("--drift-level"), std::string::npos) << options_error(o);
   o.drift.level = 1.5;
-  EXPECT_NE(message(o).find("--drift-level"), std::string::npos) << message(o);
+  EXPECT_NE(options_error(o).find("--drift-level"), std::string::npos) << options_error(o);
   o.drift.level = 0.01;
-  EXPECT_EQ(message(o), "");
+  EXPECT_EQ(options_error(o), "");
 
   // The same through the command line: exit 2 and the flag's name.
   for (const char* bad :

@@ -14,9 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -24,6 +22,7 @@
 #include "io/trace_store.hpp"
 #include "runtime/router.hpp"
 #include "serve/http.hpp"
+#include "serve_test_util.hpp"
 #include "test_util.hpp"
 
 extern char** environ;
@@ -32,16 +31,18 @@ namespace tracer {
 namespace {
 
 using nlohmann::json;
+using testing::answer_of;
+using testing::body;
+using testing::chat_body;
+using testing::Clock;
+using testing::FakeLlm;
+using testing::fast_zoo;
+using testing::metric;
 using testing::read_file;
 using testing::run_cli;
-using testing::source_path;
+using testing::seconds_since;
 using testing::TempDir;
 using testing::write_file;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // Banking77 traces of the first `labels` labels: up to `per_label` train lines each, and every
 // test line of those labels.
@@ -52,7 +53,7 @@ struct Subset {
 
 Subset banking_subset(const TempDir& dir, const std::string& name, int labels, int per_label) {
   std::set<std::string> seen;
-  std::string out, line;
+  std::string out;
   for (const auto& l : testing::banking77_lines(labels, per_label)) {
     seen.insert(json::parse(l)["teacher"].get<std::string>());
     out += l + "\n";
@@ -60,15 +61,10 @@ Subset banking_subset(const TempDir& dir, const std::string& name, int labels, i
   Subset s;
   s.train_path = dir.file(name);
   write_file(s.train_path, out);
-  std::ifstream test(source_path("data/banking77/test.jsonl"));
-  while (std::getline(test, line)) {
-    json j = json::parse(line);
-    if (seen.count(j["teacher"])) s.test.emplace_back(j["input"], j["teacher"]);
-  }
+  for (auto& [input, teacher] : testing::banking77_test())
+    if (seen.count(teacher)) s.test.emplace_back(std::move(input), std::move(teacher));
   return s;
 }
-
-std::string fast_zoo() { return testing::sanitized() ? " --zoo logreg_strong,complement_nb" : ""; }
 
 // Fits `traces` into `out` (target 0.95 leaves a share of traffic deferred on this subset).
 void fit(const std::string& traces, const std::string& out, const std::string& target = "0.95") {
@@ -173,11 +169,6 @@ class ServeProcess {
   bool reaped_ = false;
 };
 
-json body(const httplib::Result& r) {
-  if (!r) throw std::runtime_error("no HTTP response: " + httplib::to_string(r.error()));
-  return json::parse(r->body);
-}
-
 // Asserts `r` is an error with the {"error": {"message", "type"}} body.
 void expect_error(const httplib::Result& r, int status, const std::string& type,
                   const std::string& message_part = "") {
@@ -194,14 +185,6 @@ void expect_error(const httplib::Result& r, int status, const std::string& type,
 httplib::Headers bearer(const std::string& key) { return {{"Authorization", "Bearer " + key}}; }
 
 std::string route_body(const std::string& text) { return json{{"text", text}}.dump(); }
-
-// The value of one Prometheus sample line (-1 when absent).
-double metric(const std::string& text, const std::string& series) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  return -1;
-}
 
 TEST(Serve, RouteApiEndpointsLimitsAndAuth) {
   TempDir dir;
@@ -298,6 +281,10 @@ TEST(Serve, RouteApiEndpointsLimitsAndAuth) {
                413, "request_too_large", "--max-text-bytes");
   auto big = c->Post("/v1/route", auth, route_body(std::string(6000, 'a')), "application/json");
   if (big) expect_error(big, 413, "request_too_large", "--max-body-bytes");
+  // curl -d labels bodies form-encoded, which the HTTP library caps on its own: say so.
+  auto form = c->Post("/v1/route", auth, route_body(std::string(9000, 'a')),
+                      "application/x-www-form-urlencoded");
+  if (form) expect_error(form, 413, "request_too_large", "Content-Type: application/json");
   expect_error(c->Get("/v1/nothing", auth), 404, "not_found");
   auto wrong_method = c->Get("/v1/route", auth);
   expect_error(wrong_method, 405, "method_not_allowed");
@@ -441,91 +428,6 @@ TEST(Serve, HotReloadSwapsThePolicyWithoutDroppingRequests) {
       << server.stderr_text();
 }
 
-// An OpenAI-compatible stand-in for the LLM: answers each chat completion with the dataset's
-// teacher label for the last user message ("not sure" for unknown texts). Test hooks: the
-// headers OpenAI-Test-Delay-Ms (sleep first) and OpenAI-Test-Status (answer that status).
-class FakeLlm {
- public:
-  explicit FakeLlm(std::map<std::string, std::string> teacher) : teacher_(std::move(teacher)) {
-    server_.Post("/v1/chat/completions", [this](const httplib::Request& req,
-                                                httplib::Response& res) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++calls_;
-        last_auth_ = req.get_header_value("Authorization");
-        last_body_ = req.body;
-      }
-      if (req.has_header("OpenAI-Test-Delay-Ms"))
-        std::this_thread::sleep_for(
-            std::chrono::milliseconds(std::stoi(req.get_header_value("OpenAI-Test-Delay-Ms"))));
-      if (req.has_header("OpenAI-Test-Status")) {
-        res.status = std::stoi(req.get_header_value("OpenAI-Test-Status"));
-        res.set_content(R"({"error": {"message": "test status", "type": "test"}})",
-                        "application/json");
-        return;
-      }
-      json in = json::parse(req.body);
-      std::string text;
-      for (const auto& m : in["messages"])
-        if (m["role"] == "user")
-          text = m["content"].is_string() ? m["content"].get<std::string>()
-                                          : m["content"][0]["text"].get<std::string>();
-      auto it = teacher_.find(text);
-      std::string answer = it == teacher_.end() ? "not sure" : it->second;
-      json out{{"id", "chatcmpl-fake"},
-               {"object", "chat.completion"},
-               {"model", in.value("model", "fake")},
-               {"choices", json::array({{{"index", 0},
-                                         {"message", {{"role", "assistant"}, {"content", answer}}},
-                                         {"finish_reason", "stop"}}})},
-               {"usage", {{"prompt_tokens", 12}, {"completion_tokens", 2}, {"total_tokens", 14}}}};
-      res.set_content(out.dump(), "application/json");
-    });
-    server_.set_tcp_nodelay(true);
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ~FakeLlm() {
-    server_.stop();
-    thread_.join();
-  }
-  int port() const { return port_; }
-  int calls() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return calls_;
-  }
-  std::string last_auth() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return last_auth_;
-  }
-  std::string last_body() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return last_body_;
-  }
-
- private:
-  std::map<std::string, std::string> teacher_;
-  httplib::Server server_;
-  std::thread thread_;
-  int port_ = 0;
-  std::mutex mu_;
-  int calls_ = 0;
-  std::string last_auth_, last_body_;
-};
-
-std::string chat_body(const std::string& text, bool parts = false) {
-  json content = parts ? json::array({{{"type", "text"}, {"text", text}}}) : json(text);
-  return json{{"model", "gpt-test"},
-              {"messages", json::array({{{"role", "system"}, {"content", "Classify the intent."}},
-                                        {{"role", "user"}, {"content", content}}})}}
-      .dump();
-}
-
-std::string answer_of(const httplib::Result& r) {
-  return json::parse(r->body)["choices"][0]["message"]["content"];
-}
-
 struct ProxyFixture {
   TempDir dir;
   Subset data;
@@ -555,8 +457,7 @@ TEST(ServeProxy, AnswersHandledLocallyForwardsDeferredAndRecordsTraces) {
   ASSERT_GE(f.handled_texts.size(), 30u);
   FakeLlm llm(f.teacher);
   std::string db = f.dir.file("store/traces.db");
-  ServeProcess server({f.policy, "--port", "0", "--upstream",
-                       "http://127.0.0.1:" + std::to_string(llm.port()), "--trace-db", db});
+  ServeProcess server({f.policy, "--port", "0", "--upstream", llm.url(), "--trace-db", db});
   auto c = server.client();
   const auto client_key = bearer("sk-client");
   std::string version = manifest_version(f.policy);
@@ -701,8 +602,7 @@ TEST(ServeProxy, UpstreamFailuresAreJsonErrors) {
   }
 
   FakeLlm llm(f.teacher);
-  ServeProcess server({f.policy, "--port", "0", "--upstream",
-                       "http://127.0.0.1:" + std::to_string(llm.port()) + "/v1",
+  ServeProcess server({f.policy, "--port", "0", "--upstream", llm.url() + "/v1",
                        "--upstream-timeout", "0.3", "--upstream-retries", "2", "--api-key",
                        "local-key", "--upstream-api-key", "sk-upstream"});
   auto c = server.client();
