@@ -142,29 +142,29 @@ nlohmann::json DriftReport::to_json() const {
 }
 
 DriftMonitor::DriftMonitor(DriftReference ref, DriftOptions options)
-    : ref_(std::move(ref)), opt_(options) {
+    : ref_(std::move(ref)), opt_(options), scores_(options.window), flags_(options.window) {
   if (!(opt_.level > 0 && opt_.level < 1))
     throw InputError("drift level must be strictly between 0 and 1");
+  if (opt_.window < 1) throw InputError("the drift window must hold at least one input");
 }
 
 void DriftMonitor::record(float stage1_score, bool handled, bool ood) {
-  std::lock_guard lock(mu_);
-  rows_.push_back({stage1_score, handled, ood});
-  if (opt_.window > 0 && rows_.size() > opt_.window) rows_.pop_front();
-  ++seen_;
+  const size_t slot = next_.fetch_add(1, std::memory_order_relaxed) % scores_.size();
+  scores_[slot].store(stage1_score, std::memory_order_relaxed);
+  flags_[slot].store(kWritten | (handled ? kHandled : 0) | (ood ? kOod : 0),
+                     std::memory_order_release);
 }
 
 DriftReport DriftMonitor::report() const {
   std::vector<float> scores;
+  scores.reserve(scores_.size());
   size_t handled = 0, ood = 0;
-  {
-    std::lock_guard lock(mu_);
-    scores.reserve(rows_.size());
-    for (const Row& r : rows_) {
-      scores.push_back(r.score);
-      handled += r.handled;
-      ood += r.ood;
-    }
+  for (size_t i = 0; i < scores_.size(); ++i) {
+    const uint8_t f = flags_[i].load(std::memory_order_acquire);
+    if (!(f & kWritten)) continue;
+    scores.push_back(scores_[i].load(std::memory_order_relaxed));
+    handled += (f & kHandled) != 0;
+    ood += (f & kOod) != 0;
   }
   return compare_drift(ref_, scores, handled, ood, opt_);
 }

@@ -7,9 +7,8 @@
 //
 // Test: one-sided two-sample Kolmogorov–Smirnov, D = max_x (F_live(x) - F_ref(x)), i.e. how
 // much more live mass sits at low scores, with the asymptotic p-value exp(-2 D^2 nm/(n+m)).
+#include <atomic>
 #include <cstdint>
-#include <deque>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
@@ -61,23 +60,24 @@ struct DriftOptions {
 DriftReport compare_drift(const DriftReference& ref, std::span<const float> scores, size_t handled,
                           size_t ood, const DriftOptions& options);
 
-// Thread-safe sliding window of the latest routed inputs, for the server.
+// Thread-safe sliding window of the latest routed inputs, for the server. Recording is a few
+// relaxed atomic stores into a ring (no lock: every request thread records); a report reads
+// the ring as it is, so a row being written during a report may be missed, which a warning can
+// afford.
 class DriftMonitor {
  public:
+  // Throws InputError unless options.window >= 1 and 0 < options.level < 1.
   DriftMonitor(DriftReference ref, DriftOptions options);
   void record(float stage1_score, bool handled, bool ood);
   DriftReport report() const;  // O(window log window); call it from status endpoints only
 
  private:
-  struct Row {
-    float score;
-    bool handled, ood;
-  };
+  static constexpr uint8_t kWritten = 1, kHandled = 2, kOod = 4;
   DriftReference ref_;
   DriftOptions opt_;
-  mutable std::mutex mu_;
-  std::deque<Row> rows_;
-  int64_t seen_ = 0;
+  std::vector<std::atomic<float>> scores_;
+  std::vector<std::atomic<uint8_t>> flags_;  // kWritten set once the slot holds a row
+  std::atomic<uint64_t> next_{0};
 };
 
 }  // namespace tracer

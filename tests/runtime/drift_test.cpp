@@ -130,6 +130,7 @@ TEST(Drift, MonitorKeepsTheLatestWindowAndIsThreadSafe) {
   EXPECT_FALSE(recovered.drift) << recovered.message;
   EXPECT_DOUBLE_EQ(recovered.live_handled_share, 1.0);
   EXPECT_THROW(DriftMonitor(reference(10, 1), DriftOptions{10, 1, 0}), InputError);
+  EXPECT_THROW(DriftMonitor(reference(10, 1), DriftOptions{0, 1, 0.01}), InputError);
 }
 
 }  // namespace
