@@ -1,4 +1,6 @@
 // `tracer fit TRACES -o DIR`: learn, choose and certify a routing policy.
+#include "cli/fit.hpp"
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,7 +20,7 @@ namespace tracer::cli {
 namespace {
 
 struct FitArgs {
-  std::string traces;
+  std::vector<std::string> traces;
   std::string out = ".tracer";
   FitOptions fit;
   std::string zoo;
@@ -42,8 +44,6 @@ std::vector<std::string> split_list(const std::string& s) {
 }
 
 int run_fit(FitArgs& a) {
-  const bool show = !a.quiet && ::isatty(STDERR_FILENO);
-  Progress progress(show, 6);
   if (a.split.size() != 3)
     throw InputError("--split needs three fractions: TRAIN,SELECT,CALIBRATE");
   a.fit.fractions = {a.split[0], a.split[1], a.split[2]};
@@ -56,22 +56,48 @@ int run_fit(FitArgs& a) {
   }
   if (a.fit.methods.empty()) throw InputError("--methods needs at least one of global, l2d, rsb");
   a.fit.ood = !a.no_ood;
+  FitRun run;
+  run.traces = a.traces;
+  run.out = a.out;
+  run.fit = a.fit;
+  run.skip_invalid = a.skip_invalid;
+  run.quiet = a.quiet;
+  run.json = a.json;
+  run.learning_curve = a.learning_curve;
+  run.no_report = a.no_report;
+  return fit_and_write(run);
+}
 
-  progress.step("reading " + a.traces);
+}  // namespace
+
+int fit_and_write(const FitRun& a) {
+  const bool show = !a.quiet && ::isatty(STDERR_FILENO);
+  Progress progress(show, 6);
+  std::string names;
+  for (const auto& t : a.traces) names += (names.empty() ? "" : ", ") + t;
+  progress.step("reading " + names);
   ReadOptions ro;
   ro.skip_invalid = a.skip_invalid;
   ReadReport report;
-  TraceSet set = read_traces(a.traces, ro, &report);
+  TraceSet set = read_trace_files(a.traces, ro, &report);
   if (report.skipped > 0) {
     progress.finish();
-    std::cerr << "warning: skipped " << report.skipped << " invalid line(s) of " << a.traces
+    std::cerr << "warning: skipped " << report.skipped << " invalid line(s) of " << names
               << "; first reasons:\n";
     for (const auto& e : report.errors) std::cerr << "  " << e << "\n";
   }
   FitResult result = fit_policy(set, a.fit, progress);
-  result.manifest["traces"] = {{"path", std::filesystem::absolute(a.traces).string()},
+  nlohmann::json paths = nlohmann::json::array();
+  const size_t files = a.traces.size() - (a.store_path.empty() ? 0 : 1);
+  for (size_t i = 0; i < files; ++i)
+    paths.push_back(std::filesystem::absolute(a.traces[i]).string());
+  result.manifest["traces"] = {{"path", paths.empty() ? nlohmann::json() : paths.front()},
+                               {"paths", paths},
                                {"accepted", report.accepted},
                                {"skipped", report.skipped}};
+  if (!a.store_path.empty())
+    result.manifest["traces"]["store"] = {
+        {"path", std::filesystem::absolute(a.store_path).string()}, {"rows", a.store_rows}};
   write_artifact(a.out, result);
   if (!a.no_report) {
     // The policy is already in place; a report failure warns instead of failing the fit.
@@ -95,8 +121,6 @@ int run_fit(FitArgs& a) {
   return result.deployed ? 0 : 4;
 }
 
-}  // namespace
-
 Command add_fit_command(CLI::App& app) {
   auto args = std::make_shared<FitArgs>();
   auto* sub = app.add_subcommand(
@@ -105,8 +129,8 @@ Command add_fit_command(CLI::App& app) {
       "on the calibrate split.\nExit code 0: a policy was certified; 4: nothing could be "
       "certified (the policy defers everything, see manifest.json gate.refusal).");
   sub->add_option("traces", args->traces,
-                  "Trace file: JSONL (one {\"input\":..., \"teacher\":...} object per line) or CSV "
-                  "with a header row")
+                  "Trace file(s): JSONL (one {\"input\":..., \"teacher\":...} object per line) or "
+                  "CSV with a header row; several files are read as one set")
       ->required()
       ->check(CLI::ExistingFile);
   sub->add_option("-o,--out", args->out, "Policy folder to write")->capture_default_str();

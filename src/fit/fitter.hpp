@@ -54,6 +54,15 @@ struct FitResult {
 
 FitResult fit_policy(const TraceSet& traces, const FitOptions& options, Progress& progress);
 
+// FitOptions as recorded in manifest.json ("options") and qualitative_report.json
+// ("fit_options"), threads left out (they do not change the result); and back, so a refit
+// (`tracer update`, the report's learning curve) fits exactly as the recorded fit did. When
+// `recorded` is null the options are reconstructed from an older manifest (target, delta, zoo,
+// split, ...) and its frontier. Throws FormatError when neither can be read.
+nlohmann::json fit_options_json(const FitOptions& options);
+FitOptions fit_options_from(const nlohmann::json& recorded, const nlohmann::json& manifest,
+                            const nlohmann::json& frontier);
+
 // Writes model.bin, frontier.json, history.json and manifest.json (last) into `dir`, each
 // atomically. A refused fit still writes its manifest (deployed: false) and a model that defers
 // everything, so a stale policy never keeps serving.

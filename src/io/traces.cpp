@@ -683,9 +683,32 @@ std::vector<size_t> TraceSet::label_counts() const {
 }
 
 TraceSet read_traces(const std::string& path, const ReadOptions& options, ReadReport* report) {
+  return read_trace_files({path}, options, report);
+}
+
+TraceSet read_trace_files(const std::vector<std::string>& paths, const ReadOptions& options,
+                          ReadReport* report) {
+  if (paths.empty()) throw InputError("no trace files given");
   TraceSet set;
-  stream_traces(
-      path, options, [&set](Trace&& t) { set.traces.push_back(std::move(t)); }, report);
+  ReadReport total;
+  for (const auto& path : paths) {
+    ReadReport one;
+    const size_t before = set.traces.size();
+    stream_traces(
+        path, options, [&set](Trace&& t) { set.traces.push_back(std::move(t)); }, &one);
+    if (before > 0 && set.traces.size() > before &&
+        set.traces[before].embedding.size() != set.traces.front().embedding.size())
+      throw InputError(fmt::format(
+          "{} has embeddings of width {} but {} has width {}; all trace files must agree", path,
+          set.traces[before].embedding.size(), paths.front(),
+          set.traces.front().embedding.size()));
+    total.path = total.path.empty() ? one.path : total.path + "," + one.path;
+    total.lines += one.lines;
+    total.accepted += one.accepted;
+    total.skipped += one.skipped;
+    total.errors.insert(total.errors.end(), one.errors.begin(), one.errors.end());
+  }
+  if (report) *report = std::move(total);
 
   std::unordered_set<std::string_view> distinct;
   for (const auto& t : set.traces) distinct.insert(t.teacher);

@@ -61,6 +61,12 @@ struct TraceSet {
 TraceSet read_traces(const std::string& path, const ReadOptions& options = {},
                      ReadReport* report = nullptr);
 
+// Several files read as one set (all-or-nothing per file unless skip_invalid); `report`, when
+// given, sums the counts and collects every file's errors. Embeddings must have one width across
+// the files. Throws InputError when `paths` is empty.
+TraceSet read_trace_files(const std::vector<std::string>& paths, const ReadOptions& options = {},
+                          ReadReport* report = nullptr);
+
 // Checks the label space is learnable: at least 2 labels, and every label has at least
 // `min_per_label` traces. Throws InputError naming the offending labels and counts.
 void check_label_counts(const TraceSet& set, size_t min_per_label);

@@ -45,12 +45,6 @@ nlohmann::json build_qualitative_report(const TraceSet& traces, const FitResult&
 nlohmann::json build_learning_curve(const TraceSet& traces, const nlohmann::json& manifest,
                                     const nlohmann::json& per_label, const ReportOptions& options);
 
-// FitOptions as recorded in qualitative_report.json ("fit_options"), and back. When `recorded`
-// is null the options are reconstructed from the manifest (target, delta, zoo, split, ...).
-nlohmann::json fit_options_json(const FitOptions& options);
-FitOptions fit_options_from(const nlohmann::json& recorded, const nlohmann::json& manifest,
-                            const nlohmann::json& frontier);
-
 // Writes qualitative_report.json and report.html into `dir` (atomically), after
 // write_artifact(dir, fit) so the manifest carries its policy version. Reads dir/history.json
 // for the refit history.

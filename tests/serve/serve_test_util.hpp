@@ -176,6 +176,7 @@ class RunningServer {
     server_.stop();
     thread_.join();
   }
+  int port() const { return port_; }
   std::unique_ptr<httplib::Client> client() const {
     auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
     c->set_read_timeout(std::chrono::seconds(30));

@@ -1,0 +1,202 @@
+// `tracer update DIR`: refit a policy folder on its traces plus what the trace store recorded
+// since, with the options of the last fit, and optionally tell a running server to reload.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "cli/commands.hpp"
+#include "cli/fit.hpp"
+#include "io/trace_store.hpp"
+#include "policy/policy.hpp"
+#include "serve/http.hpp"
+#include "util/error.hpp"
+
+namespace tracer::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct UpdateArgs {
+  std::string policy;
+  std::vector<std::string> traces;
+  std::string db;
+  bool no_db = false;
+  std::string reload;
+  std::string api_key;
+  int threads = 1;
+  bool quiet = false;
+  bool json = false;
+  bool no_report = false;
+};
+
+json read_json(const fs::path& p) {
+  try {
+    return json::parse(read_whole_file(p.string()));
+  } catch (const json::exception& e) {
+    throw FormatError(p.string() + " is not valid JSON (" + e.what() +
+                      "); refit with `tracer fit`");
+  }
+}
+
+// Removes the trace-store export when the update ends, however it ends.
+struct TempFile {
+  fs::path path;
+  ~TempFile() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove(path, ec);
+  }
+};
+
+// The store's traces whose label is the LLM's: deferred requests, audits and imports. Rows the
+// surrogate answered (--record-handled) carry the surrogate's own label; training on them would
+// teach the surrogate its own mistakes, so they are left out. Returns rows written.
+size_t export_llm_traces(const std::string& db, const fs::path& out) {
+  std::stringstream all;
+  {
+    TraceStore store(db);
+    store.export_jsonl(all);
+  }
+  std::ofstream f(out);
+  if (!f) throw InputError("cannot write " + out.string());
+  size_t rows = 0;
+  for (std::string line; std::getline(all, line);) {
+    const json j = json::parse(line);
+    const json meta = j.value("metadata", json::object());
+    if (meta.value("decision", "") == "handled" && meta.value("source", "") != "audit") continue;
+    f << line << "\n";
+    ++rows;
+  }
+  f.close();
+  if (!f) throw InputError("failed writing " + out.string());
+  return rows;
+}
+
+void reload_server(const std::string& url, const std::string& api_key) {
+  httplib::Client client(url);
+  client.set_connection_timeout(5);
+  client.set_read_timeout(60);
+  httplib::Headers headers;
+  if (!api_key.empty()) headers.emplace("Authorization", "Bearer " + api_key);
+  auto res = client.Post("/v1/admin/reload", headers, "", "application/json");
+  if (!res)
+    throw InputError("the policy was updated, but the server at " + url +
+                     " could not be reached to reload it (" + httplib::to_string(res.error()) +
+                     "); reload it with SIGHUP or POST /v1/admin/reload");
+  if (res->status != 200)
+    throw InputError("the policy was updated, but the server at " + url + " refused to reload (" +
+                     std::to_string(res->status) + ": " + res->body + ")");
+}
+
+int run_update(const UpdateArgs& a) {
+  const fs::path dir(a.policy);
+  if (!fs::exists(dir / "manifest.json"))
+    throw InputError(a.policy +
+                     " has no manifest.json; create the policy with `tracer fit "
+                     "TRACES -o " +
+                     a.policy + "` first");
+  const json manifest = read_json(dir / "manifest.json");
+  const json frontier =
+      fs::exists(dir / "frontier.json") ? read_json(dir / "frontier.json") : json();
+  FitRun run;
+  run.out = a.policy;
+  run.fit = fit_options_from(manifest.value("options", json()), manifest, frontier);
+  run.fit.threads = a.threads;
+  run.quiet = a.quiet;
+  run.json = a.json;
+  run.no_report = a.no_report;
+
+  if (!a.traces.empty()) {
+    run.traces = a.traces;
+  } else {
+    const json t = manifest.value("traces", json::object());
+    if (t.contains("paths") && t["paths"].is_array()) {
+      for (const auto& p : t["paths"]) run.traces.push_back(p.get<std::string>());
+    } else if (t.contains("path") && t["path"].is_string()) {
+      run.traces.push_back(t["path"]);
+    }
+    if (run.traces.empty())
+      throw InputError(
+          "manifest.json does not say which traces the last fit used; pass them "
+          "with --traces FILE");
+    for (const auto& p : run.traces)
+      if (!fs::exists(p))
+        throw InputError("the last fit's trace file " + p +
+                         " is gone; pass the traces to refit on with --traces FILE");
+  }
+
+  TempFile exported;
+  size_t from_store = 0;
+  const std::string db = a.db.empty() ? (dir / "traces.db").string() : a.db;
+  if (!a.no_db) {
+    if (fs::exists(db)) {
+      exported.path = dir / (".update-traces-" + std::to_string(::getpid()) + ".jsonl");
+      from_store = export_llm_traces(db, exported.path);
+      if (from_store > 0) {
+        run.traces.push_back(exported.path.string());
+        run.store_path = db;
+        run.store_rows = from_store;
+      }
+    } else if (!a.db.empty()) {
+      throw InputError("no trace store at " + a.db);
+    }
+  }
+  if (!a.quiet && !a.json) {
+    std::cerr << "refitting " << a.policy << " on";
+    for (size_t i = 0; i + (from_store > 0 ? 1 : 0) < run.traces.size(); ++i)
+      std::cerr << " " << run.traces[i];
+    std::cerr << " + " << from_store << " trace(s) from " << db << " (target " << run.fit.target
+              << ", delta " << run.fit.delta << ")\n";
+  }
+  const int code = fit_and_write(run);
+  if (!a.quiet && !a.json) {
+    const json now = read_json(dir / "manifest.json");
+    std::cout << "policy " << manifest.value("policy_version", std::string("?")) << " -> "
+              << now.value("policy_version", std::string("?")) << "\n";
+  }
+  if (!a.reload.empty()) {
+    reload_server(a.reload, a.api_key);
+    if (!a.quiet && !a.json) std::cout << "reloaded " << a.reload << "\n";
+  }
+  return code;
+}
+
+}  // namespace
+
+Command add_update_command(CLI::App& app) {
+  auto args = std::make_shared<UpdateArgs>();
+  auto* sub = app.add_subcommand(
+      "update",
+      "Refit a policy folder as traces accumulate: its last fit's traces plus the LLM-labelled "
+      "traces the proxy recorded in DIR/traces.db (requests it deferred and shadow audits; not "
+      "answers of the surrogate itself), with the options of the last fit (target, delta, zoo, "
+      "split, seed). Writes the folder atomically file by file, like `tracer fit`; "
+      "history.json gains an entry. Exit codes as `tracer fit`: 0 certified, 4 refused.");
+  sub->add_option("policy", args->policy, "Policy folder written by `tracer fit`")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  sub->add_option("--traces", args->traces,
+                  "Trace file(s) to refit on instead of those the last fit read (recorded in "
+                  "manifest.json)");
+  sub->add_option("--db", args->db, "Trace store to add (default: POLICY/traces.db if present)");
+  sub->add_flag("--no-db", args->no_db, "Do not add traces from the trace store");
+  sub->add_option("--reload", args->reload,
+                  "After writing, POST /v1/admin/reload to this running `tracer serve`, e.g. "
+                  "http://127.0.0.1:8000");
+  sub->add_option("--api-key", args->api_key, "API key of that server, if it has one");
+  args->threads = std::max(1u, std::thread::hardware_concurrency());
+  sub->add_option("--threads", args->threads, "Worker threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  sub->add_flag("--no-report", args->no_report,
+                "Do not write qualitative_report.json and report.html");
+  sub->add_flag("-q,--quiet", args->quiet, "No progress or summary output");
+  sub->add_flag("--json", args->json, "Print the new manifest as JSON instead of the summary");
+  return {sub, [args] { return run_update(*args); }};
+}
+
+}  // namespace tracer::cli

@@ -1,0 +1,124 @@
+// End-to-end: `tracer update` refits a policy folder on its traces plus the trace store, with the
+// last fit's options, and can tell a running server to reload.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "serve/serve_test_util.hpp"
+#include "test_util.hpp"
+
+namespace tracer {
+namespace {
+
+using nlohmann::json;
+using testing::read_file;
+using testing::run_cli;
+using testing::TempDir;
+using testing::write_file;
+
+class CliUpdate : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Banking77 traces of 8 labels, alternately into the first fit's file and the trace store.
+    std::string a, b, handled;
+    int i = 0;
+    for (const auto& l : testing::banking77_lines(8, 80)) {
+      const bool to_store = i++ % 2 == 1;
+      (to_store ? b : a) += l + "\n";
+      b_rows_ += to_store;
+    }
+    // Answers of the surrogate itself (recorded with --record-handled): never training data.
+    json h = json::parse(testing::banking77_lines(8, 80).front());
+    h["metadata"] = {{"decision", "handled"}, {"source", "proxy"}};
+    for (int k = 0; k < 7; ++k) handled += h.dump() + "\n";
+    write_file(a_ = dir_.file("a.jsonl"), a);
+    write_file(dir_.file("b.jsonl"), b + handled);
+    policy_ = dir_.file("policy");
+    auto fit = run_cli("fit " + a_ + " -o " + policy_ + " -q --no-report --target 0.9 --seed 7" +
+                       testing::fast_zoo());
+    ASSERT_TRUE(fit.exit_code == 0 || fit.exit_code == 4) << fit.err;
+    auto imp = run_cli("traces import " + dir_.file("b.jsonl") + " --db " + policy_ + "/traces.db");
+    ASSERT_EQ(imp.exit_code, 0) << imp.err;
+    first_ = json::parse(read_file(policy_ + "/manifest.json"));
+  }
+  json manifest() const { return json::parse(read_file(policy_ + "/manifest.json")); }
+
+  TempDir dir_;
+  std::string a_, policy_;
+  size_t b_rows_ = 0;
+  json first_;
+};
+
+TEST_F(CliUpdate, RefitsOnTracesPlusStoreWithTheLastOptions) {
+  auto r = run_cli("update " + policy_ + " -q --no-report");
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
+  json m = manifest();
+  // The first file's traces plus the store's LLM-labelled ones; the 7 handled rows are left out.
+  EXPECT_EQ(m["traces"]["accepted"].get<size_t>(),
+            first_["traces"]["accepted"].get<size_t>() + b_rows_);
+  EXPECT_EQ(m["traces"]["store"]["rows"].get<size_t>(), b_rows_);
+  EXPECT_EQ(m["traces"]["paths"], first_["traces"]["paths"]);  // no temporary file recorded
+  EXPECT_NE(m["policy_version"], first_["policy_version"]);
+  EXPECT_EQ(m["options"]["target"], 0.9);
+  EXPECT_EQ(m["options"]["seed"], 7);
+  EXPECT_EQ(m["options"], first_["options"]);
+  EXPECT_EQ(json::parse(read_file(policy_ + "/history.json")).size(), 2u);
+  for (const auto& e : std::filesystem::directory_iterator(policy_))
+    EXPECT_EQ(e.path().filename().string().rfind(".update-traces", 0), std::string::npos)
+        << "temporary export left behind: " << e.path();
+  // A second update reads the same sources again (the store is cumulative, not consumed).
+  auto again = run_cli("update " + policy_ + " -q --no-report");
+  ASSERT_TRUE(again.exit_code == 0 || again.exit_code == 4) << again.err;
+  EXPECT_EQ(manifest()["traces"]["accepted"], m["traces"]["accepted"]);
+  EXPECT_EQ(json::parse(read_file(policy_ + "/history.json")).size(), 3u);
+}
+
+TEST_F(CliUpdate, NoDbAndExplicitTraces) {
+  auto r = run_cli("update " + policy_ + " -q --no-report --no-db");
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
+  EXPECT_EQ(manifest()["traces"]["accepted"], first_["traces"]["accepted"]);
+  EXPECT_FALSE(manifest()["traces"].contains("store"));
+  auto both = run_cli("update " + policy_ + " -q --no-report --no-db --traces " + a_ + " " +
+                      dir_.file("b.jsonl"));
+  ASSERT_TRUE(both.exit_code == 0 || both.exit_code == 4) << both.err;
+  // Given files are read whole (the handled rows too: they are the user's choice here).
+  EXPECT_EQ(manifest()["traces"]["accepted"].get<size_t>(),
+            first_["traces"]["accepted"].get<size_t>() + b_rows_ + 7);
+}
+
+TEST_F(CliUpdate, ClearErrors) {
+  auto none = run_cli("update " + dir_.path().string());
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.err.find("tracer fit"), std::string::npos) << none.err;
+  auto db = run_cli("update " + policy_ + " --db " + dir_.file("nope.db"));
+  EXPECT_EQ(db.exit_code, 2);
+  EXPECT_NE(db.err.find("nope.db"), std::string::npos) << db.err;
+  std::filesystem::remove(a_);
+  auto gone = run_cli("update " + policy_ + " -q");
+  EXPECT_EQ(gone.exit_code, 2);
+  EXPECT_NE(gone.err.find("--traces"), std::string::npos) << gone.err;
+  EXPECT_EQ(manifest()["policy_version"], first_["policy_version"]);  // nothing was written
+}
+
+TEST_F(CliUpdate, ReloadsARunningServer) {
+  serve::ServeOptions o;
+  o.policy_dir = policy_;
+  o.port = 0;
+  o.threads = 2;
+  testing::RunningServer server(o);
+  auto c = server.client();
+  EXPECT_EQ(testing::body(c->Get("/v1/policy"))["policy_version"], first_["policy_version"]);
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port());
+  auto r = run_cli("update " + policy_ + " -q --no-report --reload " + url);
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
+  EXPECT_EQ(testing::body(c->Get("/v1/policy"))["policy_version"], manifest()["policy_version"]);
+  EXPECT_NE(manifest()["policy_version"], first_["policy_version"]);
+  // A server that is not there: the policy is still updated, and the error says how to reload.
+  auto dead = run_cli("update " + policy_ + " -q --no-report --reload http://127.0.0.1:9");
+  EXPECT_EQ(dead.exit_code, 2);
+  EXPECT_NE(dead.err.find("SIGHUP"), std::string::npos) << dead.err;
+}
+
+}  // namespace
+}  // namespace tracer
