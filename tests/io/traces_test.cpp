@@ -734,3 +734,47 @@ TEST(ReadTraces, ReadsShippedBanking77) {
 
 }  // namespace
 }  // namespace tracer
+
+namespace tracer {
+namespace {
+
+TEST(ReadTraceFiles, SeveralFilesAreOneSetWithSummedReport) {
+  TempDir dir;
+  write_file(dir.file("a.jsonl"), R"({"input": "hi", "teacher": "greet"}
+{"input": "bye", "teacher": "leave"}
+)");
+  write_file(dir.file("b.csv"), "input,teacher\nhello,greet\nciao,leave\nhowdy,greet\n");
+  ReadReport report;
+  TraceSet s = read_trace_files({dir.file("a.jsonl"), dir.file("b.csv")}, {}, &report);
+  ASSERT_EQ(s.size(), 5u);
+  EXPECT_EQ(s.labels, (std::vector<std::string>{"greet", "leave"}));
+  EXPECT_EQ(s.traces[2].input, "hello");
+  EXPECT_EQ(s.y[2], 0);
+  EXPECT_EQ(report.accepted, 5u);
+  EXPECT_THROW(read_trace_files({}), InputError);
+  // A bad line in the second file still names that file and line.
+  write_file(dir.file("c.jsonl"), "{\"input\": 1}\n");
+  try {
+    read_trace_files({dir.file("a.jsonl"), dir.file("c.jsonl")});
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("c.jsonl:1"));
+  }
+}
+
+TEST(ReadTraceFiles, EmbeddingWidthsMustAgreeAcrossFiles) {
+  TempDir dir;
+  write_file(dir.file("a.jsonl"), R"({"input": "hi", "teacher": "greet", "embedding": [0.5, 1]})"
+                                  "\n");
+  write_file(dir.file("b.jsonl"), R"({"input": "yo", "teacher": "greet", "embedding": [0.5]})"
+                                  "\n");
+  try {
+    read_trace_files({dir.file("a.jsonl"), dir.file("b.jsonl")});
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("width"));
+  }
+}
+
+}  // namespace
+}  // namespace tracer
