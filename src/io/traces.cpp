@@ -694,19 +694,28 @@ TraceSet read_trace_files(const std::vector<std::string>& paths, const ReadOptio
   for (const auto& path : paths) {
     ReadReport one;
     const size_t before = set.traces.size();
-    stream_traces(
-        path, options, [&set](Trace&& t) { set.traces.push_back(std::move(t)); }, &one);
+    auto add = [&total](const ReadReport& r) {
+      total.path = total.path.empty() ? r.path : total.path + "," + r.path;
+      total.lines += r.lines;
+      total.accepted += r.accepted;
+      total.skipped += r.skipped;
+      total.errors.insert(total.errors.end(), r.errors.begin(), r.errors.end());
+    };
+    try {
+      stream_traces(
+          path, options, [&set](Trace&& t) { set.traces.push_back(std::move(t)); }, &one);
+    } catch (const InputError&) {
+      // The caller's report still lists what was wrong, as with one file.
+      add(one);
+      if (report) *report = std::move(total);
+      throw;
+    }
     if (before > 0 && set.traces.size() > before &&
         set.traces[before].embedding.size() != set.traces.front().embedding.size())
       throw InputError(fmt::format(
           "{} has embeddings of width {} but {} has width {}; all trace files must agree", path,
-          set.traces[before].embedding.size(), paths.front(),
-          set.traces.front().embedding.size()));
-    total.path = total.path.empty() ? one.path : total.path + "," + one.path;
-    total.lines += one.lines;
-    total.accepted += one.accepted;
-    total.skipped += one.skipped;
-    total.errors.insert(total.errors.end(), one.errors.begin(), one.errors.end());
+          set.traces[before].embedding.size(), paths.front(), set.traces.front().embedding.size()));
+    add(one);
   }
   if (report) *report = std::move(total);
 
