@@ -621,6 +621,9 @@ FitOptions fit_options_from(const json& rec, const json& m, const json& frontier
   } catch (const json::exception& e) {
     throw FormatError(std::string("cannot read the fit options from the policy folder (") +
                       e.what() + "); refit with `tracer fit`");
+  } catch (const InputError& e) {  // e.g. an unknown method name
+    throw FormatError(std::string("the policy folder records invalid fit options (") + e.what() +
+                      "); refit with `tracer fit`");
   }
   return o;
 }

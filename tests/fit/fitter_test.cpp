@@ -7,9 +7,12 @@
 #include "runtime/router.hpp"
 #include "synthetic_traces.hpp"
 #include "test_util.hpp"
+#include "util/error.hpp"
 
 namespace tracer {
 namespace {
+
+using nlohmann::json;
 
 FitOptions small_options(double target) {
   FitOptions o;
@@ -82,6 +85,36 @@ TEST(Fitter, FrontierCoverageNeverIncreasesWithTheTarget) {
       EXPECT_LE(rows[i].second, rows[i - 1].second + 1e-12)
           << method << " at target " << rows[i].first;
   }
+}
+
+TEST(Fitter, OptionsRoundTripThroughTheManifest) {
+  FitOptions o = small_options(0.93);
+  o.delta = 0.01;
+  o.zoo = {"mlp", "linear_svm"};
+  o.methods = {Method::kL2D};
+  o.fractions = {0.5, 0.25, 0.25};
+  o.seed = 9;
+  o.ood = false;
+  FitOptions back = fit_options_from(fit_options_json(o), json::object(), json::object());
+  EXPECT_EQ(back.target, o.target);
+  EXPECT_EQ(back.delta, o.delta);
+  EXPECT_EQ(back.zoo, o.zoo);
+  EXPECT_EQ(back.methods, o.methods);
+  EXPECT_EQ(back.fractions.select, 0.25);
+  EXPECT_EQ(back.seed, 9u);
+  EXPECT_FALSE(back.ood);
+  json bad = fit_options_json(o);
+  bad["methods"] = json::array({"sideways"});
+  EXPECT_THROW(fit_options_from(bad, json(), json()), FormatError);
+
+  // What `tracer update` reads back: the fit records exactly the options it ran with.
+  TraceSet set = testing::synthetic_traces(4, 150, 0.05, 5);
+  FitOptions run = small_options(0.9);
+  run.seed = 11;
+  FitResult r = fit_quiet(set, run);
+  EXPECT_EQ(r.manifest["options"], fit_options_json(run));
+  EXPECT_EQ(fit_options_json(fit_options_from(r.manifest["options"], r.manifest, r.frontier)),
+            fit_options_json(run));
 }
 
 TEST(Fitter, RandomLabelsAreRefusedWithAReason) {
