@@ -27,21 +27,18 @@ struct TestEval {
 TestEval evaluate(const Router& router, const std::vector<Trace>& test) {
   RouteScratch s = router.make_scratch();
   TestEval e;
-  std::vector<float> scores;
-  size_t ood = 0;
+  DriftSample sample;
   for (const auto& t : test) {
     RouteResult r = router.route(t.input, s);
     ++e.n;
-    scores.push_back(r.stage1_score);
-    ood += r.reason == DeferReason::kOutOfDistribution;
+    sample.add(r);
     if (!r.handled) continue;
     ++e.handled;
     e.agree += router.label_name(r.label) == t.teacher;
   }
   e.coverage = e.n ? double(e.handled) / e.n : 0;
   e.agreement = e.handled ? double(e.agree) / e.handled : 0;
-  e.drift = compare_drift(DriftReference::from_json(router.manifest().value("drift", json())),
-                          scores, e.handled, ood, DriftOptions{0, 200, 1e-4});
+  e.drift = compare_drift(DriftReference::from_manifest(router.manifest()), sample, DriftOptions{});
   return e;
 }
 

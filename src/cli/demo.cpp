@@ -53,15 +53,13 @@ int run_demo(const DemoArgs& a) {
   size_t handled = 0, agree = 0;
   std::vector<double> micros;
   std::vector<std::pair<const Trace*, RouteResult>> shown_h, shown_d;
-  std::vector<float> stage1_scores;
-  size_t ood = 0;
+  DriftSample drift_sample;
   for (const auto& t : test.traces) {
     auto t0 = std::chrono::steady_clock::now();
     RouteResult r = router.route(t.input, scratch);
     micros.push_back(
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-    stage1_scores.push_back(r.stage1_score);
-    ood += r.reason == DeferReason::kOutOfDistribution;
+    drift_sample.add(r);
     if (r.handled) {
       ++handled;
       agree += router.label_name(r.label) == t.teacher;
@@ -80,8 +78,7 @@ int run_demo(const DemoArgs& a) {
       handled ? fmt::format("{:.4f}", double(agree) / handled) : "-", micros[micros.size() / 2],
       micros[micros.size() * 99 / 100]);
   const DriftReport drift =
-      compare_drift(DriftReference::from_json(router.manifest().value("drift", nlohmann::json())),
-                    stage1_scores, handled, ood, DriftOptions{0, 200, 1e-4});
+      compare_drift(DriftReference::from_manifest(router.manifest()), drift_sample, DriftOptions{});
   std::cout << "  drift check (no labels needed; `tracer drift`): " << drift.message << "\n";
   auto show = [&](const char* title, auto& list) {
     std::cout << "  " << title << ":\n";

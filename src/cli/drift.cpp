@@ -30,8 +30,7 @@ constexpr int kExitDrift = 5;
 
 int run_drift(const DriftArgs& a) {
   Router router = Router::load(a.policy);
-  const DriftReference ref =
-      DriftReference::from_json(router.manifest().value("drift", nlohmann::json()));
+  const DriftReference ref = DriftReference::from_manifest(router.manifest());
   if (ref.empty())
     throw InputError(a.policy +
                      " has no drift reference (fitted by an older tracer); refit it "
@@ -39,8 +38,8 @@ int run_drift(const DriftArgs& a) {
   RouteScratch scratch = router.make_scratch();
   std::ifstream in(a.input);
   if (!in) throw InputError("cannot read " + a.input);
-  std::vector<float> scores;
-  size_t handled = 0, ood = 0, labelled = 0, handled_labelled = 0, agree = 0, lines = 0;
+  DriftSample sample;
+  size_t labelled = 0, handled_labelled = 0, agree = 0;
   std::string line;
   size_t no = 0;
   while (std::getline(in, line)) {
@@ -48,20 +47,16 @@ int run_drift(const DriftArgs& a) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     InputLine l = parse_input_line(line, a.input, no);
     RouteResult r = router.route(l.text, scratch);
-    ++lines;
-    scores.push_back(r.stage1_score);
-    handled += r.handled;
-    ood += r.reason == DeferReason::kOutOfDistribution;
+    sample.add(r);
     if (!l.teacher) continue;
     ++labelled;
     if (!r.handled) continue;
     ++handled_labelled;
     agree += router.label_name(r.label) == *l.teacher;
   }
+  const size_t lines = sample.scores.size();
   if (lines == 0) throw InputError(a.input + " holds no texts");
-  DriftOptions o = a.options;
-  o.window = 0;
-  DriftReport rep = compare_drift(ref, scores, handled, ood, o);
+  DriftReport rep = compare_drift(ref, sample, a.options);
 
   const auto& gate = router.manifest()["gate"];
   const double target = gate.value("target", 0.0), delta = gate.value("delta", 0.05);

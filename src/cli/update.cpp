@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
 #include "cli/commands.hpp"
@@ -52,24 +51,14 @@ struct TempFile {
   }
 };
 
-// The store's traces whose label is the LLM's: deferred requests, audits and imports. Rows the
-// surrogate answered (--record-handled) carry the surrogate's own label; training on them would
-// teach the surrogate its own mistakes, so they are left out. Returns rows written.
+// The store's traces whose label is the LLM's (see TraceStore::export_jsonl, llm_labels_only).
 size_t export_llm_traces(const std::string& db, const fs::path& out) {
-  std::stringstream all;
-  {
-    TraceStore store(db);
-    store.export_jsonl(all);
-  }
   std::ofstream f(out);
   if (!f) throw InputError("cannot write " + out.string());
   size_t rows = 0;
-  for (std::string line; std::getline(all, line);) {
-    const json j = json::parse(line);
-    const json meta = j.value("metadata", json::object());
-    if (meta.value("decision", "") == "handled" && meta.value("source", "") != "audit") continue;
-    f << line << "\n";
-    ++rows;
+  {
+    TraceStore store(db);
+    rows = store.export_jsonl(f, /*include_unknown=*/false, /*llm_labels_only=*/true);
   }
   f.close();
   if (!f) throw InputError("failed writing " + out.string());

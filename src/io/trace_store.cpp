@@ -373,7 +373,7 @@ int64_t TraceStore::count_since(int64_t since_ms) {
                    "SELECT COUNT(*) FROM traces WHERE time_ms >= ?", since_ms, true);
 }
 
-size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown) {
+size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown, bool llm_labels_only) {
   using Json = nlohmann::ordered_json;
   std::lock_guard lock(impl_->read_mu);
   sqlite3* db = impl_->reader.get();
@@ -387,6 +387,8 @@ size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown) {
     std::string teacher = column_text(s.get(), 3);
     const bool known = sqlite3_column_int(s.get(), 4) != 0 && !is_blank_text(teacher);
     if (!include_unknown && (!known || is_blank_text(input))) continue;
+    std::string source = column_text(s.get(), 6), decision = column_text(s.get(), 8);
+    if (llm_labels_only && decision == "handled" && source != "audit") continue;
     Json j;
     j["input"] = std::move(input);
     if (known) {
@@ -398,9 +400,9 @@ size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown) {
     }
     j["id"] = sqlite3_column_int64(s.get(), 0);
     j["metadata"] = Json{{"time_ms", sqlite3_column_int64(s.get(), 1)},
-                         {"source", column_text(s.get(), 6)},
+                         {"source", std::move(source)},
                          {"policy_version", column_text(s.get(), 7)},
-                         {"decision", column_text(s.get(), 8)}};
+                         {"decision", std::move(decision)}};
     // Invalid UTF-8 (from a misbehaving client) becomes U+FFFD rather than failing the export.
     out << j.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
     ++written;

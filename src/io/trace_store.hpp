@@ -60,7 +60,10 @@ class TraceStore {
   // Returns rows written. Rows with unknown labels (or a blank input) are skipped unless
   // include_unknown; then unknown-label rows are written with "teacher": null,
   // "label_known": false and "raw_output", which read_traces rejects unless skip_invalid.
-  size_t export_jsonl(std::ostream& out, bool include_unknown = false);
+  // llm_labels_only leaves out rows the surrogate answered itself (decision "handled", source
+  // other than "audit"): their label is the surrogate's, not the LLM's, so not training data.
+  size_t export_jsonl(std::ostream& out, bool include_unknown = false,
+                      bool llm_labels_only = false);
 
   const std::string& path() const;
 

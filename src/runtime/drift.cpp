@@ -60,6 +60,12 @@ DriftReference DriftReference::from_json(const nlohmann::json& j) {
   return r;
 }
 
+DriftReference DriftReference::from_manifest(const nlohmann::json& manifest) {
+  if (!manifest.is_object()) return DriftReference{};
+  auto it = manifest.find("drift");
+  return it == manifest.end() ? DriftReference{} : from_json(*it);
+}
+
 double DriftReference::cdf(double x) const {
   const auto& q = score_quantiles;
   if (q.empty()) return 0;

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/router.hpp"
+
 namespace tracer {
 
 // The calibrate split's stage-1 acceptor scores (thinned to a quantile table) and shares.
@@ -31,6 +33,8 @@ struct DriftReference {
   nlohmann::json to_json() const;
   // Missing or malformed "drift" sections give an empty reference (the check is then off).
   static DriftReference from_json(const nlohmann::json& manifest_drift);
+  // The "drift" section of a whole manifest.json.
+  static DriftReference from_manifest(const nlohmann::json& manifest);
   bool empty() const { return score_quantiles.empty() || rows <= 0; }
   // F_ref(x): share of calibrate scores <= x, interpolated between table points.
   double cdf(double x) const;
@@ -60,6 +64,21 @@ struct DriftOptions {
 DriftReport compare_drift(const DriftReference& ref, std::span<const float> scores, size_t handled,
                           size_t ood, const DriftOptions& options);
 
+// What the check reads from routed inputs, collected one decision at a time.
+struct DriftSample {
+  std::vector<float> scores;  // stage-1 acceptor scores
+  size_t handled = 0, ood = 0;
+  void add(const RouteResult& r) {
+    scores.push_back(r.stage1_score);
+    handled += r.handled;
+    ood += r.reason == DeferReason::kOutOfDistribution;
+  }
+};
+inline DriftReport compare_drift(const DriftReference& ref, const DriftSample& sample,
+                                 const DriftOptions& options) {
+  return compare_drift(ref, sample.scores, sample.handled, sample.ood, options);
+}
+
 // Thread-safe sliding window of the latest routed inputs, for the server. Recording is a few
 // relaxed atomic stores into a ring (no lock: every request thread records); a report reads
 // the ring as it is, so a row being written during a report may be missed, which a warning can
@@ -69,6 +88,9 @@ class DriftMonitor {
   // Throws InputError unless options.window >= 1 and 0 < options.level < 1.
   DriftMonitor(DriftReference ref, DriftOptions options);
   void record(float stage1_score, bool handled, bool ood);
+  void record(const RouteResult& r) {
+    record(r.stage1_score, r.handled, r.reason == DeferReason::kOutOfDistribution);
+  }
   DriftReport report() const;  // O(window log window); call it from status endpoints only
 
  private:

@@ -19,10 +19,7 @@ std::shared_ptr<AuditMonitor> make_monitor(const nlohmann::json& manifest,
 }
 
 std::shared_ptr<DriftState> make_drift(const nlohmann::json& manifest, const DriftOptions& drift) {
-  auto section = manifest.find("drift");
-  DriftReference ref =
-      section == manifest.end() ? DriftReference{} : DriftReference::from_json(*section);
-  return std::make_shared<DriftState>(std::move(ref), drift);
+  return std::make_shared<DriftState>(DriftReference::from_manifest(manifest), drift);
 }
 
 }  // namespace

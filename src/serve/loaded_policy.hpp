@@ -33,9 +33,7 @@ struct Decision {
 class DriftState {
  public:
   DriftState(DriftReference ref, const DriftOptions& options) : monitor_(std::move(ref), options) {}
-  void record(const RouteResult& r) {
-    monitor_.record(r.stage1_score, r.handled, r.reason == DeferReason::kOutOfDistribution);
-  }
+  void record(const RouteResult& r) { monitor_.record(r); }
   // The report, reused when computed less than `max_age` ago. Logs a one-line warning to
   // stderr the first time it shows drift for `version`.
   DriftReport report(std::chrono::steady_clock::duration max_age, const std::string& version);
