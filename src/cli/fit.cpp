@@ -19,19 +19,13 @@
 namespace tracer::cli {
 namespace {
 
+// The run itself plus the flags that are parsed into its FitOptions.
 struct FitArgs {
-  std::vector<std::string> traces;
-  std::string out = ".tracer";
-  FitOptions fit;
+  FitRun run;
   std::string zoo;
   std::string methods = "global,l2d,rsb";
   std::vector<double> split = {0.7, 0.15, 0.15};
-  bool skip_invalid = false;
-  bool quiet = false;
   bool no_ood = false;
-  bool json = false;
-  bool learning_curve = false;
-  bool no_report = false;
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -44,28 +38,20 @@ std::vector<std::string> split_list(const std::string& s) {
 }
 
 int run_fit(FitArgs& a) {
+  FitOptions& fit = a.run.fit;
   if (a.split.size() != 3)
     throw InputError("--split needs three fractions: TRAIN,SELECT,CALIBRATE");
-  a.fit.fractions = {a.split[0], a.split[1], a.split[2]};
-  a.fit.zoo = split_list(a.zoo);
-  a.fit.methods.clear();
+  fit.fractions = {a.split[0], a.split[1], a.split[2]};
+  fit.zoo = split_list(a.zoo);
+  fit.methods.clear();
   for (const auto& m : split_list(a.methods)) {
     Method method = parse_method(m);
     if (method == Method::kNone) throw InputError("--methods takes global, l2d and/or rsb");
-    a.fit.methods.push_back(method);
+    fit.methods.push_back(method);
   }
-  if (a.fit.methods.empty()) throw InputError("--methods needs at least one of global, l2d, rsb");
-  a.fit.ood = !a.no_ood;
-  FitRun run;
-  run.traces = a.traces;
-  run.out = a.out;
-  run.fit = a.fit;
-  run.skip_invalid = a.skip_invalid;
-  run.quiet = a.quiet;
-  run.json = a.json;
-  run.learning_curve = a.learning_curve;
-  run.no_report = a.no_report;
-  return fit_and_write(run);
+  if (fit.methods.empty()) throw InputError("--methods needs at least one of global, l2d, rsb");
+  fit.ood = !a.no_ood;
+  return fit_and_write(a.run);
 }
 
 }  // namespace
@@ -128,25 +114,25 @@ Command add_fit_command(CLI::App& app) {
       "Fit surrogates on LLM traces, choose a routing method on the select split and certify it "
       "on the calibrate split.\nExit code 0: a policy was certified; 4: nothing could be "
       "certified (the policy defers everything, see manifest.json gate.refusal).");
-  sub->add_option("traces", args->traces,
+  sub->add_option("traces", args->run.traces,
                   "Trace file(s): JSONL (one {\"input\":..., \"teacher\":...} object per line) or "
                   "CSV with a header row; several files are read as one set")
       ->required()
       ->check(CLI::ExistingFile);
-  sub->add_option("-o,--out", args->out, "Policy folder to write")->capture_default_str();
-  sub->add_option("-t,--target", args->fit.target,
+  sub->add_option("-o,--out", args->run.out, "Policy folder to write")->capture_default_str();
+  sub->add_option("-t,--target", args->run.fit.target,
                   "Target agreement alpha with the LLM on handled traffic")
       ->capture_default_str()
       ->check(CLI::Range(0.5, 0.9999));
-  sub->add_option("--delta", args->fit.delta,
+  sub->add_option("--delta", args->run.fit.delta,
                   "Allowed failure probability of the guarantee (confidence = 1 - delta)")
       ->capture_default_str()
       ->check(CLI::Range(1e-6, 0.5));
-  sub->add_option("--min-coverage", args->fit.min_coverage,
+  sub->add_option("--min-coverage", args->run.fit.min_coverage,
                   "Refuse to deploy when the certified share of traffic is below this")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--min-rows", args->fit.min_rows,
+  sub->add_option("--min-rows", args->run.fit.min_rows,
                   "Fewest accepted calibration rows a threshold is tested on")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
@@ -156,8 +142,9 @@ Command add_fit_command(CLI::App& app) {
   zoo_help += "; all: ";
   for (const auto& n : surrogate_names()) zoo_help += n + " ";
   sub->add_option("--zoo", args->zoo, zoo_help);
-  sub->add_flag("--trees", args->fit.trees, "Also try gradient-boosted trees (xgboost; slower)");
-  sub->add_option("--ensemble", args->fit.ensemble_members,
+  sub->add_flag("--trees", args->run.fit.trees,
+                "Also try gradient-boosted trees (xgboost; slower)");
+  sub->add_option("--ensemble", args->run.fit.ensemble_members,
                   "Also try the average of the N best candidates by select agreement (0: off)")
       ->capture_default_str()
       ->check(CLI::Range(0, 8));
@@ -167,30 +154,30 @@ Command add_fit_command(CLI::App& app) {
                   "Fractions TRAIN,SELECT,CALIBRATE, summing to 1 (default 0.7,0.15,0.15)")
       ->delimiter(',')
       ->expected(3);
-  sub->add_option("--seed", args->fit.seed, "Random seed (splits, training)")
+  sub->add_option("--seed", args->run.fit.seed, "Random seed (splits, training)")
       ->capture_default_str();
-  args->fit.threads = std::max(1u, std::thread::hardware_concurrency());
-  sub->add_option("--threads", args->fit.threads, "Worker threads")
+  args->run.fit.threads = std::max(1u, std::thread::hardware_concurrency());
+  sub->add_option("--threads", args->run.fit.threads, "Worker threads")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
-  sub->add_option("--min-per-label", args->fit.min_per_label,
+  sub->add_option("--min-per-label", args->run.fit.min_per_label,
                   "Reject trace files where a label has fewer traces than this")
       ->capture_default_str();
   sub->add_flag("--no-ood", args->no_ood, "Disable the out-of-distribution gate");
-  sub->add_option("--ood-quantile", args->fit.ood_quantile,
+  sub->add_option("--ood-quantile", args->run.fit.ood_quantile,
                   "Share of in-distribution (select) inputs the OOD gate may flag; higher "
                   "defers more unusual inputs")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.5));
-  sub->add_flag("--skip-invalid", args->skip_invalid,
+  sub->add_flag("--skip-invalid", args->run.skip_invalid,
                 "Skip invalid trace lines (reporting how many) instead of rejecting the file");
-  sub->add_flag("--learning-curve", args->learning_curve,
+  sub->add_flag("--learning-curve", args->run.learning_curve,
                 "Also refit on 10%..90% of the traces to show whether more traces would raise "
                 "coverage (slow: 9 extra fits)");
-  sub->add_flag("--no-report", args->no_report,
+  sub->add_flag("--no-report", args->run.no_report,
                 "Do not write qualitative_report.json and report.html");
-  sub->add_flag("-q,--quiet", args->quiet, "No progress or summary output");
-  sub->add_flag("--json", args->json, "Print the manifest as JSON instead of the summary");
+  sub->add_flag("-q,--quiet", args->run.quiet, "No progress or summary output");
+  sub->add_flag("--json", args->run.json, "Print the manifest as JSON instead of the summary");
   return {sub, [args] { return run_fit(*args); }};
 }
 
