@@ -40,10 +40,18 @@ AuditMonitor::AuditMonitor(double alpha, double delta, AuditOptions options)
   next_look_rows_ = look_rows(0, opt_.min_rows);
 }
 
+namespace {
+
+// The look after one at n rows: 25% more rows, at least one more.
+int64_t next_look(int64_t n) {
+  return std::max<int64_t>(n + 1, static_cast<int64_t>(std::ceil(1.25 * static_cast<double>(n))));
+}
+
+}  // namespace
+
 int64_t AuditMonitor::look_rows(int look, int min_rows) {
   int64_t n = std::max(min_rows, 1);
-  for (int j = 0; j < look && n < INT_MAX; ++j)
-    n = std::max<int64_t>(n + 1, static_cast<int64_t>(std::ceil(1.25 * static_cast<double>(n))));
+  for (int j = 0; j < look && n < INT_MAX; ++j) n = next_look(n);
   return std::min<int64_t>(n, INT_MAX);
 }
 
@@ -67,7 +75,7 @@ bool AuditMonitor::record(bool agreed) {
   k_ += agreed ? 1 : 0;
   if (tripped() || n_ != next_look_rows_) return tripped();
   const int look = next_look_++;
-  next_look_rows_ = look_rows(next_look_, opt_.min_rows);
+  next_look_rows_ = std::min<int64_t>(next_look(n_), INT_MAX);
   last_look_ = look;
   last_n_ = n_;
   last_k_ = k_;
