@@ -23,6 +23,10 @@ class Featurizer {
   virtual std::string kind() const = 0;  // registry name, e.g. "tfidf"
   virtual void fit(std::span<const std::string> texts) = 0;
   virtual size_t dim() const = 0;
+  // The key under which two texts are the same input for this featurizer (they get identical
+  // features): e.g. NFKC-casefolded tokens for TF-IDF. Usable before fit(); the fitter groups
+  // traces by it, so a distinct key is the unit of certification evidence.
+  virtual std::string normalize(std::string_view text) const = 0;
   // Thread-safe after fit; `out` is cleared and reused (no allocation once warmed up).
   virtual void transform(std::string_view text, SparseVector& out,
                          FeatureStats* stats = nullptr) const = 0;

@@ -384,6 +384,13 @@ uint32_t TfidfFeaturizer::lookup(uint64_t key) const {
   }
 }
 
+std::string TfidfFeaturizer::normalize(std::string_view text) const {
+  std::string buf;
+  std::vector<int32_t> cps;
+  normalize_tokens(text, buf, cps);
+  return buf;
+}
+
 void TfidfFeaturizer::transform(std::string_view text, SparseVector& out,
                                 FeatureStats* stats) const {
   out.clear();

@@ -31,6 +31,7 @@ class TfidfFeaturizer final : public Featurizer {
   std::string kind() const override { return "tfidf"; }
   void fit(std::span<const std::string> texts) override;
   size_t dim() const override { return terms_.size(); }
+  std::string normalize(std::string_view text) const override;
   void transform(std::string_view text, SparseVector& out,
                  FeatureStats* stats = nullptr) const override;
   std::string fingerprint() const override { return fingerprint_; }

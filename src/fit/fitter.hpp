@@ -1,6 +1,7 @@
 #pragma once
 // `tracer fit` as a library call: traces in, a certified (or refused) policy out.
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,9 +23,14 @@ struct FitOptions {
   bool trees = false;
   size_t ensemble_members = 2;  // also try the average of the best N candidates (0: off)
   std::vector<Method> methods = {Method::kGlobal, Method::kL2D, Method::kRSB};
-  SplitFractions fractions;
+  // Shares of distinct inputs for train, select, calibrate (--split); unset: chosen from the
+  // number of distinct inputs (plan_split: cross-fitting for small trace sets).
+  std::optional<SplitFractions> fractions;
+  int folds = 0;  // cross-fitting folds (--folds); 0: automatic, 1: one select share
   uint64_t seed = 42;
   int threads = 2;
+  // Labels with fewer distinct training inputs than this are not answered by the surrogate:
+  // inputs it predicts as such a label are deferred (reason rare_label). Never an error.
   size_t min_per_label = 3;
   std::string featurizer = "tfidf";
   bool ood = true;
@@ -47,6 +53,7 @@ struct HeldOutDecision {
 struct FitResult {
   Policy policy;
   std::vector<HeldOutDecision> calibrate_rows;
+  std::vector<size_t> train_label_counts;  // per label: distinct inputs the deployed models saw
   nlohmann::json manifest;  // everything but the model section (added when written)
   nlohmann::json frontier;
   bool deployed = false;

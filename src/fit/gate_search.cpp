@@ -1,7 +1,9 @@
 #include "fit/gate_search.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <random>
 
 #include "gate/bounds.hpp"
 #include "gate/ood.hpp"
@@ -154,11 +156,13 @@ int first_step_rows(std::span<const float> select_scores, std::span<const uint8_
   return floor_rows;  // no region is expected to pass; the walk will most likely refuse
 }
 
-WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& split,
-                     bool on_select, const WalkParams& params) {
-  WalkResult res;
+Acceptance plan_acceptance(const Plan& plan, const std::vector<Candidate>& zoo,
+                           const HeldOut& split, bool on_select) {
   const size_t rows = split.size();
-  if (plan.method == Method::kNone || plan.steps.empty() || rows == 0) return res;
+  Acceptance acc;
+  acc.first_step.assign(rows, -1);
+  acc.agree.assign(rows, 0);
+  if (plan.method == Method::kNone || plan.steps.empty()) return acc;
   const auto& s1 = on_select ? plan.s1->sel_score : plan.s1->cal_score;
   const auto& p1 =
       on_select ? zoo[plan.s1->candidate].select_pred : zoo[plan.s1->candidate].calib_pred;
@@ -168,33 +172,154 @@ WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const 
     s2 = on_select ? &plan.s2->sel_score : &plan.s2->cal_score;
     p2 = on_select ? &zoo[plan.s2->candidate].select_pred : &zoo[plan.s2->candidate].calib_pred;
   }
-  const auto& ood = on_select ? plan.s1->sel_ood : plan.s1->cal_ood;
-  std::vector<CertifyStep> steps;
-  for (const GateStep& g : plan.steps) {
-    CertifyStep step;
-    step.threshold = g.tau1;
-    for (size_t i = 0; i < rows; ++i) {
-      if (ood[i]) continue;
+  const auto& blocked = on_select ? plan.s1->sel_ood : plan.s1->cal_ood;
+  const int m = static_cast<int>(plan.steps.size());
+  for (size_t i = 0; i < rows; ++i) {
+    if (blocked[i]) continue;
+    for (int j = 0; j < m; ++j) {
+      const GateStep& g = plan.steps[static_cast<size_t>(j)];
       if (plan.method == Method::kGlobal || s1[i] >= g.tau1) {
-        ++step.n;
-        step.k += p1[i] == split.y[i];
-      } else if (s2 && (*s2)[i] >= g.tau2) {
-        ++step.n;
-        step.k += (*p2)[i] == split.y[i];
+        acc.first_step[i] = j;
+        acc.agree[i] = p1[i] == split.y[i];
+        break;
+      }
+      if (s2 && (*s2)[i] >= g.tau2) {
+        acc.first_step[i] = j;
+        acc.agree[i] = (*p2)[i] == split.y[i];
+        break;
       }
     }
-    steps.push_back(step);
   }
-  // Steps smaller than the planned first step are skipped, not tested: the thresholds come from
-  // cross-fitted select scores, and the deployed acceptor's scores can be packed more tightly at
-  // the top, so the strictest thresholds may accept far fewer rows here than planned, too few to
-  // pass. Skipping depends on row counts only (no labels), so the sequence stays fixed.
-  int skip_below = params.min_rows;
-  if (plan.method != Method::kGlobal)
-    skip_below =
-        std::max(skip_below, static_cast<int>(plan.s1->first_rows * double(rows) /
-                                              std::max<size_t>(1, plan.s1->cal_score.size())));
-  CertifyResult c = walk_steps(std::move(steps), rows, params.alpha, params.delta, skip_below);
+  return acc;
+}
+
+namespace {
+
+// Accepted (n) and agreeing (k) rows per step from each row's first accepting step.
+std::vector<CertifyStep> step_counts(const Plan& plan, const Acceptance& acc) {
+  std::vector<CertifyStep> steps(plan.steps.size());
+  for (size_t i = 0; i < acc.first_step.size(); ++i) {
+    if (acc.first_step[i] < 0) continue;
+    auto& st = steps[static_cast<size_t>(acc.first_step[i])];
+    ++st.n;
+    st.k += acc.agree[i];
+  }
+  for (size_t j = 1; j < steps.size(); ++j) {
+    steps[j].n += steps[j - 1].n;
+    steps[j].k += steps[j - 1].k;
+  }
+  for (size_t j = 0; j < steps.size(); ++j) steps[j].threshold = plan.steps[j].tau1;
+  return steps;
+}
+
+std::vector<double> fallback_weights(const Plan& plan, size_t steps) {
+  if (plan.method == Method::kGlobal || steps < 2 || plan.last_share <= 0) return {};
+  std::vector<double> w(steps, 0.0);
+  w.back() = plan.last_share;
+  return w;
+}
+
+int scaled_start(const Plan& plan, size_t rows, int min_rows) {
+  if (plan.method == Method::kGlobal) return min_rows;
+  const size_t cal_rows = std::max<size_t>(1, plan.s1->cal_score.size());
+  return std::max(min_rows, static_cast<int>(plan.start_rows * double(rows) / cal_rows));
+}
+
+}  // namespace
+
+WalkDesign design_walk(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& sel,
+                       size_t cal_size, const WalkParams& params, uint64_t seed, int draws) {
+  WalkDesign best;
+  const size_t rows = sel.size();
+  const size_t m = plan.steps.size();
+  if (plan.method == Method::kNone || m == 0 || rows == 0 || cal_size == 0) return best;
+  const Acceptance acc = plan_acceptance(plan, zoo, sel, true);
+  const int floor_rows = std::max(params.min_rows, min_rows_to_certify(params.alpha, params.delta));
+  // Candidate starts: the expected calibrate rows of every grid step (thinned to about 30).
+  std::vector<int> starts;
+  {
+    Plan whole = plan;
+    auto full = step_counts(whole, acc);
+    const double scale = double(cal_size) / rows;
+    const size_t stride = std::max<size_t>(1, m / 30);
+    for (size_t j = 0; j < m; j += stride) {
+      const int r = static_cast<int>(full[j].n * scale);
+      if (r >= floor_rows && (starts.empty() || r > starts.back())) starts.push_back(r);
+    }
+    if (starts.empty()) starts.push_back(floor_rows);
+  }
+  const std::array<double, 2> shares = {0.0, 0.2};
+  const size_t n_designs = starts.size() * shares.size();
+  std::vector<double> total(n_designs, 0.0);
+  std::mt19937_64 rng(seed ^ 0x5eedc0ffeeull);
+  std::uniform_int_distribution<size_t> pick(0, rows - 1);
+  std::vector<int> hist_n(m), hist_k(m);
+  std::vector<double> p(m);
+  std::vector<int> n(m);
+  for (int b = 0; b < draws; ++b) {
+    std::fill(hist_n.begin(), hist_n.end(), 0);
+    std::fill(hist_k.begin(), hist_k.end(), 0);
+    for (size_t t = 0; t < cal_size; ++t) {
+      const size_t i = pick(rng);
+      if (acc.first_step[i] < 0) continue;
+      ++hist_n[static_cast<size_t>(acc.first_step[i])];
+      hist_k[static_cast<size_t>(acc.first_step[i])] += acc.agree[i];
+    }
+    int cn = 0, ck = 0;
+    for (size_t j = 0; j < m; ++j) {
+      cn += hist_n[j];
+      ck += hist_k[j];
+      n[j] = cn;
+      p[j] = cn >= floor_rows ? binomial_upper_tail(cn, ck, params.alpha) : 1.0;
+    }
+    for (size_t s = 0; s < starts.size(); ++s) {
+      for (size_t h = 0; h < shares.size(); ++h) {
+        // The fallback walk of walk_steps on precomputed p-values.
+        const double share = m >= 2 ? shares[h] : 0.0;
+        bool first = true, prev_passed = false;
+        double prev_level = 0;
+        int deployed = 0;
+        for (size_t j = 0; j < m; ++j) {
+          if (n[j] < starts[s] || n[j] < params.min_rows) continue;
+          double own = (j + 1 == m) ? share : 0.0;
+          if (first) own += 1 - share;
+          first = false;
+          const double level = own * params.delta + (prev_passed ? prev_level : 0);
+          if (level <= 0) {
+            if (j + 1 < m) {
+              prev_passed = false;
+              continue;
+            }
+          }
+          prev_passed = level > 0 && p[j] <= level;
+          prev_level = level;
+          if (prev_passed) deployed = n[j];
+        }
+        total[s * shares.size() + h] += double(deployed) / cal_size;
+      }
+    }
+  }
+  size_t arg = 0;
+  for (size_t d = 1; d < n_designs; ++d)
+    if (total[d] > total[arg] + 1e-9) arg = d;
+  best.start_rows = starts[arg / shares.size()];
+  best.last_share = shares[arg % shares.size()];
+  best.expected_coverage = total[arg] / draws;
+  return best;
+}
+
+WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& split,
+                     bool on_select, const WalkParams& params) {
+  WalkResult res;
+  const size_t rows = split.size();
+  if (plan.method == Method::kNone || plan.steps.empty() || rows == 0) return res;
+  std::vector<CertifyStep> steps = step_counts(plan, plan_acceptance(plan, zoo, split, on_select));
+  // Steps smaller than the planned start are skipped, not tested. Skipping depends on row
+  // counts only (no labels), so the sequence stays fixed.
+  const int skip_below = scaled_start(plan, rows, params.min_rows);
+  const std::vector<double> weights = fallback_weights(plan, steps.size());
+  CertifyResult c =
+      walk_steps(std::move(steps), rows, params.alpha, params.delta, skip_below, weights);
   res.trace = std::move(c.steps);
   res.certified = c.certified;
   if (res.certified) {

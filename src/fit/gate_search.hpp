@@ -22,9 +22,9 @@
 
 namespace tracer {
 
-// One held-out split, featurized, with the surrogate-independent OOD signals per row.
+// One held-out split (select rows scored out of fold, or calibrate), with the
+// surrogate-independent OOD signals per row.
 struct HeldOut {
-  const SparseMatrix* X = nullptr;
   std::vector<int> y;
   std::vector<FeatureStats> stats;
   std::vector<float> known, similarity;
@@ -39,7 +39,9 @@ struct ScoredStage {
   std::vector<float> label_prior;
   std::vector<float> sel_score;  // cross-fitted on select (out-of-sample)
   std::vector<float> cal_score;  // the deployed acceptor's scores
-  int first_rows = 0;  // size of the walk's first step (first_step_rows), set by the fitter
+  // Where the threshold grid starts, in expected calibrate rows (the fewest that can pass at the
+  // user's target); set by the fitter. Where a walk starts is the plan's (Plan::start_rows).
+  int first_rows = 0;
   OodGate ood;         // copy of the shared gate with this stage's reference
   std::vector<uint8_t> sel_ood, cal_ood;  // 1: flagged (never accepted)
 };
@@ -60,6 +62,10 @@ struct Plan {
   const ScoredStage* s1 = nullptr;
   const ScoredStage* s2 = nullptr;  // rsb only
   std::vector<GateStep> steps;      // strict → loose
+  // The walk's design, chosen on select (design_walk): steps accepting fewer calibrate rows than
+  // start_rows are skipped; last_share of delta is reserved for the loosest step (fallback).
+  int start_rows = 0;
+  double last_share = 0;
 };
 
 struct WalkResult {
@@ -76,9 +82,35 @@ struct WalkParams {
   int min_rows = 30;
 };
 
-// Fixed-sequence walk of a plan on one split (select for the dry run, calibrate to certify).
-// Steps of an l2d/rsb plan that accept fewer rows than the stage's planned first step (scaled to
-// this split) are skipped, not tested; a global plan's single step is always tested.
+// Per row of a split, under a plan: the first (strictest) step that accepts the row, -1 when
+// none does (flagged OOD or rare, or below every step); and whether the answering stage's label
+// agrees with the row's teacher label. The steps' accepted sets are nested, so a row accepted at
+// step j is accepted, by the same stage, at every later step.
+struct Acceptance {
+  std::vector<int> first_step;
+  std::vector<uint8_t> agree;
+};
+Acceptance plan_acceptance(const Plan& plan, const std::vector<Candidate>& zoo,
+                           const HeldOut& split, bool on_select);
+
+// How to walk a plan's steps on calibrate, chosen on select only: where the walk starts (steps
+// accepting fewer calibrate rows are skipped) and the share of delta the loosest step holds in
+// reserve (the fallback procedure of walk_steps). Each design is scored by its expected
+// certified coverage over `draws` bootstrap samples of calibrate's size drawn from the select
+// rows: a start too strict wastes rows on a test that barely passes, one too loose starts where
+// agreement is already near the target; a noisy small first step ends the walk before it
+// begins.
+struct WalkDesign {
+  int start_rows = 0;
+  double last_share = 0;
+  double expected_coverage = 0;
+};
+WalkDesign design_walk(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& sel,
+                       size_t cal_size, const WalkParams& params, uint64_t seed, int draws = 64);
+
+// The walk of a plan on one split (select for the dry run, calibrate to certify), with the
+// plan's design: steps of an l2d/rsb plan that accept fewer rows than plan.start_rows (scaled to
+// this split) are skipped, not tested; a global plan's single step is always tested at delta.
 WalkResult walk_plan(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& split,
                      bool on_select, const WalkParams& params);
 

@@ -8,67 +8,157 @@
 #include "util/error.hpp"
 
 namespace tracer {
+namespace {
+
+uint64_t mix64(uint64_t h) {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return h;
+}
+
+uint64_t hash_key(std::string_view key, uint64_t seed) {
+  uint64_t h = 0xcbf29ce484222325ull ^ mix64(seed + 0x9e3779b97f4a7c15ull);
+  for (char c : key) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return mix64(h);
+}
+
+}  // namespace
 
 void validate_fractions(const SplitFractions& f) {
-  if (f.train <= 0 || f.select <= 0 || f.calibrate <= 0)
-    throw InputError("split fractions must all be positive (train, select, calibrate)");
+  for (double v : {f.train, f.select, f.calibrate})
+    if (!std::isfinite(v) || v <= 0)
+      throw InputError("split fractions must all be positive numbers (train, select, calibrate)");
   if (std::abs(f.train + f.select + f.calibrate - 1.0) > 1e-6)
     throw InputError("split fractions must sum to 1 (got train " + std::to_string(f.train) +
                      " + select " + std::to_string(f.select) + " + calibrate " +
                      std::to_string(f.calibrate) + ")");
 }
 
-Split stratified_split(const TraceSet& set, const SplitFractions& fractions, uint64_t seed) {
-  validate_fractions(fractions);
-  // Group exact duplicate inputs; a group is stratified by the label of its first occurrence.
-  std::unordered_map<std::string_view, size_t> group_of;
-  std::vector<std::vector<size_t>> groups;
+TraceUnits group_units(const TraceSet& set, const Featurizer& normalizer, uint64_t seed) {
+  TraceUnits u;
+  std::unordered_map<std::string, size_t> unit_of;
+  std::vector<std::string> keys;
+  // Per unit: teacher label counts in order of first appearance.
+  std::vector<std::vector<std::pair<int, uint32_t>>> counts;
   for (size_t i = 0; i < set.size(); ++i) {
-    auto [it, inserted] = group_of.try_emplace(set.traces[i].input, groups.size());
-    if (inserted) groups.emplace_back();
-    groups[it->second].push_back(i);
-  }
-  std::vector<std::vector<size_t>> by_label(set.labels.size());
-  for (size_t g = 0; g < groups.size(); ++g) by_label[set.y[groups[g].front()]].push_back(g);
-
-  std::mt19937_64 rng(seed);
-  Split split;
-  for (auto& label_groups : by_label) {
-    std::shuffle(label_groups.begin(), label_groups.end(), rng);
-    size_t total = 0;
-    for (size_t g : label_groups) total += groups[g].size();
-    // Fill calibrate and select first to their quota (rounded), the rest goes to train, so that
-    // small labels still get held-out rows when they have at least three traces.
-    size_t want_cal = static_cast<size_t>(std::lround(total * fractions.calibrate));
-    size_t want_sel = static_cast<size_t>(std::lround(total * fractions.select));
-    if (total >= 3) {
-      want_cal = std::max<size_t>(want_cal, 1);
-      want_sel = std::max<size_t>(want_sel, 1);
+    std::string key = normalizer.normalize(set.traces[i].input);
+    auto [it, inserted] = unit_of.try_emplace(key, u.first.size());
+    if (inserted) {
+      u.first.push_back(i);
+      u.copies.push_back(0);
+      counts.emplace_back();
+      keys.push_back(std::move(key));
+    } else {
+      ++u.duplicate_traces;
     }
-    size_t n_cal = 0, n_sel = 0, n_train = 0;
-    for (size_t g : label_groups) {
-      auto& members = groups[g];
-      std::vector<size_t>* dest;
-      // Keep at least one group for training whenever the label has one to spare.
-      if (n_train == 0 && &g == &label_groups.back()) {
-        dest = &split.train;
-      } else if (n_cal < want_cal) {
-        dest = &split.calibrate;
-        n_cal += members.size();
-      } else if (n_sel < want_sel) {
-        dest = &split.select;
-        n_sel += members.size();
-      } else {
-        dest = &split.train;
+    const size_t unit = it->second;
+    ++u.copies[unit];
+    auto& c = counts[unit];
+    auto hit = std::find_if(c.begin(), c.end(), [&](auto& p) { return p.first == set.y[i]; });
+    if (hit == c.end())
+      c.emplace_back(set.y[i], 1);
+    else
+      ++hit->second;
+  }
+  u.majority.resize(u.size());
+  u.drawn.resize(u.size());
+  for (size_t k = 0; k < u.size(); ++k) {
+    const auto& c = counts[k];
+    u.conflicting_units += c.size() > 1;
+    u.majority[k] = std::max_element(c.begin(), c.end(), [](auto& a, auto& b) {
+                      return a.second < b.second;  // first maximum wins: seen first
+                    })->first;
+    // The draw depends on the unit's key and label shares only (not on how many times the file
+    // repeats it, nor on its position), so repeating every line k times draws the same labels.
+    const double r = double(hash_key(keys[k], seed) >> 11) * 0x1.0p-53;
+    double cum = 0;
+    u.drawn[k] = c.back().first;
+    for (const auto& [label, n] : c) {
+      cum += double(n) / u.copies[k];
+      if (r < cum) {
+        u.drawn[k] = label;
+        break;
       }
-      if (dest == &split.train) n_train += members.size();
-      dest->insert(dest->end(), members.begin(), members.end());
     }
   }
-  std::sort(split.train.begin(), split.train.end());
-  std::sort(split.select.begin(), split.select.end());
-  std::sort(split.calibrate.begin(), split.calibrate.end());
-  return split;
+  return u;
+}
+
+SplitPlan plan_split(size_t units, const SplitFractions* user, int folds) {
+  SplitPlan p;
+  if (user) {
+    validate_fractions(*user);
+    p.calibrate = user->calibrate;
+    p.select = user->select;
+    p.folds = 1;
+    p.automatic = false;
+  } else if (units <= kCrossFitMaxUnits) {
+    p.calibrate = 0.30;
+    p.select = 0;
+    p.folds = 5;
+  } else {
+    p.calibrate = 0.25;
+    p.select = 0.15;
+    p.folds = 1;
+  }
+  if (folds > 0) {
+    if (folds > 20) throw InputError("--folds must be between 1 and 20 (0: automatic)");
+    p.folds = folds;
+    p.automatic = false;
+    if (folds == 1 && p.select <= 0) p.select = 0.15;
+  }
+  return p;
+}
+
+UnitSplit split_units(const TraceUnits& units, const SplitPlan& plan, uint64_t seed) {
+  if (!(plan.calibrate > 0 && plan.calibrate < 1))
+    throw InputError("the calibrate share must be in (0, 1)");
+  if (plan.folds < 1) throw InputError("the number of folds must be at least 1");
+  const size_t n = units.size();
+  std::mt19937_64 rng(seed);
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+
+  UnitSplit s;
+  s.folds = plan.folds;
+  size_t n_cal = static_cast<size_t>(std::llround(double(n) * plan.calibrate));
+  if (n >= 3) n_cal = std::clamp<size_t>(n_cal, 1, n - 2);
+  n_cal = std::min(n_cal, n);
+  s.calibrate.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n_cal));
+  s.pool.assign(order.begin() + static_cast<std::ptrdiff_t>(n_cal), order.end());
+  std::sort(s.calibrate.begin(), s.calibrate.end());
+
+  // Deal the pool into folds, label by label in the shuffled order (stratified by the label the
+  // surrogates train on). The fold counter runs on across labels so small labels spread out.
+  std::vector<std::vector<size_t>> by_label;
+  for (size_t u : s.pool) {
+    const auto l = static_cast<size_t>(units.majority[u]);
+    if (l >= by_label.size()) by_label.resize(l + 1);
+    by_label[l].push_back(u);
+  }
+  std::unordered_map<size_t, int> fold_of;
+  size_t dealt = 0;
+  const double select_share = plan.select / (1 - plan.calibrate);
+  for (const auto& members : by_label) {
+    if (plan.folds >= 2) {
+      for (size_t u : members) fold_of[u] = static_cast<int>(dealt++ % plan.folds);
+      continue;
+    }
+    size_t n_sel = 0;
+    if (members.size() >= 3)
+      n_sel = std::clamp<size_t>(
+          static_cast<size_t>(std::llround(double(members.size()) * select_share)), 1,
+          members.size() - 1);
+    for (size_t j = 0; j < members.size(); ++j) fold_of[members[j]] = j < n_sel ? 0 : -1;
+  }
+  std::sort(s.pool.begin(), s.pool.end());
+  s.fold.reserve(s.pool.size());
+  for (size_t u : s.pool) s.fold.push_back(fold_of[u]);
+  return s;
 }
 
 }  // namespace tracer

@@ -81,7 +81,8 @@ std::vector<Candidate> sweep_zoo(const std::vector<std::string>& names, const Zo
   return zoo;
 }
 
-void add_ensemble(std::vector<Candidate>& zoo, const ZooData& data, size_t members) {
+void add_ensemble(std::vector<Candidate>& zoo, std::span<const int> select_y, int num_classes,
+                  size_t members) {
   std::vector<size_t> ok;
   for (size_t i = 0; i < zoo.size(); ++i)
     if (zoo[i].model) ok.push_back(i);
@@ -98,7 +99,7 @@ void add_ensemble(std::vector<Candidate>& zoo, const ZooData& data, size_t membe
     e.fit_seconds += zoo[i].fit_seconds;
   }
   e.model = std::make_unique<EnsembleSurrogate>(std::move(parts));
-  const int k = data.num_classes;
+  const int k = num_classes;
   const float w = 1.f / static_cast<float>(ok.size());
   auto combine = [&](auto member_probs, std::vector<float>& probs, std::vector<int>& pred,
                      size_t rows) {
@@ -114,11 +115,11 @@ void add_ensemble(std::vector<Candidate>& zoo, const ZooData& data, size_t membe
     }
   };
   combine([](const Candidate& c) -> const std::vector<float>& { return c.select_probs; },
-          e.select_probs, e.select_pred, data.select->rows());
+          e.select_probs, e.select_pred, zoo[ok.front()].select_pred.size());
   combine([](const Candidate& c) -> const std::vector<float>& { return c.calib_probs; },
-          e.calib_probs, e.calib_pred, data.calibrate->rows());
+          e.calib_probs, e.calib_pred, zoo[ok.front()].calib_pred.size());
   size_t agree = 0;
-  for (size_t i = 0; i < e.select_pred.size(); ++i) agree += e.select_pred[i] == data.select_y[i];
+  for (size_t i = 0; i < e.select_pred.size(); ++i) agree += e.select_pred[i] == select_y[i];
   e.select_agreement = e.select_pred.empty() ? 0 : double(agree) / e.select_pred.size();
   zoo.push_back(std::move(e));
 }

@@ -40,7 +40,9 @@ std::vector<Candidate> sweep_zoo(const std::vector<std::string>& names, const Zo
 // Appends an "ensemble" candidate averaging the probabilities of the `members` best candidates
 // by select agreement (no refit: cached probabilities are combined exactly as the ensemble's
 // predict_proba does). No-op when fewer than two candidates succeeded.
-void add_ensemble(std::vector<Candidate>& zoo, const ZooData& data, size_t members = 2);
+// `select_y`: the labels the select rows are scored on.
+void add_ensemble(std::vector<Candidate>& zoo, std::span<const int> select_y, int num_classes,
+                  size_t members = 2);
 
 // Index of the candidate with the best select agreement (ties: earlier in the list). Throws
 // when every candidate failed.

@@ -76,24 +76,58 @@ int rows_for_power(double alpha, double delta, double agreement, double power, i
 }
 
 CertifyResult walk_steps(std::vector<CertifyStep> steps, size_t total_rows, double alpha,
-                         double delta, int min_rows) {
+                         double delta, int min_rows, std::span<const double> weights) {
   check_level("target agreement alpha", alpha);
   check_level("risk delta", delta);
+  double weight_sum = 0;
+  if (!weights.empty()) {
+    if (weights.size() != steps.size())
+      throw InputError("certify: " + std::to_string(weights.size()) + " weights for " +
+                       std::to_string(steps.size()) + " steps");
+    for (double w : weights) {
+      if (!std::isfinite(w) || w < 0) throw InputError("certify: weights must be >= 0");
+      weight_sum += w;
+    }
+    if (weight_sum > 1 + 1e-9) throw InputError("certify: weights must sum to at most 1");
+  }
   CertifyResult result;
   result.threshold = kInf;
-  for (CertifyStep st : steps) {
+  bool first = true, prev_passed = false;
+  double prev_level = 0, carry = 0;
+  for (size_t j = 0; j < steps.size(); ++j) {
+    CertifyStep st = steps[j];
     st.p_value = binomial_upper_tail(st.n, st.k, alpha);
+    const double own = weights.empty() ? 0 : weights[j];
     if (st.n < min_rows) {
       // Too few rows to pass at all (with min_rows = min_rows_to_certify); testing it would end
       // the walk before it starts. n does not depend on labels, so skipping keeps the sequence
       // fixed.
       st.skipped = true;
+      carry += own;
       result.steps.push_back(st);
       continue;
     }
-    st.passed = st.p_value <= delta;
+    double share = own + carry;
+    carry = 0;
+    if (first) share += 1 - std::min(1.0, weight_sum);
+    first = false;
+    st.level = std::min(1.0, share) * delta + (prev_passed ? prev_level : 0);
+    if (st.level <= 0) {
+      // Nothing left to test this step with: the walk has stopped. Keep going only while a
+      // later step holds weight of its own.
+      bool later = false;
+      for (size_t r = j + 1; r < weights.size() && !later; ++r) later = weights[r] > 0;
+      if (!later) break;
+      result.steps.push_back(st);  // untested (level 0), kept so indices match the steps
+      prev_passed = false;
+      prev_level = 0;
+      continue;
+    }
+    st.passed = st.p_value <= st.level;
     result.steps.push_back(st);
-    if (!st.passed) break;
+    prev_passed = st.passed;
+    prev_level = st.level;
+    if (!st.passed) continue;
     result.certified = true;
     result.threshold = st.threshold;
     result.n = st.n;

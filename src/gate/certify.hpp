@@ -15,6 +15,7 @@ struct CertifyStep {
   int n = 0;             // accepted calibration rows
   int k = 0;             // of which agree with the teacher
   double p_value = 1;    // P(Bin(n, alpha) >= k)
+  double level = 0;      // the level this step was tested at (fallback procedure), 0: untested
   bool passed = false;
   bool skipped = false;  // n < min_rows: not tested (neither pass nor failure), walk went on
 };
@@ -49,11 +50,20 @@ int rows_for_power(double alpha, double delta, double agreement, double power = 
                    int max_rows = 10000000);
 
 // The walk itself, on steps whose accepted (n) and agreeing (k) calibration counts are already
-// known (strict → loose; `threshold` is only recorded): certify while the p-value is ≤ delta,
-// skip steps with n < min_rows, stop at the first failure. Coverage is n / total_rows. Used by
-// certify_fixed_sequence and by the fitter's multi-stage plans.
+// known (strict → loose; `threshold` is only recorded). Steps with n < min_rows are skipped
+// (dropped from the sequence: n does not depend on labels). Without `weights` this is
+// fixed-sequence testing: certify while the p-value is ≤ delta, stop at the first failure.
+//
+// `weights` (one per step, each >= 0, summing to at most 1, fixed before calibrate labels are
+// seen) turns it into the fallback procedure (Wiens 2003; Wiens & Dmitrienko 2005): step j is
+// tested at level delta × w_j plus, when step j-1 passed, step j-1's level; the first tested step
+// also gets the weight not given to any step (1 - sum), and a skipped step's weight passes to the
+// next tested one. The family-wise error rate stays <= delta under any dependence between the
+// steps, so a walk stopped by one noisy step can still certify a later step that holds weight of
+// its own. The result is the loosest passed step. Coverage is n / total_rows. Throws InputError
+// on weights that are negative, not finite, of the wrong length or summing above 1.
 CertifyResult walk_steps(std::vector<CertifyStep> steps, size_t total_rows, double alpha,
-                         double delta, int min_rows);
+                         double delta, int min_rows, std::span<const double> weights = {});
 
 // Walks `thresholds` (strict → loose) on calibration (scores, agree) and certifies while the
 // binomial p-value of H0: agreement < alpha is ≤ delta; stops at the first failure. A step with

@@ -86,6 +86,10 @@ std::string encode_policy(const Policy& p) {
   save_stage(w, p.stage1);
   save_stage(w, p.stage2);
   p.ood.save(w);
+  // Version 2: the rare-label mask, one byte per label.
+  std::vector<uint8_t> rare(p.labels.size(), 0);
+  for (size_t i = 0; i < rare.size() && i < p.rare_labels.size(); ++i) rare[i] = p.rare_labels[i];
+  for (uint8_t b : rare) w.put<uint8_t>(b);
   std::string payload = w.take();
 
   BinaryWriter head;
@@ -104,7 +108,7 @@ Policy decode_policy(std::string_view bytes, const std::string& source_name) {
     throw FormatError(source_name + " is not a tracer model file (bad magic)" + refit);
   BinaryReader head(bytes.substr(8, 20));
   auto version = head.get<uint32_t>();
-  if (version != kModelFormatVersion)
+  if (version != kModelFormatVersion && version != 1)
     throw FormatError(source_name + " has model format version " + std::to_string(version) +
                       " but this tracer reads version " + std::to_string(kModelFormatVersion) +
                       refit);
@@ -128,6 +132,13 @@ Policy decode_policy(std::string_view bytes, const std::string& source_name) {
     load_stage(r, p.stage1, p.labels.size());
     load_stage(r, p.stage2, p.labels.size());
     p.ood.load(r);
+    if (version >= 2) {
+      p.rare_labels.resize(p.labels.size());
+      for (auto& b : p.rare_labels) {
+        b = r.get<uint8_t>();
+        if (b > 1) throw FormatError("corrupted rare-label mask");
+      }
+    }
     if (!r.done()) throw FormatError("trailing bytes after the last section");
     if (!p.stage1.surrogate) throw FormatError("no surrogate stored");
     return p;

@@ -18,7 +18,8 @@
 
 namespace tracer {
 
-inline constexpr uint32_t kModelFormatVersion = 1;
+// 2: adds the rare-label mask. Version 1 files still load (no label is rare).
+inline constexpr uint32_t kModelFormatVersion = 2;
 
 // How a policy answers: `none` means nothing was certified and everything is deferred.
 enum class Method { kNone, kGlobal, kL2D, kRSB };
@@ -39,7 +40,15 @@ struct Policy {
   Stage stage1;
   Stage stage2;  // rsb only: answers part of what stage 1 rejects
   OodGate ood;
+  // Per label, 1 when the surrogate saw too few distinct inputs of it to answer it: an input
+  // predicted as that label is deferred (reason rare_label). Empty: no rare label.
+  std::vector<uint8_t> rare_labels;
   std::string policy_version;  // copied from the manifest when loaded
+
+  bool is_rare(int label) const {
+    return label >= 0 && static_cast<size_t>(label) < rare_labels.size() &&
+           rare_labels[static_cast<size_t>(label)] != 0;
+  }
 };
 
 uint64_t fnv1a64(std::string_view bytes);

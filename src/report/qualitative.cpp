@@ -90,29 +90,14 @@ json pick_examples(const Context& c, size_t limit, Pred keep,
   return out;
 }
 
-// Train traces per label: the split is recomputed with the fit's options; if it does not
-// reproduce the calibrate rows (other options), the counts are estimated from the fractions.
+// Distinct training inputs per label, as the fit recorded them.
 std::vector<size_t> train_counts(const TraceSet& set, const FitResult& fit, const FitOptions& o,
                                  bool& exact) {
-  std::vector<size_t> cal;
-  cal.reserve(fit.calibrate_rows.size());
-  for (const auto& d : fit.calibrate_rows) cal.push_back(d.trace);
-  std::sort(cal.begin(), cal.end());
-  std::vector<size_t> counts(set.labels.size(), 0);
-  try {
-    Split s = stratified_split(set, o.fractions, o.seed);
-    if (s.calibrate == cal) {
-      for (size_t i : s.train) ++counts[set.y[i]];
-      exact = true;
-      return counts;
-    }
-  } catch (const InputError&) {
-    // invalid fractions: fall through to the estimate
-  }
-  exact = false;
-  const auto all = set.label_counts();
-  for (size_t c = 0; c < all.size(); ++c)
-    counts[c] = static_cast<size_t>(std::lround(double(all[c]) * o.fractions.train));
+  (void)o;
+  exact = fit.train_label_counts.size() == set.labels.size();
+  if (exact) return fit.train_label_counts;
+  std::vector<size_t> counts = set.label_counts();
+  for (auto& c : counts) c = c * 6 / 10;  // an estimate for results built without the counts
   return counts;
 }
 

@@ -17,6 +17,8 @@ std::string reason_name(DeferReason r) {
       return "out_of_distribution";
     case DeferReason::kNoPolicy:
       return "no_policy";
+    case DeferReason::kRareLabel:
+      return "rare_label";
   }
   return "";
 }
@@ -101,13 +103,17 @@ RouteResult Router::route_features(SparseRow x, const FeatureStats& stats, Route
     r.reason = DeferReason::kOutOfDistribution;
     return r;
   }
+  if (policy_.is_rare(v1.label)) {
+    r.reason = DeferReason::kRareLabel;
+    return r;
+  }
   if (policy_.method == Method::kGlobal || v1.score >= policy_.stage1.threshold) {
     r.handled = true;
     return r;
   }
   if (policy_.method == Method::kRSB && policy_.stage2.surrogate) {
     StageView v2 = evaluate_stage(policy_.stage2, x, stats, s.probs2);
-    if (v2.score >= policy_.stage2.threshold) {
+    if (v2.score >= policy_.stage2.threshold && !policy_.is_rare(v2.label)) {
       r.label = v2.label;
       r.probability = v2.probability;
       r.accept_score = v2.score;

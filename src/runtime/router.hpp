@@ -9,7 +9,7 @@
 
 namespace tracer {
 
-enum class DeferReason { kNone, kBelowThreshold, kOutOfDistribution, kNoPolicy };
+enum class DeferReason { kNone, kBelowThreshold, kOutOfDistribution, kNoPolicy, kRareLabel };
 std::string reason_name(DeferReason r);
 
 struct RouteResult {
