@@ -68,7 +68,13 @@ FitOptions fit_options_from(const json& rec, const json& m, const json& frontier
     o.seed = m.at("split").value("seed", o.seed);
     const double tr = m["split"].value("train", 0.0), se = m["split"].value("select", 0.0),
                  ca = m["split"].value("calibrate", 0.0);
-    if (tr + se + ca > 0) {
+    if (m["split"].value("automatic", false)) {
+      o.fractions.reset();  // chosen from the number of distinct inputs: choose again
+    } else if (m["split"].contains("folds")) {
+      o.folds = m["split"].value("folds", 0);
+      if (o.folds == 1 && tr + se + ca > 0)
+        o.fractions = SplitFractions{tr / (tr + se + ca), se / (tr + se + ca), ca / (tr + se + ca)};
+    } else if (tr + se + ca > 0) {
       const double total = tr + se + ca;
       o.fractions = SplitFractions{1.0 - se / total - ca / total, se / total, ca / total};
     }

@@ -100,7 +100,8 @@ TEST(Fitter, OptionsRoundTripThroughTheManifest) {
   EXPECT_EQ(back.delta, o.delta);
   EXPECT_EQ(back.zoo, o.zoo);
   EXPECT_EQ(back.methods, o.methods);
-  EXPECT_EQ(back.fractions.select, 0.25);
+  ASSERT_TRUE(back.fractions.has_value());
+  EXPECT_EQ(back.fractions->select, 0.25);
   EXPECT_EQ(back.seed, 9u);
   EXPECT_FALSE(back.ood);
   json bad = fit_options_json(o);
