@@ -22,7 +22,7 @@ struct Fixture {
       zoo[0].calib_pred.push_back(agree ? 1 : 0);
     }
     stage.cal_ood.assign(1000, 0);
-    stage.first_rows = first_rows;
+    plan.start_rows = first_rows;
     plan.method = Method::kL2D;
     plan.s1 = &stage;
     plan.steps = {{0.99f}, {0.98f}, {0.2f}};
@@ -46,6 +46,23 @@ TEST(WalkPlan, SkipsStepsSmallerThanThePlannedFirstStep) {
   ASSERT_FALSE(u.trace.empty());
   EXPECT_FALSE(u.trace[0].skipped);
   EXPECT_FALSE(u.trace[0].passed);
+}
+
+TEST(WalkPlan, TheLoosestStepsReservedShareRescuesAWalkStoppedEarly) {
+  // A walk from the 40-row step fails at once (0.95^40 > delta); with a fifth of delta held by
+  // the loosest step, that step is still tested: at alpha 0.6, 700/1000 agreeing passes at 0.01.
+  WalkParams wp{0.6, 0.05, 10};
+  Fixture f(0);
+  f.cal.y.assign(1000, 1);
+  for (int i = 0; i < 40; ++i) f.zoo[0].calib_pred[static_cast<size_t>(i)] = i < 20 ? 1 : 0;
+  WalkResult stopped = walk_plan(f.plan, f.zoo, f.cal, false, wp);
+  EXPECT_FALSE(stopped.certified);
+  f.plan.last_share = 0.2;
+  WalkResult rescued = walk_plan(f.plan, f.zoo, f.cal, false, wp);
+  ASSERT_TRUE(rescued.certified);
+  EXPECT_EQ(rescued.step, 2);
+  EXPECT_NEAR(rescued.trace[2].level, 0.01, 1e-12);
+  EXPECT_EQ(rescued.trace[1].level, 0.0);  // untested: the walk had stopped
 }
 
 TEST(WalkPlan, GlobalPlansAreNeverSkipped) {

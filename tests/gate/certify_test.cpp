@@ -361,6 +361,76 @@ TEST(CertifyStatistics, ViolationRateIsAtMostDelta) {
   }
 }
 
+// The fallback procedure (weights on later steps, tested even after the walk stopped) keeps the
+// family-wise error at delta: violations counted over the same worlds, with a fifth of delta on
+// the loosest step and a tenth on every tenth step.
+TEST(CertifyStatistics, FallbackWalkViolationRateIsAtMostDelta) {
+  const int runs = testing::sanitized() ? 200 : 400;
+  const int n_select = 1000, n_calib = 1000;
+  const double delta = 0.1;
+  int pooled_runs = 0, pooled_violations = 0, rescued = 0;
+  for (double alpha : {0.9, 0.95}) {
+    const int min_rows = min_rows_to_certify(alpha, delta);
+    for (const World& w : worlds(alpha)) {
+      int violations = 0;
+      for (int run = 0; run < runs; ++run) {
+        std::mt19937_64 rng(static_cast<uint64_t>(alpha * 1e4) * 7919 + run);
+        std::vector<float> select(n_select);
+        for (auto& x : select) x = static_cast<float>(uniform(rng));
+        const auto thresholds = threshold_sequence(select, n_calib, 2 * min_rows);
+        std::vector<std::pair<double, int>> rows(n_calib);
+        for (auto& r : rows) {
+          r.first = static_cast<float>(uniform(rng));
+          r.second = uniform(rng) < w.f(r.first) ? 1 : 0;
+        }
+        std::sort(rows.begin(), rows.end(), std::greater<>());
+        std::vector<CertifyStep> steps;
+        size_t pos = 0;
+        int k = 0;
+        for (double tau : thresholds) {
+          for (; pos < rows.size() && rows[pos].first >= tau; ++pos) k += rows[pos].second;
+          CertifyStep st;
+          st.threshold = tau;
+          st.n = static_cast<int>(pos);
+          st.k = k;
+          steps.push_back(st);
+        }
+        std::vector<double> weights(steps.size(), 0.0);
+        for (size_t j = 10; j < steps.size(); j += 10) weights[j] = 0.1;
+        double sum = 0;
+        for (double x : weights) sum += x;
+        if (sum > 0.7) {
+          for (auto& x : weights) x *= 0.7 / sum;
+        }
+        weights.back() += 0.2;
+        const auto r = walk_steps(steps, rows.size(), alpha, delta, min_rows, weights);
+        const auto plain = walk_steps(steps, rows.size(), alpha, delta, min_rows);
+        rescued += r.certified && (!plain.certified || r.n > plain.n);
+        if (r.certified && w.agreement_above(r.threshold) < alpha) ++violations;
+      }
+      std::printf("  fallback %-14s alpha=%.2f: violations %3d of %d\n", w.name, alpha, violations,
+                  runs);
+      EXPECT_LE(violations, allowed_violations(runs, delta)) << w.name << " alpha=" << alpha;
+      pooled_runs += runs;
+      pooled_violations += violations;
+    }
+  }
+  EXPECT_LE(pooled_violations, allowed_violations(pooled_runs, delta));
+  EXPECT_GT(rescued, 0) << "the weights never changed a result: the test could not fail";
+}
+
+TEST(CertifyFallback, RejectsBadWeights) {
+  std::vector<CertifyStep> steps(2);
+  steps[0].n = steps[1].n = 100;
+  steps[0].k = steps[1].k = 100;
+  const std::vector<double> wrong_size = {0.5};
+  const std::vector<double> negative = {-0.1, 0.2};
+  const std::vector<double> too_much = {0.7, 0.7};
+  EXPECT_THROW(walk_steps(steps, 100, 0.9, 0.05, 1, wrong_size), InputError);
+  EXPECT_THROW(walk_steps(steps, 100, 0.9, 0.05, 1, negative), InputError);
+  EXPECT_THROW(walk_steps(steps, 100, 0.9, 0.05, 1, too_much), InputError);
+}
+
 TEST(CertifyStatistics, CertifiesFullCoverageWhenAgreementIsHighEverywhere) {
   const int runs = testing::sanitized() ? 60 : 200;
   for (double alpha : {0.9, 0.95}) {
