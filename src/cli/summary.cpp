@@ -20,12 +20,56 @@ std::string num(const json& v) {
 }
 }  // namespace
 
+void print_traces(std::ostream& os, const json& m) {
+  if (!m.contains("units") || !m["units"].is_object()) return;  // older manifests
+  const json& t = m["units"];
+  const json& s = m["split"];
+  os << fmt::format("Traces: {} traces, {} distinct inputs", t.value("traces", 0L),
+                    t.value("distinct_inputs", 0L));
+  if (t.value("duplicate_traces", 0L) > 0)
+    os << fmt::format(" ({} duplicate traces counted once", t.value("duplicate_traces", 0L)) +
+              (t.value("conflicting_inputs", 0L) > 0
+                   ? fmt::format("; {} inputs carry more than one teacher label",
+                                 t.value("conflicting_inputs", 0L))
+                   : std::string()) +
+              ")";
+  os << "\n";
+  if (s.value("folds", 1) >= 2)
+    os << fmt::format("  calibrate {} inputs; the other {} train the surrogates, {}-fold "
+                      "cross-fitted to choose the plan\n",
+                      s.value("calibrate", 0L), s.value("train", 0L), s.value("folds", 0));
+  else
+    os << fmt::format("  train {}, select {}, calibrate {} inputs\n", s.value("train", 0L),
+                      s.value("select", 0L), s.value("calibrate", 0L));
+  const json rare = m.value("rare_labels", json::array());
+  if (!rare.empty()) {
+    os << fmt::format("  {} label(s) with fewer than {} training inputs are never answered "
+                      "(deferred as rare_label):",
+                      rare.size(), m["options"].value("min_per_label", 3));
+    size_t shown = 0;
+    for (const auto& r : rare) {
+      if (shown++ == 8) {
+        os << fmt::format(" ... ({} more)", rare.size() - 8);
+        break;
+      }
+      os << fmt::format(" {} ({}, needs {} more)", r.value("label", std::string()),
+                        r.value("training_inputs", 0L), r.value("needs", 0L));
+    }
+    os << "\n";
+  }
+}
+
 void print_zoo_table(std::ostream& os, const json& m) {
-  os << "Surrogates (fit on train, scored on select):\n";
+  os << "Surrogates (agreement with the teacher on select inputs, scored out of fold):\n";
   os << fmt::format("  {:<16} {:>10} {:>10}\n", "candidate", "agreement", "fit time");
   std::string chosen = m["surrogate"]["name"];
   for (const auto& c : m["zoo"]) {
     std::string name = c["name"];
+    if (c.value("screened_out", false)) {
+      os << fmt::format("  {:<16} {:>10} {:>10}  screened out after the first fold\n", name,
+                        num(c["first_fold_agreement"]), "-");
+      continue;
+    }
     if (c.contains("error")) {
       os << fmt::format("  {:<16} {:>10} {:>10}  {}\n", name, "failed", "-",
                         c["error"].get<std::string>());
@@ -46,7 +90,7 @@ void print_policy(std::ostream& os, const json& m) {
                       g["method"].get<std::string>(), g["stage1"]["surrogate"].get<std::string>(),
                       pct(c["coverage"]), num(c["agreement"]), num(c["lower_bound"]));
     os << "  guarantee: " << g["guarantee"].get<std::string>() << "\n";
-    os << fmt::format("  certified on {} calibrate rows ({} handled, {} agreeing)\n",
+    os << fmt::format("  certified on {} calibrate inputs ({} handled, {} agreeing)\n",
                       c["rows"].get<long>(), c["accepted"].get<long>(), c["agreeing"].get<long>());
   } else {
     const json& r = g["refusal"];
@@ -103,6 +147,8 @@ void print_labels(std::ostream& os, const json& m, size_t top) {
 }
 
 void print_fit_summary(std::ostream& os, const json& m, const json& f) {
+  print_traces(os, m);
+  os << "\n";
   print_zoo_table(os, m);
   os << "\n";
   print_policy(os, m);

@@ -5,6 +5,8 @@
 
 namespace tracer::cli {
 
+// Trace counts (distinct inputs, duplicates), the split and the rare labels.
+void print_traces(std::ostream& os, const nlohmann::json& manifest);
 void print_zoo_table(std::ostream& os, const nlohmann::json& manifest);
 void print_policy(std::ostream& os, const nlohmann::json& manifest);
 void print_frontier(std::ostream& os, const nlohmann::json& frontier);

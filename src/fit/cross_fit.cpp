@@ -1,7 +1,5 @@
 #include "fit/cross_fit.hpp"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <thread>
 
@@ -204,10 +202,10 @@ CrossFitResult cross_fit(const TraceSet& set, const TraceUnits& units, const Uni
           keep.push_back(ranked[i].second);
         std::sort(keep.begin(), keep.end());
         for (const auto& [agreement, c] : ranked)
-          if (!std::binary_search(keep.begin(), keep.end(), c) && r.zoo[c].error.empty())
-            r.zoo[c].error = fmt::format(
-                "screened out after the first fold (agreement {:.4f} there; the best {} went on)",
-                agreement, o.screen_keep);
+          if (!std::binary_search(keep.begin(), keep.end(), c) && r.zoo[c].error.empty()) {
+            r.zoo[c].screened_out = true;
+            r.zoo[c].screen_agreement = agreement;
+          }
         active = keep;
       }
     }

@@ -235,16 +235,20 @@ json describe_fit(const FitFacts& f, const FitDescription& extra) {
                      {"description", p.featurizer->describe()},
                      {"dim", p.featurizer->dim()}};
   m["options"] = fit_options_json(o);
-  m["traces"] = units_json(f);
+  m["units"] = units_json(f);
   m["split"] = split_json(f);
   m["rare_labels"] = rare_labels_json(f);
   json zj = json::array();
   for (const auto& c : zoo) {
     json row{{"name", c.name}, {"fit_seconds", round4(c.fit_seconds)}};
-    if (c.error.empty())
+    if (c.screened_out) {
+      row["screened_out"] = true;
+      row["first_fold_agreement"] = round4(c.screen_agreement);
+    } else if (c.error.empty()) {
       row["select_agreement"] = round4(c.select_agreement);
-    else
+    } else {
       row["error"] = c.error;
+    }
     zj.push_back(row);
   }
   m["zoo"] = zj;

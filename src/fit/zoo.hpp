@@ -15,6 +15,10 @@ struct Candidate {
   std::string name;
   std::unique_ptr<Surrogate> model;  // null when the fit failed
   std::string error;                 // why it failed
+  // Cross-fitting only: dropped after the first fold (model null, no error), with its agreement
+  // on that fold's held-out inputs.
+  bool screened_out = false;
+  double screen_agreement = 0;
   double fit_seconds = 0;
   double select_agreement = 0;      // argmax == teacher on select
   std::vector<float> select_probs;  // rows × K, row-major

@@ -583,19 +583,22 @@ json report_headline(const json& m, const json& frontier) {
   }
   h["explanation"] = why;
   std::string advice = r.value("advice", std::string());
-  // The highest lower target that certifies, from the frontier.
+  // The highest lower target the select split expects to certify. Only the select dry run
+  // (never the calibrate walk) picks the suggestion: a target chosen on calibrate results and
+  // then certified on the same calibrate inputs (same --seed) would spend delta twice.
   double best_t = -1, best_cov = 0;
   std::string best_m;
   for (const auto& row : frontier.value("rows", json::array())) {
-    if (!row.value("certified", false)) continue;
-    const double t = row.value("target", 0.0), cov = row.value("coverage", 0.0);
-    if (t < target && (t > best_t || (t == best_t && cov > best_cov)))
+    const double t = row.value("target", 0.0), cov = row.value("select_coverage", 0.0);
+    if (cov <= 0 || t >= target) continue;
+    if (t > best_t || (t == best_t && cov > best_cov))
       best_t = t, best_cov = cov, best_m = row.value("method", "");
   }
   if (best_t > 0)
     advice += fmt::format(
-        "{}At a target of {:g} the {} method would certify {:.1f}% of traffic "
-        "(tracer fit --target {:g}).",
+        "{}At a target of {:g} the select split estimates the {} method would certify about "
+        "{:.1f}% of traffic (tracer fit --target {:g}; the estimate comes from select, not from "
+        "the calibrate inputs that will certify it).",
         advice.empty() ? "" : ". ", best_t, best_m, best_cov * 100, best_t);
   h["advice"] = advice;
   return h;
