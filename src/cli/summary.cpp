@@ -35,17 +35,19 @@ void print_traces(std::ostream& os, const json& m) {
               ")";
   os << "\n";
   if (s.value("folds", 1) >= 2)
-    os << fmt::format("  calibrate {} inputs; the other {} train the surrogates, {}-fold "
-                      "cross-fitted to choose the plan\n",
-                      s.value("calibrate", 0L), s.value("train", 0L), s.value("folds", 0));
+    os << fmt::format(
+        "  calibrate {} inputs; the other {} train the surrogates, {}-fold "
+        "cross-fitted to choose the plan\n",
+        s.value("calibrate", 0L), s.value("train", 0L), s.value("folds", 0));
   else
     os << fmt::format("  train {}, select {}, calibrate {} inputs\n", s.value("train", 0L),
                       s.value("select", 0L), s.value("calibrate", 0L));
   const json rare = m.value("rare_labels", json::array());
   if (!rare.empty()) {
-    os << fmt::format("  {} label(s) with fewer than {} training inputs are never answered "
-                      "(deferred as rare_label):",
-                      rare.size(), m["options"].value("min_per_label", 3));
+    os << fmt::format(
+        "  {} label(s) with fewer than {} training inputs are never answered "
+        "(deferred as rare_label):",
+        rare.size(), m["options"].value("min_per_label", 3));
     size_t shown = 0;
     for (const auto& r : rare) {
       if (shown++ == 8) {

@@ -32,7 +32,8 @@ class Featurizer {
                          FeatureStats* stats = nullptr) const = 0;
   // Stable hash of the configuration and fitted state; recorded in the manifest.
   virtual std::string fingerprint() const = 0;
-  virtual std::string describe() const = 0;  // one human line, e.g. "tfidf word1-2+char2-5, 40000 features"
+  virtual std::string describe()
+      const = 0;  // one human line, e.g. "tfidf word1-2+char2-5, 40000 features"
   virtual void save(BinaryWriter& w) const = 0;
   virtual void load(BinaryReader& r) = 0;
 

@@ -21,9 +21,9 @@ json fit_options_json(const FitOptions& o) {
               {"trees", o.trees},
               {"ensemble_members", o.ensemble_members},
               {"methods", methods},
-              {"fractions", o.fractions ? json{o.fractions->train, o.fractions->select,
-                                               o.fractions->calibrate}
-                                        : json(nullptr)},
+              {"fractions",
+               o.fractions ? json{o.fractions->train, o.fractions->select, o.fractions->calibrate}
+                           : json(nullptr)},
               {"folds", o.folds},
               {"seed", o.seed},
               {"min_per_label", o.min_per_label},

@@ -57,8 +57,8 @@ void ood_signals(const OodGate& g, const SparseMatrix& X, std::vector<float>& si
 }
 
 Pass run_pass(const TraceSet& set, const TraceUnits& units, std::span<const size_t> train,
-              std::span<const size_t> held, std::span<const size_t> cal,
-              const CrossFitOptions& o, const std::vector<std::string>& names, int num_classes) {
+              std::span<const size_t> held, std::span<const size_t> cal, const CrossFitOptions& o,
+              const std::vector<std::string>& names, int num_classes) {
   Pass p;
   p.featurizer = make_featurizer(o.featurizer);
   {
@@ -192,7 +192,8 @@ CrossFitResult cross_fit(const TraceSet& set, const TraceUnits& units, const Uni
           const Candidate& src = p.zoo[a];
           if (!src.model) continue;
           size_t agree = 0;
-          for (size_t j = 0; j < held.size(); ++j) agree += src.select_pred[j] == units.drawn[held[j]];
+          for (size_t j = 0; j < held.size(); ++j)
+            agree += src.select_pred[j] == units.drawn[held[j]];
           ranked.emplace_back(double(agree) / held.size(), active[a]);
         }
         std::stable_sort(ranked.begin(), ranked.end(),

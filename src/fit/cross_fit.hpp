@@ -40,9 +40,9 @@ struct CrossFitResult {
   // select_* are out of fold over `sel` rows, calib_* the deployed models' on `cal` rows; model
   // is the deployed model.
   std::vector<Candidate> zoo;
-  HeldOut sel, cal;               // y = drawn labels, stats, known, similarity
-  std::vector<size_t> sel_units;  // unit of each select row
-  std::vector<size_t> cal_units;  // unit of each calibrate row
+  HeldOut sel, cal;                       // y = drawn labels, stats, known, similarity
+  std::vector<size_t> sel_units;          // unit of each select row
+  std::vector<size_t> cal_units;          // unit of each calibrate row
   std::vector<size_t> train_label_units;  // per label: units the deployed models trained on
   size_t train_units = 0;
   int folds = 1;

@@ -81,9 +81,9 @@ json per_label_json(const FitFacts& f) {
              {"coverage", round4(cov)},
              {"handled", acc[c]}};
     row["agreement"] = acc[c] ? json(round4(double(agr[c]) / acc[c])) : json(nullptr);
-    row["lower_bound"] = acc[c] ? json(round4(clopper_pearson_lower(acc[c], agr[c],
-                                                                     1 - f.options.delta)))
-                                : json(nullptr);
+    row["lower_bound"] =
+        acc[c] ? json(round4(clopper_pearson_lower(acc[c], agr[c], 1 - f.options.delta)))
+               : json(nullptr);
     row["status"] = f.result.policy.is_rare(c) ? "rare"
                     : cov >= 0.9               ? "handled"
                     : cov > 0                  ? "partly_handled"
@@ -148,13 +148,13 @@ json refusal_json(const FitFacts& f) {
   }
   const double a = n ? double(k) / n : 0;
   json r;
-  r["reason"] =
-      f.below_min_coverage
-          ? fmt::format("the certified coverage {:.4f} is below --min-coverage {:g}",
-                        f.cert.coverage, o.min_coverage)
-          : fmt::format("no share of traffic could be certified at agreement >= {:g} with "
-                        "confidence {:g}",
-                        o.target, 1 - o.delta);
+  r["reason"] = f.below_min_coverage
+                    ? fmt::format("the certified coverage {:.4f} is below --min-coverage {:g}",
+                                  f.cert.coverage, o.min_coverage)
+                    : fmt::format(
+                          "no share of traffic could be certified at agreement >= {:g} with "
+                          "confidence {:g}",
+                          o.target, 1 - o.delta);
   r["best_method"] = method_name(f.best.plan.method);
   r["in_scope_calibrate_inputs"] = n;
   r["surrogate_agreement_on_calibrate"] = round4(a);
@@ -169,8 +169,8 @@ json refusal_json(const FitFacts& f) {
     // means more traces may never be enough).
     auto rows_needed = [&](double agreement) -> double {
       if (agreement <= o.target) return INFINITY;
-      const int need = rows_for_power(o.target, o.delta, std::min(agreement, 0.999999), 0.5,
-                                      100000000);
+      const int need =
+          rows_for_power(o.target, o.delta, std::min(agreement, 0.999999), 0.5, 100000000);
       return need < 0 ? INFINITY : double(need);
     };
     const double in_scope = double(n) / std::max<size_t>(1, cal.size());

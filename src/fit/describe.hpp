@@ -20,7 +20,7 @@ struct FitFacts {
   const WalkResult& cert;
   bool deployed = false;
   bool below_min_coverage = false;
-  size_t winner = 0;  // candidate with the best select agreement
+  size_t winner = 0;        // candidate with the best select agreement
   const FitResult& result;  // policy (without surrogates moved yet is fine) and calibrate rows
 };
 

@@ -92,7 +92,8 @@ std::vector<ScoredStage> score_stages(const CrossFitResult& cf, std::span<const 
 
 // The router's policy from the certified plan.
 Policy assemble_policy(CrossFitResult& cf, const Choice& best, const WalkResult& cert,
-                       bool deployed, std::vector<uint8_t> rare, const std::vector<std::string>& labels) {
+                       bool deployed, std::vector<uint8_t> rare,
+                       const std::vector<std::string>& labels) {
   Policy p;
   p.featurizer = std::move(cf.featurizer);
   p.labels = labels;
@@ -171,11 +172,11 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   Units u = split_stage(set, o);
 
   auto names = o.zoo.empty() ? default_zoo(o.trees) : o.zoo;
-  progress.step(u.split.folds >= 2
-                    ? fmt::format("fitting {} surrogates, {}-fold cross-fitted on {} inputs",
-                                  names.size(), u.split.folds, u.split.pool.size())
-                    : fmt::format("fitting {} surrogates on {} inputs", names.size(),
-                                  u.split.pool.size()));
+  progress.step(
+      u.split.folds >= 2
+          ? fmt::format("fitting {} surrogates, {}-fold cross-fitted on {} inputs", names.size(),
+                        u.split.folds, u.split.pool.size())
+          : fmt::format("fitting {} surrogates on {} inputs", names.size(), u.split.pool.size()));
   Stopwatch sw;
   CrossFitOptions cfo{o.featurizer, names, o.ensemble_members, o.ood, o.seed, o.threads};
   CrossFitResult cf = cross_fit(set, u.units, u.split, cfo, progress);

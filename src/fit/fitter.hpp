@@ -54,7 +54,7 @@ struct FitResult {
   Policy policy;
   std::vector<HeldOutDecision> calibrate_rows;
   std::vector<size_t> train_label_counts;  // per label: distinct inputs the deployed models saw
-  nlohmann::json manifest;  // everything but the model section (added when written)
+  nlohmann::json manifest;                 // everything but the model section (added when written)
   nlohmann::json frontier;
   bool deployed = false;
 };

@@ -42,7 +42,7 @@ struct ScoredStage {
   // Where the threshold grid starts, in expected calibrate rows (the fewest that can pass at the
   // user's target); set by the fitter. Where a walk starts is the plan's (Plan::start_rows).
   int first_rows = 0;
-  OodGate ood;         // copy of the shared gate with this stage's reference
+  OodGate ood;                            // copy of the shared gate with this stage's reference
   std::vector<uint8_t> sel_ood, cal_ood;  // 1: flagged (never accepted)
 };
 

@@ -94,9 +94,8 @@ Choice make_plan(Method method, const ScoredStage& s1, const PlanContext& ctx,
     if (acc > best_acc) best_acc = acc, best = st.candidate;
   }
   if (best == ctx.zoo.size()) return none_left(std::move(ch));
-  ch.stage2 = std::make_unique<ScoredStage>(score_stage(ctx.zoo[best], best, ctx.num_classes, sel,
-                                                        ctx.cal, residual, ctx.seed + 1, nullptr,
-                                                        0));
+  ch.stage2 = std::make_unique<ScoredStage>(score_stage(
+      ctx.zoo[best], best, ctx.num_classes, sel, ctx.cal, residual, ctx.seed + 1, nullptr, 0));
   block_rare(*ch.stage2, ctx.zoo[best], ctx.rare);
   std::vector<float> res_scores;
   std::vector<uint8_t> res_ood;

@@ -25,9 +25,9 @@ struct PlanContext {
 
 struct Choice {
   Plan plan;
-  WalkResult select_walk;                // the dry run on select
-  double expected_coverage = 0;          // the walk design's expected coverage on calibrate
-  std::unique_ptr<ScoredStage> stage2;   // owned here for rsb plans
+  WalkResult select_walk;               // the dry run on select
+  double expected_coverage = 0;         // the walk design's expected coverage on calibrate
+  std::unique_ptr<ScoredStage> stage2;  // owned here for rsb plans
 };
 
 // Builds the plan of `method` for stage-1 candidate `s1` at target alpha (select only). The plan's

@@ -176,7 +176,8 @@ TEST(Split, DeterministicPerSeedAndDifferentAcrossSeeds) {
   TraceSet s = distinct_set(4, 60);
   TraceUnits u = group_units(s, *f, 1);
   const SplitPlan plan = plan_split(u.size(), nullptr, 0);
-  UnitSplit a = split_units(u, plan, 11), b = split_units(u, plan, 11), c = split_units(u, plan, 12);
+  UnitSplit a = split_units(u, plan, 11), b = split_units(u, plan, 11),
+            c = split_units(u, plan, 12);
   EXPECT_EQ(a.calibrate, b.calibrate);
   EXPECT_EQ(a.fold, b.fold);
   EXPECT_NE(a.calibrate, c.calibrate);
