@@ -189,6 +189,32 @@ std::string metric(const std::string& id, const std::string& label, const std::s
       hint.empty() ? "" : "<div class='metric-hint'>" + esc(hint) + "</div>");
 }
 
+// Distinct inputs (the unit of evidence), duplicates, and the labels too rare to answer.
+std::string units_note(const json& m) {
+  const json& u = sub(m, "units");
+  if (!u.is_object()) return "";
+  std::string s = fmt::format(
+      "<p class='meta' id='units'>{:g} traces, <b>{:g} distinct inputs</b> (the unit of "
+      "evidence: {:g} duplicate traces counted once",
+      num(u, "traces", 0), num(u, "distinct_inputs", 0), num(u, "duplicate_traces", 0));
+  if (num(u, "conflicting_inputs", 0) > 0)
+    s +=
+        fmt::format("; {:g} inputs carry more than one LLM label", num(u, "conflicting_inputs", 0));
+  s += ")</p>";
+  const json& rare = sub(m, "rare_labels");
+  if (rare.is_array() && !rare.empty()) {
+    s += fmt::format(
+        "<p class='meta' id='rare-labels'><b>{} label(s) too rare to answer</b> (inputs predicted "
+        "as one are deferred to the LLM; the guarantee still covers their traffic):",
+        rare.size());
+    for (const auto& r : rare)
+      s += fmt::format(" {} ({:g} training inputs, needs {:g} more);", esc(str(r, "label")),
+                       num(r, "training_inputs", 0), num(r, "needs", 0));
+    s += "</p>";
+  }
+  return s;
+}
+
 std::string headline_section(const ReportInputs& in) {
   const json& m = in.manifest;
   const json& g = sub(m, "gate");
@@ -240,6 +266,7 @@ std::string headline_section(const ReportInputs& in) {
       esc(str(m, "policy_version", "(unsaved)")), esc(str(m, "created_at")),
       esc(str(sub(m, "traces"), "path", "?")), num(sub(m, "traces"), "accepted", 0),
       esc(str(sub(m, "featurizer"), "description", str(sub(m, "featurizer"), "kind"))));
+  s += units_note(m);
   s += "</section>";
   return s;
 }
@@ -728,11 +755,10 @@ std::string map_section(const ReportInputs& in) {
       const bool handled = p[4].get<double>() != 0;
       const std::string teacher = name_of(p[2]);
       const std::string color =
-          mode == 0
-              ? (handled ? kHandled : kDeferred)
-              : label_color(static_cast<size_t>(
-                    // A reloaded report may hold the index as a float ("12.0").
-                    p[2].is_number() ? std::max(0.0, std::round(p[2].get<double>())) : 0.0));
+          mode == 0 ? (handled ? kHandled : kDeferred)
+                    : label_color(static_cast<size_t>(
+                          // A reloaded report may hold the index as a float ("12.0").
+                          p[2].is_number() ? std::max(0.0, std::round(p[2].get<double>())) : 0.0));
       ++ch.marks;
       ch.body += fmt::format(
           "<circle class='mark' cx='{:.1f}' cy='{:.1f}' r='2.6' fill='{}' fill-opacity='0.75'>"

@@ -112,6 +112,20 @@ TEST(ReportHtml, HeadlineAndChartsComeFromTheFolder) {
   EXPECT_GT(charts(again)["history"].first, 1);
 }
 
+TEST(ReportHtml, NamesDistinctInputsAndRareLabels) {
+  TempDir dir;
+  auto s = testing::fit_jsonl(dir, testing::banking_subset(5, 60), testing::small_fit_options());
+  ReportInputs in;
+  in.manifest = s.fit.manifest;
+  in.frontier = s.fit.frontier;
+  in.manifest["rare_labels"] =
+      json::array({{{"label", "lost_or_stolen_phone"}, {"training_inputs", 1}, {"needs", 2}}});
+  const std::string html = render_report_html(in);
+  EXPECT_NE(html.find("distinct inputs</b>"), std::string::npos);
+  EXPECT_NE(html.find("id='rare-labels'"), std::string::npos);
+  EXPECT_NE(html.find("lost_or_stolen_phone (1 training inputs, needs 2 more)"), std::string::npos);
+}
+
 TEST(ReportHtml, EveryUserStringIsEscaped) {
   TempDir dir;
   auto s =
@@ -133,6 +147,8 @@ TEST(ReportHtml, EveryUserStringIsEscaped) {
                                                                         {"runner_up", hostile},
                                                                         {"handled", true}}});
   in.qualitative["slices"][1]["name"] = hostile;
+  in.manifest["rare_labels"] =
+      json::array({{{"label", hostile}, {"training_inputs", 1}, {"needs", 2}}});
   in.history = json::array({{{"created_at", hostile}, {"deployed", true}, {"coverage", 0.5}},
                             {{"created_at", "x"}, {"method", hostile}, {"deployed", true}}});
   const std::string html = render_report_html(in);
