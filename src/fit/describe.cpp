@@ -114,6 +114,10 @@ json gate_json(const FitFacts& f) {
                  : "nothing deployed: every input is deferred to the LLM";
   gate["certified"] = walk_json(f.cert, f.cross_fit.cal.size());
   gate["select_estimate"] = walk_json(f.best.select_walk, f.cross_fit.sel.size());
+  gate["walk_design"] = {{"start_inputs", f.best.plan.start_rows},
+                         {"last_step_share", f.best.plan.last_share},
+                         {"simulated_coverage", round4(f.best.design.expected_coverage)},
+                         {"simulated_refusal_rate", round4(f.best.design.refusal_rate)}};
   gate["stage1"] = {{"surrogate", zoo[f.best.plan.s1->candidate].name},
                     {"threshold", p.stage1.threshold},
                     {"acceptor_fallback", p.stage1.acceptor.is_fallback()}};

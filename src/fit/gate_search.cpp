@@ -11,23 +11,62 @@
 namespace tracer {
 namespace {
 
-// Smoothed per-label agreement of the surrogate's predicted label on the given rows.
-std::vector<float> label_prior(const std::vector<int>& pred, std::span<const int> y,
-                               std::span<const uint8_t> rows, int num_classes) {
-  std::vector<double> n(num_classes, 0), k(num_classes, 0);
+// Smoothed per-label agreement of the surrogate's predicted label on the given rows:
+// (k_c + kPriorStrength × overall) / (n_c + kPriorStrength).
+constexpr double kPriorStrength = 10;
+
+struct PriorCounts {
+  std::vector<double> n, k;
+  double overall = 0.5;
+};
+
+PriorCounts prior_counts(const std::vector<int>& pred, std::span<const int> y,
+                         std::span<const uint8_t> rows, int num_classes) {
+  PriorCounts c;
+  c.n.assign(num_classes, 0);
+  c.k.assign(num_classes, 0);
   double tn = 0, tk = 0;
   for (size_t i = 0; i < pred.size(); ++i) {
     if (!rows[i]) continue;
-    n[pred[i]] += 1;
-    k[pred[i]] += pred[i] == y[i];
+    c.n[pred[i]] += 1;
+    c.k[pred[i]] += pred[i] == y[i];
     tn += 1;
     tk += pred[i] == y[i];
   }
-  const double overall = tn > 0 ? tk / tn : 0.5, strength = 10;
-  std::vector<float> prior(num_classes);
-  for (int c = 0; c < num_classes; ++c)
-    prior[c] = static_cast<float>((k[c] + strength * overall) / (n[c] + strength));
+  c.overall = tn > 0 ? tk / tn : 0.5;
+  return c;
+}
+
+std::vector<float> label_prior(const PriorCounts& c) {
+  std::vector<float> prior(c.n.size());
+  for (size_t l = 0; l < prior.size(); ++l)
+    prior[l] = static_cast<float>((c.k[l] + kPriorStrength * c.overall) / (c.n[l] + kPriorStrength));
   return prior;
+}
+
+// Signals of the select rows with each fitting row's prior computed without the row itself
+// (leave-one-out). With the row in its own label's prior, a select row's outcome leaks into its
+// own acceptor signal: the acceptor then over-trusts the prior and the select rows' scores rank
+// better than fresh inputs', which makes every plan look better on select than on calibrate.
+std::vector<Signals> select_signals(const Candidate& c, const HeldOut& sel, int num_classes,
+                                    const PriorCounts& counts, std::span<const uint8_t> rows) {
+  const std::vector<float> full = label_prior(counts);
+  std::vector<float> prior = full;
+  std::vector<Signals> sig(sel.size());
+  for (size_t i = 0; i < sel.size(); ++i) {
+    const int p = c.select_pred[i];
+    if (rows[i]) {
+      const double agree = p == sel.y[i];
+      const double n = counts.n[p] - 1, k = counts.k[p] - agree;
+      prior[p] =
+          static_cast<float>((k + kPriorStrength * counts.overall) / (n + kPriorStrength));
+    }
+    std::span<const float> probs(c.select_probs.data() + i * num_classes, num_classes);
+    sig[i] = compute_signals(probs, prior, OodGate::known_fraction(sel.stats[i]),
+                             static_cast<float>(sel.stats[i].ngrams));
+    prior[p] = full[p];
+  }
+  return sig;
 }
 
 void score_rows(const std::vector<float>& probs, const HeldOut& split, int num_classes,
@@ -67,11 +106,9 @@ ScoredStage score_stage(const Candidate& c, size_t index, int num_classes, const
       st.cal_ood[i] =
           st.ood.is_ood(cal.known[i], cal.similarity[i], top1(c.calib_probs, c.calib_pred, i));
   }
-  st.label_prior = label_prior(c.select_pred, sel.y, fit_rows, num_classes);
-  // Signals on select with an untrained acceptor, only to collect the training rows.
-  std::vector<Signals> sig;
-  std::vector<float> unused;
-  score_rows(c.select_probs, sel, num_classes, st.label_prior, st.acceptor, unused, &sig);
+  const PriorCounts counts = prior_counts(c.select_pred, sel.y, fit_rows, num_classes);
+  st.label_prior = label_prior(counts);
+  const std::vector<Signals> sig = select_signals(c, sel, num_classes, counts, fit_rows);
   std::vector<Signals> rows;
   std::vector<uint8_t> agree;
   for (size_t i = 0; i < sel.size(); ++i) {
@@ -347,6 +384,7 @@ WalkDesign design_walk(const Plan& plan, const std::vector<Candidate>& zoo, cons
   best.start_rows = starts[arg / shares.size()];
   best.last_share = shares[arg % shares.size()];
   best.expected_coverage = total[arg] / draws;
+  best.refusal_rate = double(refusals[arg]) / draws;
   return best;
 }
 

@@ -104,6 +104,7 @@ struct WalkDesign {
   int start_rows = 0;
   double last_share = 0;
   double expected_coverage = 0;
+  double refusal_rate = 0;  // share of simulated calibrate samples that certified nothing
 };
 WalkDesign design_walk(const Plan& plan, const std::vector<Candidate>& zoo, const HeldOut& sel,
                        size_t cal_size, const WalkParams& params, uint64_t seed, int draws = 64);

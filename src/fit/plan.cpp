@@ -29,6 +29,7 @@ void design(Plan& plan, Choice& ch, const PlanContext& ctx, const WalkParams& wp
   plan.start_rows = d.start_rows;
   plan.last_share = d.last_share;
   ch.expected_coverage = d.expected_coverage;
+  ch.design = d;
   ch.select_walk = walk_plan(plan, ctx.zoo, ctx.sel, true, wp);
 }
 
