@@ -14,6 +14,7 @@
 #include "gate/bounds.hpp"
 #include "report/html.hpp"
 #include "report/projection.hpp"
+#include "scan/curve.hpp"
 #include "util/error.hpp"
 #include "util/progress.hpp"
 
@@ -402,84 +403,118 @@ std::vector<size_t> curve_subset(const TraceSet& set, double share, size_t min_p
   return out;
 }
 
-// Least-squares slope of y on ln(x).
-double log_slope(const std::vector<double>& x, const std::vector<double>& y) {
-  const size_t n = x.size();
-  if (n < 2) return 0;
-  double mx = 0, my = 0;
-  for (size_t i = 0; i < n; ++i) mx += std::log(x[i]), my += y[i];
-  mx /= n, my /= n;
-  double sxy = 0, sxx = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double dx = std::log(x[i]) - mx;
-    sxy += dx * (y[i] - my), sxx += dx * dx;
-  }
-  return sxx > 0 ? sxy / sxx : 0;
+json estimate4(const CurvePrediction& p) {
+  return json{{"value", round4(p.value)}, {"low", round4(p.low)}, {"high", round4(p.high)}};
 }
 
+// Whether more traces would help, from a saturating curve y(n) = plateau - b * n^-g fitted to
+// every refit (src/scan/curve.hpp, the same fit `tracer scan` uses): its extrapolation stays in
+// [0, 1], never falls with more traces, and comes with an 80% interval (the curves the points
+// cannot rule out). A straight line in log(traces) through a few refused (0%) points and one
+// certified point used to promise gains of 70+ points per doubling.
 json curve_assessment(const json& points, bool deployed, double target) {
-  // The last (up to) four points that produced a fit.
-  std::vector<double> x, cov, agree;
+  std::vector<CurvePoint> cov, agree;
+  double n = 0, cov_now = 0, agree_now = 0;
   for (const auto& p : points) {
     if (p.contains("error")) continue;
-    x.push_back(p["traces"].get<double>());
-    cov.push_back(p["coverage"].get<double>());
-    agree.push_back(p["surrogate_agreement"].is_number() ? p["surrogate_agreement"].get<double>()
-                                                         : 0.0);
-  }
-  if (x.size() > 4) {
-    x.erase(x.begin(), x.end() - 4);
-    cov.erase(cov.begin(), cov.end() - 4);
-    agree.erase(agree.begin(), agree.end() - 4);
+    const double x = p["traces"].get<double>();
+    cov.push_back({x, p["coverage"].get<double>(), 1.0});
+    if (p["surrogate_agreement"].is_number())
+      agree.push_back({x, p["surrogate_agreement"].get<double>(), 1.0});
+    if (x >= n) {
+      n = x, cov_now = p["coverage"].get<double>();
+      agree_now = p["surrogate_agreement"].is_number() ? p["surrogate_agreement"].get<double>() : 0;
+    }
   }
   json a;
-  if (x.size() < 2) {
+  if (cov.size() < 3) {
     a["status"] = "unknown";
     a["message"] = "too few successful refits to tell whether more traces would help";
     return a;
   }
-  const double n = x.back();
-  const double b = log_slope(x, cov);
-  const double per_doubling = b * std::log(2.0);
+  CurveOptions co;
+  co.min_sd = 0.02;  // refits of one pipeline scatter by a few points of coverage
+  co.level = 0.8;
   a["traces"] = n;
-  a["coverage_gain_per_doubling"] = round4(per_doubling);
-  a["points_used"] = x.size();
-  if (deployed && per_doubling >= 0.01 && cov.back() < 0.995) {
-    // Traces for five more points of coverage if the log-linear trend holds.
-    const double gain = std::min(0.05, 1.0 - cov.back());
-    const double more = n * (std::exp(gain / b) - 1.0);
-    a["status"] = "rising";
-    a["more_traces_for_gain"] = {{"gain", round4(gain)},
-                                 {"traces", static_cast<long long>(std::ceil(more))}};
-    a["message"] = fmt::format(
-        "coverage is still rising: doubling the traces would add about {:.1f} points of "
-        "certified coverage; roughly {} more traces (same kind) for +{:.0f} points",
-        per_doubling * 100, static_cast<long long>(std::ceil(more)), gain * 100);
-  } else if (deployed) {
-    a["status"] = "plateau";
-    a["message"] = fmt::format(
-        "coverage has plateaued (about {:+.1f} points per doubling of the traces): more traces "
-        "of the same kind will not raise it much; a stronger featurizer or surrogate might",
-        per_doubling * 100);
-  } else {
-    const double ab = log_slope(x, agree) * std::log(2.0);
-    a["surrogate_agreement_gain_per_doubling"] = round4(ab);
-    const double doublings = ab > 0 ? (target - agree.back()) / ab : 1e9;
-    if (ab >= 0.005 && agree.back() < target && doublings <= 4) {
+  a["points_used"] = cov.size();
+  a["model"] = "y(n) = plateau - b * n^-g, weighted least squares; intervals: 80% profile region";
+  if (deployed) {
+    const LearningCurve c = fit_learning_curve(cov, co);
+    const CurvePrediction here = c.at(n), twice = c.at(2 * n);
+    // The gain of a doubling on the fitted curve, added to the policy's own coverage.
+    const double gain = std::max(0.0, twice.value - here.value);
+    const double gain_lo = std::max(0.0, twice.low - here.value);
+    const double gain_hi = std::clamp(twice.high - here.value, gain, 1.0 - cov_now);
+    CurvePrediction proj{std::min(1.0, cov_now + gain), std::min(1.0, cov_now + gain_lo),
+                         std::min(1.0, cov_now + gain_hi)};
+    a["coverage_gain_per_doubling"] = round4(gain);
+    a["coverage_gain_interval"] = {round4(gain_lo), round4(gain_hi)};
+    a["coverage_at_double"] = estimate4(proj);
+    a["plateau"] = round4(c.plateau());
+    if (gain >= 0.01 && cov_now < 0.995) {
       a["status"] = "rising";
+      std::string tail;
+      const double step = std::min(0.05, 1.0 - cov_now);
+      const double need = c.traces_for(here.value + step);
+      if (std::isfinite(need) && need > n) {
+        const auto more = static_cast<long long>(std::ceil(need - n));
+        a["more_traces_for_gain"] = {{"gain", round4(step)}, {"traces", more}};
+        tail = fmt::format("; roughly {} more traces (same kind) for +{:.0f} points", more,
+                           step * 100);
+      } else {
+        tail = fmt::format("; the fitted curve levels off near {:.0f}%", c.plateau() * 100);
+      }
       a["message"] = fmt::format(
-          "nothing certifies yet, but the surrogate's agreement rises about {:.1f} points per "
-          "doubling of the traces; reaching the target {:g} would take roughly {:.0f}x the "
-          "traces if the trend held",
-          ab * 100, target, std::pow(2.0, doublings));
+          "coverage is still rising: doubling the traces would add about {:.1f} points of "
+          "certified coverage (80% interval {:.1f} to {:.1f}), to about {:.0f}%{}",
+          gain * 100, gain_lo * 100, gain_hi * 100, proj.value * 100, tail);
     } else {
       a["status"] = "plateau";
       a["message"] = fmt::format(
-          "nothing certifies, and the surrogate's agreement grows too slowly ({:+.1f} points "
-          "per doubling of the traces) to reach the target {:g}: more traces of the same kind "
-          "are unlikely to help; lower the target or use a stronger featurizer",
-          ab * 100, target);
+          "coverage has plateaued (about {:+.1f} points per doubling of the traces, 80% interval "
+          "{:.1f} to {:.1f}): more traces of the same kind will not raise it much; a stronger "
+          "featurizer or surrogate might",
+          gain * 100, gain_lo * 100, gain_hi * 100);
     }
+    return a;
+  }
+  if (agree.size() < 3) {
+    a["status"] = "unknown";
+    a["message"] =
+        "too few refits report the surrogate's agreement to tell whether more traces "
+        "would help";
+    return a;
+  }
+  const LearningCurve c = fit_learning_curve(agree, co);
+  const CurvePrediction here = c.at(n), twice = c.at(2 * n);
+  const double ab = std::max(0.0, twice.value - here.value);
+  a["surrogate_agreement_gain_per_doubling"] = round4(ab);
+  a["surrogate_agreement_at_double"] = estimate4(twice);
+  a["plateau"] = round4(c.plateau());
+  const double need = c.traces_for(target);
+  const double times = need / n;
+  if (agree_now >= target) {
+    a["status"] = "rising";
+    a["message"] = fmt::format(
+        "nothing certifies yet, although the surrogate agrees with the LLM {:.1f}% of the time: "
+        "too few calibrate rows to prove the target {:g}; more traces of the same kind would "
+        "let it certify",
+        agree_now * 100, target);
+  } else if (std::isfinite(times) && times <= 16 && ab >= 0.005) {
+    a["status"] = "rising";
+    a["message"] = fmt::format(
+        "nothing certifies yet, but the surrogate's agreement rises about {:.1f} points per "
+        "doubling of the traces (80% interval {:.0f}% to {:.0f}% at twice the traces); reaching "
+        "the target {:g} would take roughly {:.0f}x the traces if the fitted curve holds",
+        ab * 100, twice.low * 100, twice.high * 100, target, std::max(1.0, times));
+  } else {
+    a["status"] = "plateau";
+    a["message"] = fmt::format(
+        "nothing certifies, and the surrogate's agreement grows too slowly ({:+.1f} points per "
+        "doubling of the traces; its fitted curve levels off near {:.0f}%) to reach the target "
+        "{:g}: more traces of the same kind are unlikely to help; lower the target or use a "
+        "stronger featurizer",
+        ab * 100, c.plateau() * 100, target);
   }
   return a;
 }
@@ -509,6 +544,10 @@ std::vector<std::string> pipeline_zoo(const json& m, size_t ensemble_members) {
 }
 
 }  // namespace
+
+json learning_curve_assessment(const json& points, bool deployed, double target) {
+  return curve_assessment(points, deployed, target);
+}
 
 std::string clip_text(std::string_view text, size_t max_bytes) {
   std::string out;

@@ -45,6 +45,13 @@ nlohmann::json build_qualitative_report(const TraceSet& traces, const FitResult&
 nlohmann::json build_learning_curve(const TraceSet& traces, const nlohmann::json& manifest,
                                     const nlohmann::json& per_label, const ReportOptions& options);
 
+// The learning curve's verdict from its points ({"traces", "coverage", "surrogate_agreement"},
+// or {"error"}): a saturating curve (scan/curve.hpp) fitted to every point, the gain of a
+// doubling with an 80% interval, always within [0, 1]. {"status": rising|plateau|unknown,
+// "message", ...}.
+nlohmann::json learning_curve_assessment(const nlohmann::json& points, bool deployed,
+                                         double target);
+
 // Writes qualitative_report.json and report.html into `dir` (atomically), after
 // write_artifact(dir, fit) so the manifest carries its policy version. Reads dir/history.json
 // for the refit history.
