@@ -19,6 +19,7 @@ Command add_traces_command(CLI::App& app);  // traces.cpp
 Command add_report_command(CLI::App& app);  // report.cpp
 Command add_drift_command(CLI::App& app);   // drift.cpp
 Command add_update_command(CLI::App& app);  // update.cpp
+Command add_scan_command(CLI::App& app);    // scan.cpp
 
 std::vector<Command> register_commands(CLI::App& app);
 
