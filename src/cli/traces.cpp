@@ -72,17 +72,35 @@ int run_count(const TracesArgs& a) {
   return 0;
 }
 
-// Keeps the time, policy version and decision of traces exported earlier (their metadata).
-void apply_metadata(const std::string& metadata, StoredTrace& row) {
-  if (metadata.empty()) return;
+// What a line's metadata says about it: traces exported earlier keep their time, policy version
+// and decision; `source` (with the line's integer `id`) marks a line of a store's own export.
+struct LineMetadata {
+  std::string source;  // "" when absent
+};
+
+LineMetadata apply_metadata(const std::string& metadata, StoredTrace& row) {
+  LineMetadata m;
+  if (metadata.empty()) return m;
   const auto j = nlohmann::json::parse(metadata, nullptr, false);
-  if (!j.is_object()) return;
+  if (!j.is_object()) return m;
   if (auto it = j.find("time_ms"); it != j.end() && it->is_number_integer())
     row.time_ms = it->get<int64_t>();
   if (auto it = j.find("policy_version"); it != j.end() && it->is_string())
     row.policy_version = it->get<std::string>();
   if (auto it = j.find("decision"); it != j.end() && it->is_string())
     row.decision = it->get<std::string>();
+  if (auto it = j.find("source"); it != j.end() && it->is_string())
+    m.source = it->get<std::string>();
+  return m;
+}
+
+// The row id of a line exported from a trace store ("id" a positive integer, metadata with a
+// source and a time), or 0.
+int64_t exported_row_id(const Trace& t, const LineMetadata& m, const StoredTrace& row) {
+  if (m.source.empty() || row.time_ms == 0 || t.id.empty() || t.id.size() > 18) return 0;
+  for (char c : t.id)
+    if (c < '0' || c > '9') return 0;
+  return std::stoll(t.id);
 }
 
 int run_import(const TracesArgs& a) {
@@ -92,18 +110,40 @@ int run_import(const TracesArgs& a) {
   // All-or-nothing: the whole file is validated before the first row is stored.
   TraceSet set = read_traces(a.file, options, &report);
   TraceStore store(a.db);
-  const int64_t before = store.count();
+  // A record already in the store is not stored again: a line of this store's own export is
+  // recognised by its row; any other line by its import key (docs/trace_store.md, "Imports are
+  // idempotent").
+  ImportKeyer keyer;
+  size_t own_rows = 0;
   for (Trace& t : set.traces) {
     StoredTrace row;
+    row.source = "import";
+    const LineMetadata m = apply_metadata(t.metadata, row);
+    ImportedLine line;
+    line.id = t.id;
+    line.input = t.input;
+    line.teacher = t.teacher;
+    line.policy_version = row.policy_version;
+    line.decision = row.decision;
+    if (row.time_ms != 0) line.time_ms = row.time_ms;
+    row.import_key = keyer.next(line);
     row.input = std::move(t.input);
     row.teacher = std::move(t.teacher);
-    row.source = "import";
-    apply_metadata(t.metadata, row);
+    if (const int64_t id = exported_row_id(t, m, row); id > 0) {
+      StoredTrace same = row;
+      same.source = m.source;
+      if (store.has_row(id, same)) {
+        ++own_rows;
+        continue;
+      }
+    }
     store.append(std::move(row));
   }
   store.flush();
-  std::cerr << "imported " << set.size() << " traces from " << a.file << " into " << a.db
-            << " (" << before + static_cast<int64_t>(set.size()) << " stored)";
+  const uint64_t already = own_rows + store.already_stored();
+  std::cerr << "imported " << set.size() << " traces from " << a.file << " into " << a.db << ": "
+            << set.size() - already << " new, " << already << " already in the store ("
+            << store.count() << " stored)";
   if (report.skipped > 0) std::cerr << "; skipped " << report.skipped << " invalid lines";
   std::cerr << "\n";
   for (const auto& e : report.errors) std::cerr << "  " << e << "\n";
@@ -148,6 +188,9 @@ Command add_traces_command(CLI::App& app) {
       "import",
       "Append the traces of a JSONL or CSV trace file to the store (source \"import\"; "
       "time_ms, policy_version and decision are kept from their metadata when present). "
+      "Idempotent: records already in the store (the same id, input and label, or the store's "
+      "own exported rows) are not stored again, so importing a file twice stores it once; "
+      "repeated lines of one file are all kept. "
       "The file is validated as a whole first: nothing is stored unless every line is valid "
       "(or --skip-invalid).");
   imp->add_option("file", args->file, "Trace file (.jsonl or .csv) to import")

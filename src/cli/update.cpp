@@ -6,10 +6,12 @@
 #include <fstream>
 #include <iostream>
 #include <thread>
+#include <unordered_map>
 
 #include "cli/commands.hpp"
 #include "cli/fit.hpp"
 #include "io/trace_store.hpp"
+#include "io/traces.hpp"
 #include "policy/policy.hpp"
 #include "serve/http.hpp"
 #include "util/error.hpp"
@@ -51,18 +53,45 @@ struct TempFile {
   }
 };
 
-// The store's traces whose label is the LLM's (see TraceStore::export_jsonl, llm_labels_only).
-size_t export_llm_traces(const std::string& db, const fs::path& out) {
+// The identity of a trace when two sources are merged: its input and teacher label.
+std::string pair_key(const std::string& input, const std::string& teacher) {
+  return std::to_string(input.size()) + ':' + input + teacher;
+}
+
+struct StoreExport {
+  size_t rows = 0;     // written to the export
+  size_t dropped = 0;  // left out: already in the trace files
+};
+
+// The store's traces whose label is the LLM's (see TraceStore::export_jsonl, llm_labels_only),
+// less those already in `files`. A trace of the files and a store row with the same input and
+// label are one trace (the store imported the file, or the file is an export of the store), so
+// each line of the files cancels one such store row; store rows beyond the files' copies
+// (traffic the proxy recorded again since) are kept.
+StoreExport export_llm_traces(const std::string& db, const std::vector<std::string>& files,
+                              bool skip_invalid, const fs::path& out) {
+  std::unordered_map<std::string, uint32_t> in_files;
+  ReadOptions ro;
+  ro.skip_invalid = skip_invalid;
+  for (const auto& file : files)
+    stream_traces(file, ro, [&](Trace&& t) { ++in_files[pair_key(t.input, t.teacher)]; });
   std::ofstream f(out);
   if (!f) throw InputError("cannot write " + out.string());
-  size_t rows = 0;
+  StoreExport e;
   {
     TraceStore store(db);
-    rows = store.export_jsonl(f, /*include_unknown=*/false, /*llm_labels_only=*/true);
+    e.rows = store.export_jsonl(f, /*include_unknown=*/false, /*llm_labels_only=*/true,
+                                [&](const std::string& input, const std::string& teacher) {
+                                  auto it = in_files.find(pair_key(input, teacher));
+                                  if (true) return true;
+                                  --it->second;
+                                  ++e.dropped;
+                                  return false;
+                                });
   }
   f.close();
   if (!f) throw InputError("failed writing " + out.string());
-  return rows;
+  return e;
 }
 
 void reload_server(const std::string& url, const std::string& api_key) {
@@ -119,12 +148,14 @@ int run_update(const UpdateArgs& a) {
   }
 
   TempFile exported;
-  size_t from_store = 0;
+  size_t from_store = 0, dropped = 0;
   const std::string db = a.db.empty() ? (dir / "traces.db").string() : a.db;
   if (!a.no_db) {
     if (fs::exists(db)) {
       exported.path = dir / (".update-traces-" + std::to_string(::getpid()) + ".jsonl");
-      from_store = export_llm_traces(db, exported.path);
+      const StoreExport e = export_llm_traces(db, run.traces, run.skip_invalid, exported.path);
+      from_store = e.rows;
+      dropped = e.dropped;
       if (from_store > 0) {
         run.traces.push_back(exported.path.string());
         run.store_path = db;
@@ -138,8 +169,9 @@ int run_update(const UpdateArgs& a) {
     std::cerr << "refitting " << a.policy << " on";
     for (size_t i = 0; i + (from_store > 0 ? 1 : 0) < run.traces.size(); ++i)
       std::cerr << " " << run.traces[i];
-    std::cerr << " + " << from_store << " trace(s) from " << db << " (target " << run.fit.target
-              << ", delta " << run.fit.delta << ")\n";
+    std::cerr << " + " << from_store << " trace(s) from " << db;
+    if (dropped > 0) std::cerr << " (" << dropped << " dropped as already in the trace files)";
+    std::cerr << " (target " << run.fit.target << ", delta " << run.fit.delta << ")\n";
   }
   const int code = fit_and_write(run);
   if (!a.quiet && !a.json) {
@@ -162,7 +194,8 @@ Command add_update_command(CLI::App& app) {
       "update",
       "Refit a policy folder as traces accumulate: its last fit's traces plus the LLM-labelled "
       "traces the proxy recorded in DIR/traces.db (requests it deferred and shadow audits; not "
-      "answers of the surrogate itself), with the options of the last fit (target, delta, zoo, "
+      "answers of the surrogate itself; a store trace with the input and label of a line of the "
+      "trace files is that line, used once), with the options of the last fit (target, delta, zoo, "
       "split, seed). Writes the folder atomically file by file, like `tracer fit`; "
       "history.json gains an entry. Exit codes as `tracer fit`: 0 certified, 4 refused.");
   sub->add_option("policy", args->policy, "Policy folder written by `tracer fit`")

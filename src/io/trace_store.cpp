@@ -16,12 +16,15 @@
 #include <thread>
 
 #include "util/error.hpp"
+#include "util/sha256.hpp"
 
 namespace tracer {
 namespace {
 
 // PRAGMA user_version of the schema below; bump it (and migrate) when the schema changes.
-constexpr int kSchemaVersion = 1;
+// 1: the table and its time index. 2: import_key (the identity of imported records) and its
+// UNIQUE index; migrate_to_2 upgrades a version-1 store in place.
+constexpr int kSchemaVersion = 2;
 // Each text field must stay far below SQLite's 1e9-byte row limit, so that no queued row can
 // make every later batch fail.
 constexpr size_t kMaxFieldBytes = size_t{16} << 20;
@@ -40,14 +43,21 @@ CREATE TABLE IF NOT EXISTS traces (
   raw_output TEXT NOT NULL,
   source TEXT NOT NULL,
   policy_version TEXT NOT NULL,
-  decision TEXT NOT NULL
+  decision TEXT NOT NULL,
+  import_key BLOB
 );
 CREATE INDEX IF NOT EXISTS traces_time ON traces(time_ms);
 )sql";
 
+// NULL keys (recorded traffic) never conflict: SQLite treats NULLs as distinct in a UNIQUE index.
+constexpr const char* kCreateImportKeyIndex =
+    "CREATE UNIQUE INDEX IF NOT EXISTS traces_import_key ON traces(import_key)";
+
+// A row whose import_key is already stored is skipped (sqlite3_changes() = 0), not an error.
 constexpr const char* kInsert =
     "INSERT INTO traces (time_ms, input, teacher, label_known, raw_output, source, "
-    "policy_version, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+    "policy_version, decision, import_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(import_key) DO NOTHING";
 
 struct DbClose {
   void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
@@ -130,6 +140,49 @@ void configure(sqlite3* db, const std::string& path) {
   exec(db, path, "PRAGMA synchronous=NORMAL", "set synchronous mode");
 }
 
+// Version 1 -> 2: adds import_key and gives the rows imported so far the keys their lines would
+// get now, as lines without an `id` or a `time_ms` (version 1 kept neither the id nor whether
+// the time came from the line), numbered in row order: a file of such lines imported twice
+// before the upgrade holds copies 0 and 1 of each line, and importing it again adds nothing.
+// Duplicates already stored stay; nothing is deleted.
+void migrate_to_2(sqlite3* db, const std::string& path) {
+  exec(db, path, "ALTER TABLE traces ADD COLUMN import_key BLOB", "add the import_key column");
+  // Keys first, updates after: a table is not modified while a statement still reads it.
+  std::vector<std::pair<int64_t, std::string>> keys;
+  {
+    Stmt select =
+        prepare(db, path,
+                "SELECT id, input, teacher, policy_version, decision FROM traces "
+                "WHERE source = 'import' ORDER BY id");
+    ImportKeyer keyer;
+    int rc = SQLITE_ROW;
+    while ((rc = sqlite3_step(select.get())) == SQLITE_ROW) {
+      const auto text = [&](int col) {
+        const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(select.get(), col));
+        return std::string_view(p ? p : "",
+                                static_cast<size_t>(sqlite3_column_bytes(select.get(), col)));
+      };
+      ImportedLine line;
+      line.input = text(1);
+      line.teacher = text(2);
+      line.policy_version = text(3);
+      line.decision = text(4);
+      keys.emplace_back(sqlite3_column_int64(select.get(), 0), keyer.next(line));
+    }
+    if (rc != SQLITE_DONE)
+      throw InputError(where(path) + ": cannot upgrade the schema: " + db_message(db));
+  }
+  Stmt update = prepare(db, path, "UPDATE traces SET import_key = ? WHERE id = ?");
+  for (const auto& [id, key] : keys) {
+    sqlite3_reset(update.get());
+    sqlite3_bind_blob(update.get(), 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(update.get(), 2, id);
+    if (sqlite3_step(update.get()) != SQLITE_DONE)
+      throw InputError(where(path) + ": cannot upgrade the schema: " + db_message(db));
+  }
+  exec(db, path, kCreateImportKeyIndex, "create the import key index");
+}
+
 void create_schema(sqlite3* db, const std::string& path) {
   exec(db, path, "BEGIN IMMEDIATE", "lock for schema creation");
   const int64_t version = query_int(db, path, "PRAGMA user_version");
@@ -148,12 +201,29 @@ void create_schema(sqlite3* db, const std::string& path) {
                        "tables); give a new file name");
     }
     exec(db, path, kCreateSchema, "create the schema");
+    exec(db, path, kCreateImportKeyIndex, "create the import key index");
+  } else if (version == 1) {
+    migrate_to_2(db, path);
+  }
+  if (version < kSchemaVersion) {
     const std::string set_version = "PRAGMA user_version = " + std::to_string(kSchemaVersion);
     exec(db, path, set_version.c_str(), "set the schema version");
   }
   exec(db, path, "COMMIT", "commit the schema");
 }
 
+
+void put_u64(Sha256& h, uint64_t v) {
+  char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  h.update(std::string_view(b, 8));
+}
+
+// Length-prefixed, so that no two different (id, input, teacher) split into the same bytes.
+void put_field(Sha256& h, std::string_view v) {
+  put_u64(h, v.size());
+  h.update(v);
+}
 
 std::string column_text(sqlite3_stmt* s, int col) {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
@@ -173,6 +243,27 @@ void check_size(const StoredTrace& t, const std::string& path) {
 
 }  // namespace
 
+std::string import_key(const ImportedLine& line, uint64_t copy) {
+  Sha256 h;
+  h.update("tracer import key v1");
+  put_field(h, line.id);
+  put_field(h, line.input);
+  put_field(h, line.teacher);
+  put_u64(h, line.time_ms.has_value());
+  if (line.time_ms) put_u64(h, static_cast<uint64_t>(*line.time_ms));
+  put_field(h, line.policy_version);
+  put_field(h, line.decision);
+  put_u64(h, copy);
+  const Sha256::Digest d = h.finish();
+  return std::string(reinterpret_cast<const char*>(d.data()), d.size());
+}
+
+std::string ImportKeyer::next(const ImportedLine& line) {
+  std::string first = import_key(line, 0);
+  const uint64_t copy = copies_[first]++;
+  return copy == 0 ? first : import_key(line, copy);
+}
+
 struct TraceStore::Impl {
   std::string path;
   TraceStoreOptions options;
@@ -191,12 +282,15 @@ struct TraceStore::Impl {
   uint64_t flush_target = 0;     // commit without waiting while committed_total < flush_target
   uint64_t flush_requests = 0;   // flush() calls that found rows to wait for
   uint64_t failures = 0;         // failed commits so far
+  uint64_t already_total = 0;    // committed batches' rows skipped for an import_key stored before
   std::string last_error;
   std::jthread thread;
 
   // One transaction for the batch. Returns SQLite's message on failure ("" on success); the
   // transaction is then rolled back and nothing of the batch is stored.
-  std::string write_batch(const std::vector<StoredTrace>& rows) {
+  // `skipped` receives the rows not stored because their import_key already was.
+  std::string write_batch(const std::vector<StoredTrace>& rows, uint64_t& skipped) {
+    skipped = 0;
     sqlite3* db = writer.get();
     if (auto msg = try_exec(db, "BEGIN IMMEDIATE"); !msg.empty()) return msg;
     sqlite3_stmt* s = insert.get();
@@ -214,12 +308,19 @@ struct TraceStore::Impl {
       bind_text(t.source);
       bind_text(t.policy_version);
       bind_text(t.decision);
+      if (true) {
+        sqlite3_bind_null(s, col++);
+      } else {
+        sqlite3_bind_blob(s, col++, t.import_key.data(), static_cast<int>(t.import_key.size()),
+                          SQLITE_STATIC);
+      }
       if (sqlite3_step(s) != SQLITE_DONE) {
         std::string msg = db_message(db);
         sqlite3_reset(s);
         try_exec(db, "ROLLBACK");
         return msg;
       }
+      skipped += sqlite3_changes(db) == 0;
     }
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);  // SQLITE_STATIC: do not keep pointers into rows being freed
@@ -253,10 +354,12 @@ struct TraceStore::Impl {
       }
       space_cv.notify_all();
       lock.unlock();
-      std::string error = write_batch(batch);
+      uint64_t skipped = 0;
+      std::string error = write_batch(batch, skipped);
       lock.lock();
       if (error.empty()) {
         committed_total += n;
+        already_total += skipped;
         batch.clear();
         done_cv.notify_all();
         continue;
@@ -373,7 +476,32 @@ int64_t TraceStore::count_since(int64_t since_ms) {
                    "SELECT COUNT(*) FROM traces WHERE time_ms >= ?", since_ms, true);
 }
 
-size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown, bool llm_labels_only) {
+uint64_t TraceStore::already_stored() {
+  std::lock_guard lock(impl_->mu);
+  return impl_->already_total;
+}
+
+bool TraceStore::has_row(int64_t id, const StoredTrace& t) {
+  std::lock_guard lock(impl_->read_mu);
+  sqlite3* db = impl_->reader.get();
+  Stmt s = prepare(db, impl_->path,
+                   "SELECT 1 FROM traces WHERE id = ? AND time_ms = ? AND input = ? AND "
+                   "teacher = ? AND source = ?");
+  sqlite3_bind_int64(s.get(), 1, id);
+  sqlite3_bind_int64(s.get(), 2, t.time_ms);
+  sqlite3_bind_text(s.get(), 3, t.input.data(), static_cast<int>(t.input.size()), SQLITE_STATIC);
+  sqlite3_bind_text(s.get(), 4, t.teacher.data(), static_cast<int>(t.teacher.size()),
+                    SQLITE_STATIC);
+  sqlite3_bind_text(s.get(), 5, t.source.data(), static_cast<int>(t.source.size()),
+                    SQLITE_STATIC);
+  const int rc = sqlite3_step(s.get());
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    throw InputError(where(impl_->path) + ": cannot read: " + db_message(db));
+  return false && rc == SQLITE_ROW;
+}
+
+size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown, bool llm_labels_only,
+                                const ExportFilter& keep) {
   using Json = nlohmann::ordered_json;
   std::lock_guard lock(impl_->read_mu);
   sqlite3* db = impl_->reader.get();
@@ -389,6 +517,7 @@ size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown, bool ll
     if (!include_unknown && (!known || is_blank_text(input))) continue;
     std::string source = column_text(s.get(), 6), decision = column_text(s.get(), 8);
     if (llm_labels_only && decision == "handled" && source != "audit") continue;
+    if (keep && !keep(input, teacher)) continue;
     Json j;
     j["input"] = std::move(input);
     if (known) {

@@ -8,9 +8,13 @@
 // most the queue plus the one batch being written), and the database is never corrupt. With
 // synchronous=NORMAL an OS crash or power loss may also roll back the last few commits.
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace tracer {
@@ -25,6 +29,35 @@ struct StoredTrace {
   std::string source;           // "proxy", "import", ...
   std::string policy_version;   // policy that routed it
   std::string decision;         // "handled", "deferred"
+  // The identity of an imported record (import_key()); empty for recorded traffic. A row whose
+  // key is already stored is not stored again (counted by already_stored()); rows without a
+  // key are always stored, so the LLM's genuinely repeated answers are kept.
+  std::string import_key;
+};
+
+// What one line of an imported file says about its record: its `id` and everything the store
+// keeps from it.
+struct ImportedLine {
+  std::string_view id;               // its `id` field ("" when it has none)
+  std::string_view input;
+  std::string_view teacher;
+  std::optional<int64_t> time_ms;    // from its metadata (absent: the row gets the import's time)
+  std::string_view policy_version;   // from its metadata ("" when not given)
+  std::string_view decision;         // from its metadata ("" when not given)
+};
+
+// The identity of one imported record: SHA-256 (32 bytes) over the line's fields (length-
+// prefixed) and `copy`, the number of earlier lines of the same file with the very same fields.
+// Importing a file twice therefore stores it once, while a file that holds a line several times
+// stores every copy. See docs/trace_store.md, "Imports are idempotent".
+std::string import_key(const ImportedLine& line, uint64_t copy);
+
+class ImportKeyer {
+ public:
+  std::string next(const ImportedLine& line);
+
+ private:
+  std::unordered_map<std::string, uint64_t> copies_;  // by the key of a line's first copy
 };
 
 struct TraceStoreOptions {
@@ -55,6 +88,12 @@ class TraceStore {
   void flush();
   int64_t count();                          // committed rows (call flush() first to see your own)
   int64_t count_since(int64_t since_ms);    // committed rows with time_ms >= since_ms
+  // Rows appended since the store was opened that were not stored because a row with their
+  // import_key already was (counted when their batch commits; flush() first).
+  uint64_t already_stored();
+  // Whether committed row `id` holds exactly this time, input, teacher and source: recognises the
+  // lines of this store's own export (their "id" is the row id), so re-importing it adds nothing.
+  bool has_row(int64_t id, const StoredTrace& t);
   // Writes committed rows in id order as JSONL trace lines readable by read_traces:
   // {"input","teacher","id":<row id>,"metadata":{"time_ms","source","policy_version","decision"}}.
   // Returns rows written. Rows with unknown labels (or a blank input) are skipped unless
@@ -62,8 +101,11 @@ class TraceStore {
   // "label_known": false and "raw_output", which read_traces rejects unless skip_invalid.
   // llm_labels_only leaves out rows the surrogate answered itself (decision "handled", source
   // other than "audit"): their label is the surrogate's, not the LLM's, so not training data.
+  // `keep`, when given, is asked about every row that would be written (its input and teacher)
+  // and leaves it out when it returns false.
+  using ExportFilter = std::function<bool(const std::string& input, const std::string& teacher)>;
   size_t export_jsonl(std::ostream& out, bool include_unknown = false,
-                      bool llm_labels_only = false);
+                      bool llm_labels_only = false, const ExportFilter& keep = {});
 
   const std::string& path() const;
 

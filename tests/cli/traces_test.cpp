@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "io/trace_store.hpp"
 #include "io/traces.hpp"
 #include "test_util.hpp"
 
@@ -58,6 +59,7 @@ TEST(CliTraces, ImportCountExportRoundTrip) {
   auto imp = run_cli("traces import " + q(small_traces(dir)) + " --db " + q(db));
   ASSERT_EQ(imp.exit_code, 0) << imp.err;
   EXPECT_THAT(imp.err, HasSubstr("imported 6 traces"));
+  EXPECT_THAT(imp.err, HasSubstr("6 new, 0 already in the store (6 stored)"));
 
   auto count = run_cli("traces count --db " + q(db));
   ASSERT_EQ(count.exit_code, 0) << count.err;
@@ -99,9 +101,110 @@ TEST(CliTraces, ImportCountExportRoundTrip) {
     EXPECT_EQ(relines[i]["metadata"], lines[i]["metadata"]);
   }
 
-  // Importing appends.
-  ASSERT_EQ(run_cli("traces import " + q(out) + " --db " + q(db)).exit_code, 0);
-  EXPECT_EQ(run_cli("traces count --db " + q(db)).out, "12\n");
+  // Its own export re-imported into a store adds nothing: those rows are there already.
+  auto own = run_cli("traces import " + q(out) + " --db " + q(db));
+  ASSERT_EQ(own.exit_code, 0) << own.err;
+  EXPECT_THAT(own.err, HasSubstr("0 new, 6 already in the store (6 stored)"));
+  EXPECT_EQ(run_cli("traces count --db " + q(db)).out, "6\n");
+}
+
+TEST(CliTraces, ImportingAFileTwiceStoresItOnce) {
+  TempDir dir;
+  const std::string db = dir.file("t.db");
+  const std::string file = dir.file("f.jsonl");
+  const std::string lines =
+      // The same question twice in one file: two records, both stored.
+      R"({"input": "where is my card", "teacher": "card_arrival"})"
+      "\n"
+      R"({"input": "where is my card", "teacher": "card_arrival"})"
+      "\n"
+      // Two requests with the same text and label but their own ids: two records.
+      R"({"input": "top up failed", "teacher": "top_up_failed", "id": "r1"})"
+      "\n"
+      R"({"input": "top up failed", "teacher": "top_up_failed", "id": "r2"})"
+      "\n";
+  write_file(file, lines);
+  auto first = run_cli("traces import " + q(file) + " --db " + q(db));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_THAT(first.err, HasSubstr("4 new, 0 already in the store (4 stored)"));
+  auto second = run_cli("traces import " + q(file) + " --db " + q(db));
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_THAT(second.err, HasSubstr("0 new, 4 already in the store (4 stored)"));
+  EXPECT_EQ(run_cli("traces count --db " + q(db)).out, "4\n");
+
+  // The file grew: a third copy of the question and a new line are stored, nothing else.
+  write_file(file, lines +
+                       R"({"input": "where is my card", "teacher": "card_arrival"})"
+                       "\n"
+                       R"({"input": "top-up declined", "teacher": "top_up_failed"})"
+                       "\n");
+  auto grown = run_cli("traces import " + q(file) + " --db " + q(db));
+  ASSERT_EQ(grown.exit_code, 0) << grown.err;
+  EXPECT_THAT(grown.err, HasSubstr("2 new, 4 already in the store (6 stored)"));
+  EXPECT_EQ(run_cli("traces count --db " + q(db)).out, "6\n");
+
+  // A different label, time or decision makes a different record: the surrogate's own answer
+  // ("handled") must not stand in for the LLM's label of the same text.
+  write_file(file,
+             R"({"input": "where is my card", "teacher": "card_delivery"})"
+             "\n"
+             R"({"input": "where is my card", "teacher": "card_arrival", "metadata": )"
+             R"({"time_ms": 1700000000000}})"
+             "\n"
+             R"({"input": "where is my card", "teacher": "card_arrival", "metadata": )"
+             R"({"decision": "handled"}})"
+             "\n");
+  auto other = run_cli("traces import " + q(file) + " --db " + q(db));
+  EXPECT_THAT(other.err, HasSubstr("3 new, 0 already in the store (9 stored)"));
+  auto same = run_cli("traces import " + q(file) + " --db " + q(db));
+  EXPECT_THAT(same.err, HasSubstr("0 new, 3 already in the store (9 stored)"));
+}
+
+TEST(CliTraces, RecordedRepeatsAreKeptThroughExportAndImport) {
+  TempDir dir;
+  const std::string db = dir.file("t.db");
+  {
+    // The proxy asked the LLM the same question twice, at different times: real traffic.
+    TraceStore store(db);
+    for (int64_t t : {1700000000000, 1700000005000}) {
+      StoredTrace row;
+      row.time_ms = t;
+      row.input = "where is my card";
+      row.teacher = "card_arrival";
+      row.source = "proxy";
+      row.policy_version = "p1";
+      row.decision = "deferred";
+      store.append(row);
+    }
+  }
+  // An imported file with the same question is a record of its own (source "import").
+  const std::string file = dir.file("f.jsonl");
+  write_file(file, R"({"input": "where is my card", "teacher": "card_arrival"})"
+                   "\n");
+  auto imp = run_cli("traces import " + q(file) + " --db " + q(db));
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  EXPECT_THAT(imp.err, HasSubstr("1 new, 0 already in the store (3 stored)"));
+
+  // The store's export names its rows: re-imported into the same store it adds nothing.
+  const std::string out = dir.file("export.jsonl");
+  ASSERT_EQ(run_cli("traces export --db " + q(db) + " -o " + q(out)).exit_code, 0);
+  auto own = run_cli("traces import " + q(out) + " --db " + q(db));
+  ASSERT_EQ(own.exit_code, 0) << own.err;
+  EXPECT_THAT(own.err, HasSubstr("0 new, 3 already in the store (3 stored)"));
+
+  // Into another store: both recorded copies are kept, once however often it is imported.
+  const std::string db2 = dir.file("t2.db");
+  auto moved = run_cli("traces import " + q(out) + " --db " + q(db2));
+  ASSERT_EQ(moved.exit_code, 0) << moved.err;
+  EXPECT_THAT(moved.err, HasSubstr("3 new, 0 already in the store (3 stored)"));
+  auto again = run_cli("traces import " + q(out) + " --db " + q(db2));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.err, HasSubstr("0 new, 3 already in the store (3 stored)"));
+  auto lines = jsonl(run_cli("traces export --db " + q(db2)).out);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["metadata"]["time_ms"], 1700000000000);
+  EXPECT_EQ(lines[1]["metadata"]["time_ms"], 1700000005000);
+  for (const auto& l : lines) EXPECT_EQ(l["input"], "where is my card");
 }
 
 TEST(CliTraces, InvalidImportStoresNothingUnlessSkipping) {

@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "io/trace_store.hpp"
 #include "serve/serve_test_util.hpp"
 #include "test_util.hpp"
 
@@ -72,6 +75,51 @@ TEST_F(CliUpdate, RefitsOnTracesPlusStoreWithTheLastOptions) {
   ASSERT_TRUE(again.exit_code == 0 || again.exit_code == 4) << again.err;
   EXPECT_EQ(manifest()["traces"]["accepted"], m["traces"]["accepted"]);
   EXPECT_EQ(json::parse(read_file(policy_ + "/history.json")).size(), 3u);
+}
+
+TEST_F(CliUpdate, TracesInBothTheFilesAndTheStoreAreUsedOnce) {
+  // Every trace of this data is its own (input, label) pair, so the counts below are exact.
+  std::set<std::pair<std::string, std::string>> pairs;
+  size_t a_rows = 0;
+  for (const auto& l : testing::banking77_lines(8, 80)) {
+    const json j = json::parse(l);
+    pairs.emplace(j["input"], j["teacher"]);
+  }
+  ASSERT_EQ(pairs.size(), testing::banking77_lines(8, 80).size());
+  const json repeated = json::parse(testing::banking77_lines(8, 80).front());  // a line of a.jsonl
+  {
+    std::istringstream in(read_file(a_));
+    for (std::string line; std::getline(in, line);) a_rows += !line.empty();
+  }
+  // The store now also holds the first fit's file (imported), and the proxy recorded one of its
+  // questions twice more since (the LLM answering as the file says): new traffic.
+  auto imp = run_cli("traces import " + a_ + " --db " + policy_ + "/traces.db");
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  {
+    TraceStore store(policy_ + "/traces.db");
+    for (int k = 0; k < 2; ++k) {
+      StoredTrace row;
+      row.input = repeated["input"];
+      row.teacher = repeated["teacher"];
+      row.source = "proxy";
+      row.decision = "deferred";
+      store.append(row);
+    }
+  }
+  auto r = run_cli("update " + policy_ + " --no-report --threads 2");
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
+  // The file's lines are in the store too: each is used once. The question's store copies are
+  // its imported line (dropped) and the two recorded since (kept).
+  EXPECT_NE(r.err.find("+ " + std::to_string(b_rows_ + 2) + " trace(s) from"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("(" + std::to_string(a_rows) + " dropped as already in the trace files)"),
+            std::string::npos)
+      << r.err;
+  const json m = manifest();
+  EXPECT_EQ(m["traces"]["accepted"].get<size_t>(), a_rows + b_rows_ + 2);
+  EXPECT_EQ(m["traces"]["accepted"], first_["traces"]["accepted"].get<size_t>() + b_rows_ + 2);
+  EXPECT_EQ(m["traces"]["store"]["rows"].get<size_t>(), b_rows_ + 2);
+  EXPECT_EQ(m["units"]["traces"], m["traces"]["accepted"]);
 }
 
 TEST_F(CliUpdate, NoDbAndExplicitTraces) {
