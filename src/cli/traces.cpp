@@ -1,4 +1,6 @@
 // `tracer traces export|count|import`: inspect and move the traces in the trace store.
+#include "io/traces.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -6,7 +8,6 @@
 
 #include "cli/commands.hpp"
 #include "io/trace_store.hpp"
-#include "io/traces.hpp"
 #include "util/error.hpp"
 
 namespace tracer::cli {
@@ -26,8 +27,10 @@ struct TracesArgs {
 // Reading commands must not create an empty store at a mistyped path.
 void require_store(const std::string& db) {
   if (!std::filesystem::is_regular_file(db)) {
-    throw InputError("no trace store at " + db + "; give its path with --db, or create one with "
-                     "`tracer traces import FILE.jsonl --db " + db + "`");
+    throw InputError("no trace store at " + db +
+                     "; give its path with --db, or create one with "
+                     "`tracer traces import FILE.jsonl --db " +
+                     db + "`");
   }
 }
 
@@ -109,7 +112,11 @@ int run_import(const TracesArgs& a) {
   ReadReport report;
   // All-or-nothing: the whole file is validated before the first row is stored.
   TraceSet set = read_traces(a.file, options, &report);
-  TraceStore store(a.db);
+  // Import keys are hashes, so a batch's index entries land all over the UNIQUE index; larger
+  // transactions write each touched index page fewer times (about 2x faster than 256 rows).
+  TraceStoreOptions store_options;
+  store_options.batch_rows = 8192;
+  TraceStore store(a.db, store_options);
   // A record already in the store is not stored again: a line of this store's own export is
   // recognised by its row; any other line by its import key (docs/trace_store.md, "Imports are
   // idempotent").
@@ -151,8 +158,7 @@ int run_import(const TracesArgs& a) {
 }
 
 void add_db_option(CLI::App* app, TracesArgs& args) {
-  app->add_option("--db", args.db, "Trace store (SQLite file) to use")
-      ->default_str(kDefaultDb);
+  app->add_option("--db", args.db, "Trace store (SQLite file) to use")->default_str(kDefaultDb);
 }
 
 }  // namespace

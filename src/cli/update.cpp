@@ -83,7 +83,7 @@ StoreExport export_llm_traces(const std::string& db, const std::vector<std::stri
     e.rows = store.export_jsonl(f, /*include_unknown=*/false, /*llm_labels_only=*/true,
                                 [&](const std::string& input, const std::string& teacher) {
                                   auto it = in_files.find(pair_key(input, teacher));
-                                  if (true) return true;
+                                  if (it == in_files.end() || it->second == 0) return true;
                                   --it->second;
                                   ++e.dropped;
                                   return false;

@@ -1,5 +1,4 @@
 #include "io/trace_store.hpp"
-#include "io/utf8.hpp"
 
 #include <sqlite3.h>
 #include <utf8proc.h>
@@ -15,6 +14,7 @@
 #include <string_view>
 #include <thread>
 
+#include "io/utf8.hpp"
 #include "util/error.hpp"
 #include "util/sha256.hpp"
 
@@ -133,9 +133,10 @@ void configure(sqlite3* db, const std::string& path) {
   if (rc != SQLITE_ROW) throw InputError(where(path) + ": " + db_message(db));
   const auto* mode = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), 0));
   if (mode == nullptr || std::string_view(mode) != "wal") {
-    throw InputError(where(path) + ": the file system does not support SQLite's WAL mode "
-                     "(journal mode is " + std::string(mode ? mode : "unknown") +
-                     "); put the store on a local disk");
+    throw InputError(where(path) +
+                     ": the file system does not support SQLite's WAL mode "
+                     "(journal mode is " +
+                     std::string(mode ? mode : "unknown") + "); put the store on a local disk");
   }
   exec(db, path, "PRAGMA synchronous=NORMAL", "set synchronous mode");
 }
@@ -150,10 +151,9 @@ void migrate_to_2(sqlite3* db, const std::string& path) {
   // Keys first, updates after: a table is not modified while a statement still reads it.
   std::vector<std::pair<int64_t, std::string>> keys;
   {
-    Stmt select =
-        prepare(db, path,
-                "SELECT id, input, teacher, policy_version, decision FROM traces "
-                "WHERE source = 'import' ORDER BY id");
+    Stmt select = prepare(db, path,
+                          "SELECT id, input, teacher, policy_version, decision FROM traces "
+                          "WHERE source = 'import' ORDER BY id");
     ImportKeyer keyer;
     int rc = SQLITE_ROW;
     while ((rc = sqlite3_step(select.get())) == SQLITE_ROW) {
@@ -192,12 +192,13 @@ void create_schema(sqlite3* db, const std::string& path) {
                       "); upgrade tracer");
   }
   if (version == 0) {
-    const int64_t others = query_int(
-        db, path,
-        "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name <> 'traces' "
-        "AND name NOT LIKE 'sqlite_%'");
+    const int64_t others =
+        query_int(db, path,
+                  "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name <> 'traces' "
+                  "AND name NOT LIKE 'sqlite_%'");
     if (others > 0) {
-      throw InputError(where(path) + " is a SQLite database of something else (it has other "
+      throw InputError(where(path) +
+                       " is a SQLite database of something else (it has other "
                        "tables); give a new file name");
     }
     exec(db, path, kCreateSchema, "create the schema");
@@ -211,7 +212,6 @@ void create_schema(sqlite3* db, const std::string& path) {
   }
   exec(db, path, "COMMIT", "commit the schema");
 }
-
 
 void put_u64(Sha256& h, uint64_t v) {
   char b[8];
@@ -232,8 +232,8 @@ std::string column_text(sqlite3_stmt* s, int col) {
 
 // Rejects rows SQLite would refuse, on the caller's thread, so no row can wedge the writer.
 void check_size(const StoredTrace& t, const std::string& path) {
-  for (const std::string* f : {&t.input, &t.teacher, &t.raw_output, &t.source,
-                               &t.policy_version, &t.decision}) {
+  for (const std::string* f :
+       {&t.input, &t.teacher, &t.raw_output, &t.source, &t.policy_version, &t.decision}) {
     if (f->size() > kMaxFieldBytes) {
       throw InputError(where(path) + ": a trace field is " + std::to_string(f->size()) +
                        " bytes, over the limit of " + std::to_string(kMaxFieldBytes) + " bytes");
@@ -270,12 +270,12 @@ struct TraceStore::Impl {
   Db writer;    // used only by the writer thread once it runs
   Stmt insert;  // prepared once, reused for every row
   std::mutex read_mu;
-  Db reader;    // count() and export_jsonl(), from any thread; sees committed rows only
+  Db reader;  // count() and export_jsonl(), from any thread; sees committed rows only
 
-  std::mutex mu;                          // guards everything below
-  std::condition_variable_any work_cv;    // wakes the writer (full batch, flush, stop)
-  std::condition_variable done_cv;        // a commit succeeded or failed (for flush)
-  std::condition_variable space_cv;       // the queue has room again (for append)
+  std::mutex mu;                        // guards everything below
+  std::condition_variable_any work_cv;  // wakes the writer (full batch, flush, stop)
+  std::condition_variable done_cv;      // a commit succeeded or failed (for flush)
+  std::condition_variable space_cv;     // the queue has room again (for append)
   std::deque<StoredTrace> queue;
   uint64_t queued_total = 0;     // rows ever queued
   uint64_t committed_total = 0;  // rows ever committed (FIFO: the first committed_total queued)
@@ -308,7 +308,7 @@ struct TraceStore::Impl {
       bind_text(t.source);
       bind_text(t.policy_version);
       bind_text(t.decision);
-      if (true) {
+      if (t.import_key.empty()) {
         sqlite3_bind_null(s, col++);
       } else {
         sqlite3_bind_blob(s, col++, t.import_key.data(), static_cast<int>(t.import_key.size()),
@@ -394,7 +394,8 @@ TraceStore::TraceStore(const std::string& path, TraceStoreOptions options)
     : impl_(std::make_unique<Impl>()) {
   if (options.batch_rows == 0 || options.max_queue_rows == 0 || options.flush_interval_ms <= 0 ||
       options.busy_timeout_ms < 0) {
-    throw InputError(where(path) + ": batch_rows, max_queue_rows and flush_interval_ms must be "
+    throw InputError(where(path) +
+                     ": batch_rows, max_queue_rows and flush_interval_ms must be "
                      "positive");
   }
   impl_->path = path;
@@ -492,12 +493,11 @@ bool TraceStore::has_row(int64_t id, const StoredTrace& t) {
   sqlite3_bind_text(s.get(), 3, t.input.data(), static_cast<int>(t.input.size()), SQLITE_STATIC);
   sqlite3_bind_text(s.get(), 4, t.teacher.data(), static_cast<int>(t.teacher.size()),
                     SQLITE_STATIC);
-  sqlite3_bind_text(s.get(), 5, t.source.data(), static_cast<int>(t.source.size()),
-                    SQLITE_STATIC);
+  sqlite3_bind_text(s.get(), 5, t.source.data(), static_cast<int>(t.source.size()), SQLITE_STATIC);
   const int rc = sqlite3_step(s.get());
   if (rc != SQLITE_ROW && rc != SQLITE_DONE)
     throw InputError(where(impl_->path) + ": cannot read: " + db_message(db));
-  return false && rc == SQLITE_ROW;
+  return rc == SQLITE_ROW;
 }
 
 size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown, bool llm_labels_only,

@@ -20,15 +20,15 @@
 namespace tracer {
 
 struct StoredTrace {
-  int64_t time_ms = 0;          // unix epoch milliseconds; 0 = "now" (filled in by append)
-  std::string input;            // the text classified
-  std::string teacher;          // the LLM's label ("" when it could not be parsed)
-  bool label_known = true;      // false: the LLM answered something outside the label space
-                                // (append also sets it false when teacher is empty)
-  std::string raw_output;       // the LLM's raw answer text (for unknown labels)
-  std::string source;           // "proxy", "import", ...
-  std::string policy_version;   // policy that routed it
-  std::string decision;         // "handled", "deferred"
+  int64_t time_ms = 0;         // unix epoch milliseconds; 0 = "now" (filled in by append)
+  std::string input;           // the text classified
+  std::string teacher;         // the LLM's label ("" when it could not be parsed)
+  bool label_known = true;     // false: the LLM answered something outside the label space
+                               // (append also sets it false when teacher is empty)
+  std::string raw_output;      // the LLM's raw answer text (for unknown labels)
+  std::string source;          // "proxy", "import", ...
+  std::string policy_version;  // policy that routed it
+  std::string decision;        // "handled", "deferred"
   // The identity of an imported record (import_key()); empty for recorded traffic. A row whose
   // key is already stored is not stored again (counted by already_stored()); rows without a
   // key are always stored, so the LLM's genuinely repeated answers are kept.
@@ -38,12 +38,12 @@ struct StoredTrace {
 // What one line of an imported file says about its record: its `id` and everything the store
 // keeps from it.
 struct ImportedLine {
-  std::string_view id;               // its `id` field ("" when it has none)
+  std::string_view id;  // its `id` field ("" when it has none)
   std::string_view input;
   std::string_view teacher;
-  std::optional<int64_t> time_ms;    // from its metadata (absent: the row gets the import's time)
-  std::string_view policy_version;   // from its metadata ("" when not given)
-  std::string_view decision;         // from its metadata ("" when not given)
+  std::optional<int64_t> time_ms;   // from its metadata (absent: the row gets the import's time)
+  std::string_view policy_version;  // from its metadata ("" when not given)
+  std::string_view decision;        // from its metadata ("" when not given)
 };
 
 // The identity of one imported record: SHA-256 (32 bytes) over the line's fields (length-
@@ -61,10 +61,10 @@ class ImportKeyer {
 };
 
 struct TraceStoreOptions {
-  size_t batch_rows = 256;        // commit at most this many rows per transaction
-  int flush_interval_ms = 200;    // commit at least this often when rows are queued
-  size_t max_queue_rows = 100000; // beyond this, append() blocks (back-pressure)
-  int busy_timeout_ms = 5000;     // wait this long for another process holding the write lock
+  size_t batch_rows = 256;         // commit at most this many rows per transaction
+  int flush_interval_ms = 200;     // commit at least this often when rows are queued
+  size_t max_queue_rows = 100000;  // beyond this, append() blocks (back-pressure)
+  int busy_timeout_ms = 5000;      // wait this long for another process holding the write lock
 };
 
 class TraceStore {
@@ -86,8 +86,8 @@ class TraceStore {
   // Blocks until every row queued before the call is committed. Throws InputError when a commit
   // fails meanwhile (e.g. disk full); the rows stay queued and are retried.
   void flush();
-  int64_t count();                          // committed rows (call flush() first to see your own)
-  int64_t count_since(int64_t since_ms);    // committed rows with time_ms >= since_ms
+  int64_t count();                        // committed rows (call flush() first to see your own)
+  int64_t count_since(int64_t since_ms);  // committed rows with time_ms >= since_ms
   // Rows appended since the store was opened that were not stored because a row with their
   // import_key already was (counted when their batch commits; flush() first).
   uint64_t already_stored();
@@ -104,8 +104,8 @@ class TraceStore {
   // `keep`, when given, is asked about every row that would be written (its input and teacher)
   // and leaves it out when it returns false.
   using ExportFilter = std::function<bool(const std::string& input, const std::string& teacher)>;
-  size_t export_jsonl(std::ostream& out, bool include_unknown = false,
-                      bool llm_labels_only = false, const ExportFilter& keep = {});
+  size_t export_jsonl(std::ostream& out, bool include_unknown = false, bool llm_labels_only = false,
+                      const ExportFilter& keep = {});
 
   const std::string& path() const;
 

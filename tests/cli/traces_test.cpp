@@ -1,4 +1,6 @@
 // End-to-end: `tracer traces import|count|export` through the real binary.
+#include "io/traces.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -9,14 +11,13 @@
 #include <vector>
 
 #include "io/trace_store.hpp"
-#include "io/traces.hpp"
 #include "test_util.hpp"
 
 namespace tracer {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 using testing::read_file;
 using testing::run_cli;
 using testing::TempDir;
@@ -36,20 +37,19 @@ std::vector<json> jsonl(const std::string& text) {
 // Six traces over two labels; one carries metadata from an earlier export.
 std::string small_traces(const TempDir& dir) {
   const std::string path = dir.file("small.jsonl");
-  write_file(path,
-             R"({"input": "where is my card", "teacher": "card_arrival"})"
-             "\n"
-             R"({"input": "card still not here", "teacher": "card_arrival", "metadata": )"
-             R"({"time_ms": 1700000000000, "policy_version": "p7", "decision": "handled"}})"
-             "\n"
-             R"({"text": "top up failed", "label": "top_up_failed"})"
-             "\n\n"
-             R"({"input": "why did my top up fail", "teacher": "top_up_failed", "id": 9})"
-             "\n"
-             R"({"input": "my card has not arrived", "teacher": "card_arrival"})"
-             "\n"
-             R"({"input": "top-up declined", "teacher": "top_up_failed"})"
-             "\n");
+  write_file(path, R"({"input": "where is my card", "teacher": "card_arrival"})"
+                   "\n"
+                   R"({"input": "card still not here", "teacher": "card_arrival", "metadata": )"
+                   R"({"time_ms": 1700000000000, "policy_version": "p7", "decision": "handled"}})"
+                   "\n"
+                   R"({"text": "top up failed", "label": "top_up_failed"})"
+                   "\n\n"
+                   R"({"input": "why did my top up fail", "teacher": "top_up_failed", "id": 9})"
+                   "\n"
+                   R"({"input": "my card has not arrived", "teacher": "card_arrival"})"
+                   "\n"
+                   R"({"input": "top-up declined", "teacher": "top_up_failed"})"
+                   "\n");
   return path;
 }
 
@@ -133,11 +133,10 @@ TEST(CliTraces, ImportingAFileTwiceStoresItOnce) {
   EXPECT_EQ(run_cli("traces count --db " + q(db)).out, "4\n");
 
   // The file grew: a third copy of the question and a new line are stored, nothing else.
-  write_file(file, lines +
-                       R"({"input": "where is my card", "teacher": "card_arrival"})"
-                       "\n"
-                       R"({"input": "top-up declined", "teacher": "top_up_failed"})"
-                       "\n");
+  write_file(file, lines + R"({"input": "where is my card", "teacher": "card_arrival"})"
+                           "\n"
+                           R"({"input": "top-up declined", "teacher": "top_up_failed"})"
+                           "\n");
   auto grown = run_cli("traces import " + q(file) + " --db " + q(db));
   ASSERT_EQ(grown.exit_code, 0) << grown.err;
   EXPECT_THAT(grown.err, HasSubstr("2 new, 4 already in the store (6 stored)"));
@@ -145,15 +144,14 @@ TEST(CliTraces, ImportingAFileTwiceStoresItOnce) {
 
   // A different label, time or decision makes a different record: the surrogate's own answer
   // ("handled") must not stand in for the LLM's label of the same text.
-  write_file(file,
-             R"({"input": "where is my card", "teacher": "card_delivery"})"
-             "\n"
-             R"({"input": "where is my card", "teacher": "card_arrival", "metadata": )"
-             R"({"time_ms": 1700000000000}})"
-             "\n"
-             R"({"input": "where is my card", "teacher": "card_arrival", "metadata": )"
-             R"({"decision": "handled"}})"
-             "\n");
+  write_file(file, R"({"input": "where is my card", "teacher": "card_delivery"})"
+                   "\n"
+                   R"({"input": "where is my card", "teacher": "card_arrival", "metadata": )"
+                   R"({"time_ms": 1700000000000}})"
+                   "\n"
+                   R"({"input": "where is my card", "teacher": "card_arrival", "metadata": )"
+                   R"({"decision": "handled"}})"
+                   "\n");
   auto other = run_cli("traces import " + q(file) + " --db " + q(db));
   EXPECT_THAT(other.err, HasSubstr("3 new, 0 already in the store (9 stored)"));
   auto same = run_cli("traces import " + q(file) + " --db " + q(db));
@@ -210,13 +208,12 @@ TEST(CliTraces, RecordedRepeatsAreKeptThroughExportAndImport) {
 TEST(CliTraces, InvalidImportStoresNothingUnlessSkipping) {
   TempDir dir;
   const std::string file = dir.file("bad.jsonl");
-  write_file(file,
-             R"({"input": "fine", "teacher": "a"})"
-             "\n"
-             R"({"input": "no label"})"
-             "\n"
-             R"({"input": "also fine", "teacher": "b"})"
-             "\n");
+  write_file(file, R"({"input": "fine", "teacher": "a"})"
+                   "\n"
+                   R"({"input": "no label"})"
+                   "\n"
+                   R"({"input": "also fine", "teacher": "b"})"
+                   "\n");
   const std::string db = dir.file("t.db");
   auto bad = run_cli("traces import " + q(file) + " --db " + q(db));
   EXPECT_EQ(bad.exit_code, 2);

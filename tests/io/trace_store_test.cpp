@@ -27,8 +27,8 @@
 namespace tracer {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 using tracer::testing::TempDir;
 using tracer::testing::write_file;
 using namespace std::chrono_literals;
@@ -75,9 +75,7 @@ int64_t wait_for_count(TraceStore& store, int64_t want) {
 
 // A direct SQLite connection, for checks below the store's interface.
 struct RawDb {
-  explicit RawDb(const std::string& path) {
-    EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  }
+  explicit RawDb(const std::string& path) { EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK); }
   ~RawDb() { sqlite3_close(db); }
   RawDb(const RawDb&) = delete;
   RawDb& operator=(const RawDb&) = delete;
@@ -425,8 +423,7 @@ TEST(TraceStore, ImportKeyCoversEveryPartUnambiguously) {
   full.decision = "deferred";
   EXPECT_EQ(hex(import_key(full, 2)),
             "d8423acddcd9017ec9c6d21d82fe6c53a8a85981923ad9c72b1e570c839229f2");
-  ImportedLine timed = base, timed_later = base, at_zero = base, versioned = base,
-               handled = base;
+  ImportedLine timed = base, timed_later = base, at_zero = base, versioned = base, handled = base;
   timed.time_ms = 1700000000000;
   timed_later.time_ms = 1700000000001;
   at_zero.time_ms = 0;  // a time given as 0 is not the same as no time
@@ -471,12 +468,15 @@ TEST(TraceStore, MigratesAVersion1StoreThatHoldsDuplicateImports) {
       CREATE INDEX traces_time ON traces(time_ms);
       PRAGMA user_version = 1;)sql");
     for (int round = 0; round < 2; ++round) {
-      raw.exec("INSERT INTO traces VALUES (NULL, 1, 'where is my card', 'card_arrival', 1, '', "
-               "'import', '', '')");
-      raw.exec("INSERT INTO traces VALUES (NULL, 1, 'top up failed', 'top_up_failed', 1, '', "
-               "'import', '', '')");
-      raw.exec("INSERT INTO traces VALUES (NULL, 5, 'where is my card', 'card_arrival', 1, '', "
-               "'proxy', 'v1', 'deferred')");
+      raw.exec(
+          "INSERT INTO traces VALUES (NULL, 1, 'where is my card', 'card_arrival', 1, '', "
+          "'import', '', '')");
+      raw.exec(
+          "INSERT INTO traces VALUES (NULL, 1, 'top up failed', 'top_up_failed', 1, '', "
+          "'import', '', '')");
+      raw.exec(
+          "INSERT INTO traces VALUES (NULL, 5, 'where is my card', 'card_arrival', 1, '', "
+          "'proxy', 'v1', 'deferred')");
     }
   }
   {
