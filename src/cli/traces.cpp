@@ -194,9 +194,9 @@ Command add_traces_command(CLI::App& app) {
       "import",
       "Append the traces of a JSONL or CSV trace file to the store (source \"import\"; "
       "time_ms, policy_version and decision are kept from their metadata when present). "
-      "Idempotent: records already in the store (the same id, input and label, or the store's "
-      "own exported rows) are not stored again, so importing a file twice stores it once; "
-      "repeated lines of one file are all kept. "
+      "Idempotent: records already in the store (a line with the same id, input, label and "
+      "metadata, or the store's own exported rows) are not stored again, so importing a file "
+      "twice stores it once; repeated lines of one file are all kept. "
       "The file is validated as a whole first: nothing is stored unless every line is valid "
       "(or --skip-invalid).");
   imp->add_option("file", args->file, "Trace file (.jsonl or .csv) to import")
