@@ -58,6 +58,7 @@ void Sha256::block(const uint8_t* p) {
 }
 
 Sha256& Sha256::update(std::string_view bytes) {
+  if (bytes.empty()) return *this;  // data() may be null: memcpy must not see it
   const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
   size_t n = bytes.size();
   total_ += n;
