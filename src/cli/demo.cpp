@@ -77,8 +77,8 @@ int run_demo(const DemoArgs& a) {
       "  handled {:.1f}%  agreement on handled {}  p50 {:.1f} us  p99 {:.1f} us\n", coverage * 100,
       handled ? fmt::format("{:.4f}", double(agree) / handled) : "-", micros[micros.size() / 2],
       micros[micros.size() * 99 / 100]);
-  const DriftReport drift =
-      compare_drift(DriftReference::from_manifest(router.manifest()), drift_sample, DriftOptions{});
+  const DriftReport drift = compare_drift(DriftReference::from_manifest(router.manifest()),
+                                          drift_sample, kFileDriftOptions);
   std::cout << "  drift check (no labels needed; `tracer drift`): " << drift.message << "\n";
   auto show = [&](const char* title, auto& list) {
     std::cout << "  " << title << ":\n";

@@ -21,7 +21,7 @@ namespace {
 struct DriftArgs {
   std::string policy;
   std::string input;
-  DriftOptions options{0, 200, 1e-4};
+  DriftOptions options = kFileDriftOptions;
   bool json = false;
   bool fail_on_drift = false;
 };

@@ -152,17 +152,18 @@ Command add_serve_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
   sub->add_option("--drift-window", o.drift.window,
-                  "Drift warning (label-free): compare the stage-1 acceptor scores of the latest "
-                  "this many routed inputs with the calibrate split's (one-sided KS test; GET "
-                  "/v1/drift, tracer_drift_* metrics). It never changes a decision, and only "
-                  "labels can prove agreement fell: use the shadow audit for that")
+                  "Drift warning (label-free): after the first look, each look compares the "
+                  "stage-1 acceptor scores of this many routed inputs, none tested before, with "
+                  "the calibrate split's (one-sided KS test; GET /v1/drift, tracer_drift_* "
+                  "metrics). It never changes a decision, and only labels can prove agreement "
+                  "fell: use the shadow audit for that")
       ->capture_default_str();
   sub->add_option("--drift-min-rows", o.drift.min_rows,
-                  "Routed inputs in the window before the drift check runs")
+                  "Routed inputs tested by the first drift look (at most --drift-window)")
       ->capture_default_str();
   sub->add_option("--drift-level", o.drift.level,
-                  "Report drift when the KS p-value is below this (small, because the check is "
-                  "repeated on a sliding window)")
+                  "Probability that a policy version ever reports drift while traffic has not "
+                  "moved: look k is tested at level / ((k+1)(k+2)), which sums to this")
       ->capture_default_str();
   return {sub, [args] { return run_serve(*args); }};
 }

@@ -80,6 +80,15 @@ double DriftReference::cdf(double x) const {
   return (lo + frac) / double(q.size() - 1);
 }
 
+double DriftReference::cdf_upper(double x) const {
+  const auto& q = score_quantiles;
+  if (q.empty() || x >= q.back()) return q.empty() ? 0 : 1;
+  // Every calibrate score <= x lies below the first table point above x, q[hi], whose rank in
+  // the sorted calibrate scores is at most hi / (P - 1) of them.
+  const size_t hi = std::upper_bound(q.begin(), q.end(), static_cast<float>(x)) - q.begin();
+  return static_cast<double>(hi) / static_cast<double>(q.size() - 1);
+}
+
 DriftReport compare_drift(const DriftReference& ref, std::span<const float> scores, size_t handled,
                           size_t ood, const DriftOptions& options) {
   DriftReport r;
@@ -110,7 +119,7 @@ DriftReport compare_drift(const DriftReference& ref, std::span<const float> scor
   for (size_t i = 0; i < s.size(); ++i) {
     // F_live just after s[i] (ties: after the last equal value) minus F_ref at s[i].
     if (i + 1 < s.size() && s[i + 1] == s[i]) continue;
-    d = std::max(d, (i + 1) / n - ref.cdf(s[i]));
+    d = std::max(d, (i + 1) / n - ref.cdf_upper(s[i]));
   }
   const double m = static_cast<double>(ref.rows);
   r.available = true;
@@ -144,35 +153,13 @@ nlohmann::json DriftReport::to_json() const {
           {"reference_ood_share", reference_ood_share},
           {"live_median_score", live_median},
           {"reference_median_score", reference_median},
+          {"looks", looks},
+          {"look_level", look_level},
+          {"rows_seen", rows_seen},
+          {"next_look_rows", next_look_rows},
+          {"detected_at_look", detected_at_look},
+          {"detected_at_rows", detected_at_rows},
           {"message", message}};
-}
-
-DriftMonitor::DriftMonitor(DriftReference ref, DriftOptions options)
-    : ref_(std::move(ref)), opt_(options), scores_(options.window), flags_(options.window) {
-  if (!(opt_.level > 0 && opt_.level < 1))
-    throw InputError("drift level must be strictly between 0 and 1");
-  if (opt_.window < 1) throw InputError("the drift window must hold at least one input");
-}
-
-void DriftMonitor::record(float stage1_score, bool handled, bool ood) {
-  const size_t slot = next_.fetch_add(1, std::memory_order_relaxed) % scores_.size();
-  scores_[slot].store(stage1_score, std::memory_order_relaxed);
-  flags_[slot].store(kWritten | (handled ? kHandled : 0) | (ood ? kOod : 0),
-                     std::memory_order_release);
-}
-
-DriftReport DriftMonitor::report() const {
-  std::vector<float> scores;
-  scores.reserve(scores_.size());
-  size_t handled = 0, ood = 0;
-  for (size_t i = 0; i < scores_.size(); ++i) {
-    const uint8_t f = flags_[i].load(std::memory_order_acquire);
-    if (!(f & kWritten)) continue;
-    scores.push_back(scores_[i].load(std::memory_order_relaxed));
-    handled += (f & kHandled) != 0;
-    ood += (f & kOod) != 0;
-  }
-  return compare_drift(ref_, scores, handled, ood, opt_);
 }
 
 }  // namespace tracer

@@ -6,8 +6,10 @@
 // often the surrogate is right at a given score (only labels can: see the shadow audit).
 //
 // Test: one-sided two-sample Kolmogorov–Smirnov, D = max_x (F_live(x) - F_ref(x)), i.e. how
-// much more live mass sits at low scores, with the asymptotic p-value exp(-2 D^2 nm/(n+m)).
-#include <atomic>
+// much more live mass sits at low scores, with the asymptotic p-value exp(-2 D^2 nm/(n+m))
+// (Smirnov 1939; one-sided, so no factor 2). F_ref is read from a thinned quantile table; the
+// test uses the table's upper envelope of the calibrate CDF, so thinning can only lower D.
+// One test at a time here; the server's repeated looks are in runtime/drift_monitor.hpp.
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <span>
@@ -38,15 +40,25 @@ struct DriftReference {
   bool empty() const { return score_quantiles.empty() || rows <= 0; }
   // F_ref(x): share of calibrate scores <= x, interpolated between table points.
   double cdf(double x) const;
+  // An upper bound on F_ref(x) from the table alone: the share up to the first table point
+  // above x (at most 1/(kTablePoints - 1) above the exact share).
+  double cdf_upper(double x) const;
 };
 
 struct DriftReport {
-  bool available = false;  // a reference exists and the window has at least min_rows rows
-  int64_t rows = 0;        // live rows compared
+  bool available = false;  // a reference exists and at least one test was taken
+  int64_t rows = 0;        // live rows compared (the last look's, for a monitor)
   double ks = 0;           // one-sided D (live scores lower)
   double p_value = 1;
-  bool drift = false;  // p_value < the level
-  double level = 0;
+  bool drift = false;  // p_value < the level (a monitor: any look so far, sticky)
+  double level = 0;    // a single test's level; a monitor's level over its whole life
+  // Monitor only (runtime/drift_monitor.hpp): repeated looks.
+  int64_t looks = 0;             // tests taken so far
+  double look_level = 0;         // the level the last look was tested at
+  int64_t rows_seen = 0;         // routed inputs recorded since the monitor started
+  int64_t next_look_rows = 0;    // rows_seen at which the next block is complete
+  int64_t detected_at_look = 0;  // 1-based look that found drift (0: none)
+  int64_t detected_at_rows = 0;  // rows_seen when that block ended
   double live_handled_share = 0, live_ood_share = 0;
   double reference_handled_share = 0, reference_ood_share = 0;
   double live_median = 0, reference_median = 0;
@@ -55,10 +67,17 @@ struct DriftReport {
 };
 
 struct DriftOptions {
-  size_t window = 2000;  // most recent routed inputs compared (serve); 0: unbounded (CLI)
-  size_t min_rows = 200;
-  double level = 1e-4;  // p-value below which drift is reported; small because it is re-checked
+  // serve: routed inputs per look after the first (DriftMonitor); CLI: 0, one test of all rows.
+  size_t window = 2000;
+  size_t min_rows = 200;  // rows of the first look (serve); fewest rows to test at all (CLI)
+  // serve: probability that a policy version ever reports drift when traffic has not moved,
+  // spread over its looks; CLI: the single test's level.
+  double level = 0.01;
 };
+
+// `tracer drift` and the demo: one test of a whole file, at a strict level because people run
+// it again and again on new files.
+inline constexpr DriftOptions kFileDriftOptions{0, 200, 1e-4};
 
 // Compares live stage-1 scores (and handled / OOD flags) with the reference.
 DriftReport compare_drift(const DriftReference& ref, std::span<const float> scores, size_t handled,
@@ -78,28 +97,5 @@ inline DriftReport compare_drift(const DriftReference& ref, const DriftSample& s
                                  const DriftOptions& options) {
   return compare_drift(ref, sample.scores, sample.handled, sample.ood, options);
 }
-
-// Thread-safe sliding window of the latest routed inputs, for the server. Recording is a few
-// relaxed atomic stores into a ring (no lock: every request thread records); a report reads
-// the ring as it is, so a row being written during a report may be missed, which a warning can
-// afford.
-class DriftMonitor {
- public:
-  // Throws InputError unless options.window >= 1 and 0 < options.level < 1.
-  DriftMonitor(DriftReference ref, DriftOptions options);
-  void record(float stage1_score, bool handled, bool ood);
-  void record(const RouteResult& r) {
-    record(r.stage1_score, r.handled, r.reason == DeferReason::kOutOfDistribution);
-  }
-  DriftReport report() const;  // O(window log window); call it from status endpoints only
-
- private:
-  static constexpr uint8_t kWritten = 1, kHandled = 2, kOod = 4;
-  DriftReference ref_;
-  DriftOptions opt_;
-  std::vector<std::atomic<float>> scores_;
-  std::vector<std::atomic<uint8_t>> flags_;  // kWritten set once the slot holds a row
-  std::atomic<uint64_t> next_{0};
-};
 
 }  // namespace tracer

@@ -24,23 +24,13 @@ std::shared_ptr<DriftState> make_drift(const nlohmann::json& manifest, const Dri
 
 }  // namespace
 
-DriftReport DriftState::report(std::chrono::steady_clock::duration max_age,
-                               const std::string& version) {
-  auto now = std::chrono::steady_clock::now();
-  std::lock_guard lock(mu_);
-  if (cached_ && max_age > std::chrono::steady_clock::duration::zero() &&
-      now - computed_at_ < max_age)
-    return last_;
-  last_ = monitor_.report();
-  computed_at_ = now;
-  cached_ = true;
+DriftReport DriftState::report(const std::string& version) {
+  DriftReport r = monitor_.poll();
   // Once per version: the gauges and /v1/drift keep saying it, a log line per request would not
   // help anyone.
-  if (last_.drift && !warned_) {
-    warned_ = true;
-    std::cerr << "warning: policy " << version << ": " << last_.message << "\n";
-  }
-  return last_;
+  if (r.drift && !warned_.exchange(true))
+    std::cerr << "warning: policy " << version << ": " << r.message << "\n";
+  return r;
 }
 
 std::string Decision::reason() const {

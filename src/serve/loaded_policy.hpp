@@ -3,16 +3,14 @@
 // Requests hold a shared_ptr to the one they started with, so a hot reload swaps the slot's
 // pointer and in-flight requests finish on the old policy, which dies with its last user.
 #include <atomic>
-#include <chrono>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
 #include "runtime/audit.hpp"
-#include "runtime/drift.hpp"
+#include "runtime/drift_monitor.hpp"
 #include "runtime/router.hpp"
 #include "serve/scratch_pool.hpp"
 
@@ -27,23 +25,20 @@ struct Decision {
   std::string reason() const;  // "" when handled
 };
 
-// The drift check of one policy version: the live window, its last report (so /healthz need
-// not sort the window on every call) and whether the warning was logged. Shared by reloads of
-// the same version, like the audit monitor.
+// The drift check of one policy version: its monitor (repeated looks with a spending schedule,
+// runtime/drift_monitor.hpp) and whether the warning was logged. Shared by reloads of the same
+// version, like the audit monitor.
 class DriftState {
  public:
   DriftState(DriftReference ref, const DriftOptions& options) : monitor_(std::move(ref), options) {}
   void record(const RouteResult& r) { monitor_.record(r); }
-  // The report, reused when computed less than `max_age` ago. Logs a one-line warning to
-  // stderr the first time it shows drift for `version`.
-  DriftReport report(std::chrono::steady_clock::duration max_age, const std::string& version);
+  // Polls the monitor (a look when a block of routed inputs completed since the last one).
+  // Logs a one-line warning to stderr the first time it shows drift for `version`.
+  DriftReport report(const std::string& version);
 
  private:
   DriftMonitor monitor_;
-  std::mutex mu_;  // guards the cache and the warning flag
-  std::chrono::steady_clock::time_point computed_at_{};
-  bool cached_ = false, warned_ = false;
-  DriftReport last_;
+  std::atomic<bool> warned_{false};
 };
 
 class LoadedPolicy {
@@ -70,10 +65,8 @@ class LoadedPolicy {
   RouteResult route(std::string_view text) const;       // not recorded in the drift window
   Decision decide(std::string_view text) const;         // recorded in the drift window
   AuditMonitor* audit() const { return audit_.get(); }  // null without gate.target/delta
-  // The drift report of this version's window, reused for up to `max_age` (0: fresh).
-  DriftReport drift_report(std::chrono::steady_clock::duration max_age = {}) const {
-    return drift_->report(max_age, version());
-  }
+  // The drift report of this version's monitor (polled: may take a look).
+  DriftReport drift_report() const { return drift_->report(version()); }
   const std::string& version() const { return router_.policy().policy_version; }
   std::string method() const { return method_name(router_.policy().method); }
   const std::string& manifest_json() const { return manifest_json_; }

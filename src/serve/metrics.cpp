@@ -184,19 +184,25 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
           audit->tripped ? 1 : 0);
   }
   if (drift) {
-    // The served policy's drift window (a new policy version starts a fresh one).
+    // The served policy's drift monitor (a new policy version starts a fresh one).
     gauge("tracer_drift_available",
-          "1 when the drift check runs: the manifest has a drift reference and the window holds "
-          "at least --drift-min-rows routed inputs.",
+          "1 once the drift monitor has taken a look (the manifest has a drift reference and "
+          "--drift-min-rows inputs were routed).",
           drift->available ? 1 : 0);
-    gauge("tracer_drift_window_rows", "Routed inputs in the drift window.", drift->rows);
+    gauge("tracer_drift_rows_seen", "Routed inputs recorded by the drift monitor.",
+          drift->rows_seen);
+    gauge("tracer_drift_looks", "Drift tests taken, each on a block of inputs no look has tested.",
+          drift->looks);
+    gauge("tracer_drift_window_rows", "Routed inputs compared by the last look.", drift->rows);
     gauge("tracer_drift_ks",
-          "One-sided KS distance: how much more live stage-1 acceptor score mass sits below the "
-          "calibrate split's (0 while unavailable).",
+          "Last look's one-sided KS distance: how much more live stage-1 acceptor score mass "
+          "sits below the calibrate split's (0 before the first look).",
           drift->ks);
-    gauge("tracer_drift_p_value", "Its p-value (1 while unavailable).", drift->p_value);
+    gauge("tracer_drift_p_value", "Its p-value (1 before the first look).", drift->p_value);
     gauge("tracer_drift_detected",
-          "1 while the p-value is below --drift-level: a warning, routing is unchanged.",
+          "1 once a look reported drift (stays 1 for this policy version): a warning, routing is "
+          "unchanged. Without drift, a version ever reports it with probability at most "
+          "--drift-level.",
           drift->drift ? 1 : 0);
   }
   header(out, "tracer_policy_info", "gauge", "The policy being served (value is always 1).");

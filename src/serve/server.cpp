@@ -120,11 +120,9 @@ json drift_json(const LoadedPolicy& p, const DriftOptions& o) {
   return j;
 }
 
-// /healthz may be polled often: it reuses a drift report up to this old.
-constexpr auto kHealthDriftMaxAge = std::chrono::seconds(1);
-// How often the server looks for drift by itself, so the stderr warning comes even when no one
-// scrapes /metrics.
-constexpr auto kDriftCheckPeriod = std::chrono::seconds(5);
+// How often the server polls the drift monitor by itself, so looks are taken and the stderr
+// warning comes even when no one scrapes /metrics. Polls only test blocks no look has tested.
+constexpr auto kDriftCheckPeriod = std::chrono::seconds(1);
 
 }  // namespace
 
@@ -181,23 +179,23 @@ struct ApiServer::Impl {
 
   // Checked before the policy loads, in the words of the flags.
   static const DriftOptions& checked(const DriftOptions& d) {
-    constexpr size_t kMaxWindow = 1'000'000;  // the window is held in memory and sorted
+    constexpr size_t kMaxWindow = 1'000'000;  // two blocks are held in memory, one is sorted
     if (d.window < 1 || d.window > kMaxWindow)
       throw InputError(fmt::format("--drift-window must be between 1 and {} routed inputs (got {})",
                                    kMaxWindow, d.window));
     if (d.min_rows < 1 || d.min_rows > d.window)
       throw InputError(fmt::format(
-          "--drift-min-rows must be between 1 and --drift-window ({}); got {}, so the check "
-          "could never run",
+          "--drift-min-rows must be between 1 and --drift-window ({}); got {} (the first look "
+          "tests that many routed inputs, later ones --drift-window each)",
           d.window, d.min_rows));
     if (!(d.level > 0 && d.level < 1))
       throw InputError(fmt::format(
-          "--drift-level must be strictly between 0 and 1 (got {}); e.g. 1e-4", d.level));
+          "--drift-level must be strictly between 0 and 1 (got {}); e.g. 0.01", d.level));
     return d;
   }
 
-  // Computes the served policy's drift report every kDriftCheckPeriod (which logs the warning
-  // the first time it shows drift) until `stop` is requested.
+  // Polls the served policy's drift monitor every kDriftCheckPeriod (which logs the warning the
+  // first time it shows drift) until `stop` is requested.
   void watch_drift(std::stop_token stop) {
     std::mutex mu;
     std::condition_variable_any cv;
@@ -239,7 +237,7 @@ struct ApiServer::Impl {
                       {"labels", p->num_labels()},
                       {"proxy", upstream != nullptr}};
                if (p->audit()) j["audit_tripped"] = p->audit()->tripped();
-               j["drift"] = p->drift_report(kHealthDriftMaxAge).drift;
+               j["drift"] = p->drift_report().drift;
                {
                  std::lock_guard<std::mutex> lock(reload_mu);
                  if (!last_reload_error.empty()) j["last_reload_error"] = last_reload_error;

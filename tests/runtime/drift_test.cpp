@@ -2,8 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
-#include <thread>
 
 #include "util/error.hpp"
 
@@ -90,7 +90,7 @@ TEST(Drift, RarelyFiresOnTrafficLikeTheTraces) {
 }
 
 TEST(Drift, FiresWhenLiveScoresFallAndOnlyThen) {
-  DriftOptions o;  // level 1e-4
+  DriftOptions o = kFileDriftOptions;  // level 1e-4
   int lower = 0, higher = 0;
   for (int seed = 0; seed < 50; ++seed) {
     DriftReference ref = reference(2000, 200 + seed);
@@ -106,31 +106,22 @@ TEST(Drift, FiresWhenLiveScoresFallAndOnlyThen) {
   EXPECT_EQ(higher, 0);
 }
 
-TEST(Drift, MonitorKeepsTheLatestWindowAndIsThreadSafe) {
-  DriftOptions o;
-  o.window = 500;
-  o.min_rows = 100;
-  DriftMonitor m(reference(2000, 7), o);
-  EXPECT_FALSE(m.report().available);
-  auto low = uniform_scores(2000, 0, 0.3, 8);
-  auto like = uniform_scores(2000, 0, 1, 9);
-  for (float s : low) m.record(s, false, false);
-  DriftReport shifted = m.report();
-  EXPECT_TRUE(shifted.drift);
-  EXPECT_EQ(shifted.rows, 500);
-  // Four threads then fill the window with traffic like the traces: the low scores age out.
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t)
-    threads.emplace_back([&, t] {
-      for (size_t i = t; i < like.size(); i += 4) m.record(like[i], true, false);
-    });
-  for (auto& th : threads) th.join();
-  DriftReport recovered = m.report();
-  EXPECT_EQ(recovered.rows, 500);
-  EXPECT_FALSE(recovered.drift) << recovered.message;
-  EXPECT_DOUBLE_EQ(recovered.live_handled_share, 1.0);
-  EXPECT_THROW(DriftMonitor(reference(10, 1), DriftOptions{10, 1, 0}), InputError);
-  EXPECT_THROW(DriftMonitor(reference(10, 1), DriftOptions{0, 1, 0.01}), InputError);
+// The upper envelope never falls below the exact calibrate CDF, and exceeds it by at most one
+// table step.
+TEST(Drift, UpperCdfBoundsTheExactShareFromAbove) {
+  for (size_t n : {size_t{40}, size_t{257}, size_t{3001}}) {
+    auto s = uniform_scores(n, 0, 1, 40 + n);
+    std::vector<uint8_t> f(n, 0);
+    DriftReference r = DriftReference::from_calibrate(s, f, f);
+    std::sort(s.begin(), s.end());
+    const double step = 1.0 / (r.score_quantiles.size() - 1);
+    for (double x = -0.01; x <= 1.01; x += 0.0007) {
+      const double exact =
+          double(std::upper_bound(s.begin(), s.end(), static_cast<float>(x)) - s.begin()) / n;
+      EXPECT_GE(r.cdf_upper(x) + 1e-12, exact) << "n " << n << " x " << x;
+      EXPECT_LE(r.cdf_upper(x), exact + step + 1.0 / n) << "n " << n << " x " << x;
+    }
+  }
 }
 
 }  // namespace
