@@ -2,20 +2,30 @@
 
 #include <iostream>
 
+#include "serve/audit_state_file.hpp"
+
 namespace tracer::serve {
 namespace {
 
-// α and δ the policy was certified at; no monitor when the manifest lacks them.
-std::shared_ptr<AuditMonitor> make_monitor(const nlohmann::json& manifest,
-                                           const AuditOptions& audit) {
+// α and δ the policy was certified at (manifest.json's gate); nullopt when it lacks them.
+std::optional<std::pair<double, double>> audit_target(const nlohmann::json& manifest) {
   auto gate = manifest.find("gate");
-  if (gate == manifest.end() || !gate->is_object()) return nullptr;
+  if (gate == manifest.end() || !gate->is_object()) return std::nullopt;
   auto target = gate->find("target"), delta = gate->find("delta");
   if (target == gate->end() || delta == gate->end() || !target->is_number() || !delta->is_number())
-    return nullptr;
+    return std::nullopt;
   double a = target->get<double>(), d = delta->get<double>();
-  if (!(a > 0 && a < 1 && d > 0 && d < 1)) return nullptr;
-  return std::make_shared<AuditMonitor>(a, d, audit);
+  if (!(a > 0 && a < 1 && d > 0 && d < 1)) return std::nullopt;
+  return std::make_pair(a, d);
+}
+
+// No monitor when the manifest lacks α and δ; persisted in `state_dir` unless it is empty.
+std::shared_ptr<AuditMonitor> make_monitor(const Router& router, const AuditOptions& audit,
+                                           const std::string& state_dir) {
+  auto ad = audit_target(router.manifest());
+  if (!ad) return nullptr;
+  return open_audit_monitor(state_dir, router.policy().policy_version, ad->first, ad->second,
+                            audit);
 }
 
 std::shared_ptr<DriftState> make_drift(const nlohmann::json& manifest, const DriftOptions& drift) {
@@ -38,19 +48,21 @@ std::string Decision::reason() const {
   return route.handled ? std::string() : reason_name(route.reason);
 }
 
-LoadedPolicy::LoadedPolicy(Router router, const AuditOptions& audit, const DriftOptions& drift)
+LoadedPolicy::LoadedPolicy(Router router, const AuditOptions& audit, const DriftOptions& drift,
+                           std::string state_dir)
     : LoadedPolicy(std::move(router), std::shared_ptr<AuditMonitor>(),
-                   std::shared_ptr<DriftState>()) {
-  audit_ = make_monitor(router_.manifest(), audit);
+                   std::shared_ptr<DriftState>(), std::move(state_dir)) {
+  audit_ = make_monitor(router_, audit, state_dir_);
   drift_ = make_drift(router_.manifest(), drift);
 }
 
 LoadedPolicy::LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit,
-                           std::shared_ptr<DriftState> drift)
+                           std::shared_ptr<DriftState> drift, std::string state_dir)
     : router_(std::move(router)),
       audit_(std::move(audit)),
       drift_(std::move(drift)),
-      pool_(router_) {
+      pool_(router_),
+      state_dir_(std::move(state_dir)) {
   manifest_json_ =
       router_.manifest().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   const auto& labels = router_.policy().labels;
@@ -60,7 +72,7 @@ LoadedPolicy::LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit,
 std::shared_ptr<const LoadedPolicy> LoadedPolicy::load(const std::string& dir,
                                                        const AuditOptions& audit,
                                                        const DriftOptions& drift) {
-  return std::make_shared<const LoadedPolicy>(Router::load(dir), audit, drift);
+  return std::make_shared<const LoadedPolicy>(Router::load(dir), audit, drift, dir);
 }
 
 std::shared_ptr<const LoadedPolicy> LoadedPolicy::reload(const std::string& dir,
@@ -68,12 +80,23 @@ std::shared_ptr<const LoadedPolicy> LoadedPolicy::reload(const std::string& dir,
                                                          const DriftOptions& drift,
                                                          const LoadedPolicy& previous) {
   Router router = Router::load(dir);
-  if (router.policy().policy_version != previous.version())
-    return std::make_shared<const LoadedPolicy>(std::move(router), audit, drift);
+  if (router.policy().policy_version != previous.version()) {
+    // Audits of the old version still in flight must not overwrite the new version's state.
+    if (previous.audit_) previous.audit_->on_look({});
+    return std::make_shared<const LoadedPolicy>(std::move(router), audit, drift, dir);
+  }
   // The same version keeps its audit monitor and drift window.
-  auto monitor = previous.audit_ ? previous.audit_ : make_monitor(router.manifest(), audit);
+  auto monitor = previous.audit_ ? previous.audit_ : make_monitor(router, audit, dir);
   return std::shared_ptr<const LoadedPolicy>(
-      new LoadedPolicy(std::move(router), std::move(monitor), previous.drift_));
+      new LoadedPolicy(std::move(router), std::move(monitor), previous.drift_, dir));
+}
+
+void LoadedPolicy::save_audit_state() const {
+  auto ad = audit_target(router_.manifest());
+  if (!audit_ || !ad) return;
+  const AuditSnapshot s = audit_->snapshot();
+  if (s.rows == 0 && s.unusable == 0 && s.dropped == 0) return;  // nothing to resume
+  serve::save_audit_state(state_dir_, version(), ad->first, ad->second, *audit_);
 }
 
 RouteResult LoadedPolicy::route(std::string_view text) const {

@@ -46,8 +46,10 @@ class LoadedPolicy {
   // The audit monitor takes α and δ from manifest.json's gate (target, delta); a manifest
   // without them gets none (audit() is null). The drift window compares with manifest.json's
   // "drift" section (none: the report says it is unavailable).
+  // `state_dir`: where the audit state is saved and resumed from (the policy folder; "" keeps it
+  // in memory only; see serve/audit_state_file.hpp).
   explicit LoadedPolicy(Router router, const AuditOptions& audit = {},
-                        const DriftOptions& drift = {});
+                        const DriftOptions& drift = {}, std::string state_dir = {});
   LoadedPolicy(const LoadedPolicy&) = delete;
   LoadedPolicy& operator=(const LoadedPolicy&) = delete;
 
@@ -65,6 +67,8 @@ class LoadedPolicy {
   RouteResult route(std::string_view text) const;       // not recorded in the drift window
   Decision decide(std::string_view text) const;         // recorded in the drift window
   AuditMonitor* audit() const { return audit_.get(); }  // null without gate.target/delta
+  // Saves the audit's current counts beside the policy (at shutdown; looks save themselves).
+  void save_audit_state() const;
   // The drift report of this version's monitor (polled: may take a look).
   DriftReport drift_report() const { return drift_->report(version()); }
   const std::string& version() const { return router_.policy().policy_version; }
@@ -78,13 +82,14 @@ class LoadedPolicy {
 
  private:
   LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit,
-               std::shared_ptr<DriftState> drift);
+               std::shared_ptr<DriftState> drift, std::string state_dir);
 
   Router router_;
   std::shared_ptr<AuditMonitor> audit_;
   std::shared_ptr<DriftState> drift_;  // never null
   mutable ScratchPool pool_;           // internally synchronised
   std::string manifest_json_;
+  std::string state_dir_;
   std::unordered_map<std::string, int> label_index_;
 };
 

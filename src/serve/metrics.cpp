@@ -160,11 +160,13 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
   header(out, "tracer_inflight_requests", "gauge", "Requests being handled now.");
   out += fmt::format("tracer_inflight_requests {}\n", inflight_.load(std::memory_order_relaxed));
   header(out, "tracer_audit_requests_total", "counter",
-         "Shadow-audit samples and /v1/audit feedback by outcome (only agreed and disagreed are "
-         "recorded in the monitor).");
-  for (int o = 0; o < kAuditOutcomes; ++o)
-    out += fmt::format("tracer_audit_requests_total{{outcome=\"{}\"}} {}\n", kAuditOutcomeNames[o],
-                       load(audit_[o]));
+         "Audit rows by source (shadow: sampled from handled traffic by the proxy; feedback: sent "
+         "to POST /v1/audit) and outcome (only agreed and disagreed are recorded in the monitor).");
+  for (int src = 0; src < 2; ++src)
+    for (int o = 0; o < kAuditOutcomes; ++o)
+      out += fmt::format("tracer_audit_requests_total{{source=\"{}\",outcome=\"{}\"}} {}\n",
+                         src == 0 ? "shadow" : "feedback", kAuditOutcomeNames[o],
+                         load(audit_[src][o]));
   auto gauge = [&out](std::string_view name, std::string_view help, auto value) {
     header(out, name, "gauge", help);
     out += fmt::format("{} {}\n", name, value);
@@ -172,6 +174,13 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
   if (audit) {
     // Gauges of the served policy's monitor: a reload to a new policy version starts them over.
     gauge("tracer_audit_rows", "Audited rows of the served policy (n).", audit->rows);
+    gauge("tracer_audit_feedback_rows",
+          "Of them, rows sent by clients to POST /v1/audit (not a random sample).",
+          audit->feedback_rows);
+    gauge("tracer_audit_lost_rows",
+          "Shadow audits of the served policy that produced no row: the LLM's answer held no "
+          "label, or the audit queue was full.",
+          audit->unusable + audit->dropped);
     gauge("tracer_audit_agreed_rows", "Of them, where the surrogate agreed with the LLM (k).",
           audit->agreed);
     gauge("tracer_audit_agreement", "Live agreement k / n (0 while n = 0).", audit->agreement);

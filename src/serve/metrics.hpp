@@ -68,8 +68,8 @@ class Metrics {
   }
   void count_decision(const RouteResult& r);
   void count_audit_deferral() { audit_deferred_.fetch_add(1, std::memory_order_relaxed); }
-  void count_audit(AuditOutcome o) {
-    audit_[static_cast<int>(o)].fetch_add(1, std::memory_order_relaxed);
+  void count_audit(AuditOutcome o, AuditSource source, uint64_t n = 1) {
+    audit_[static_cast<int>(source)][static_cast<int>(o)].fetch_add(n, std::memory_order_relaxed);
   }
   void count_upstream(UpstreamOutcome o, double seconds, int retries);
   void count_trace(bool recorded, bool label_known);
@@ -92,7 +92,7 @@ class Metrics {
   std::array<Histogram, kEndpoints> latency_{};
   std::array<std::atomic<uint64_t>, kReasons> decisions_{};
   std::atomic<uint64_t> audit_deferred_{0};  // deferred because the audit tripped
-  std::array<std::atomic<uint64_t>, kAuditOutcomes> audit_{};
+  std::array<std::array<std::atomic<uint64_t>, kAuditOutcomes>, 2> audit_{};  // [source]
   std::array<std::atomic<uint64_t>, kUpstreamOutcomes> upstream_{};
   std::atomic<uint64_t> upstream_retries_{0};
   Histogram upstream_latency_;

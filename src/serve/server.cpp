@@ -98,6 +98,11 @@ json audit_json(const LoadedPolicy& p) {
                 {"confidence", a.confidence},
                 {"checked_rows", a.checked_rows},
                 {"next_check_rows", a.next_check_rows},
+                {"shadow_rows", a.shadow_rows},
+                {"feedback_rows", a.feedback_rows},
+                {"unusable", a.unusable},
+                {"dropped", a.dropped},
+                {"restored_rows", a.restored_rows},
                 {"tripped", a.tripped}});
   if (a.tripped) {
     j["tripped_at_rows"] = a.tripped_at_rows;
@@ -421,10 +426,21 @@ struct ApiServer::Impl {
 
   // Compares the LLM's label with the surrogate's in the monitor of the policy that answered.
   void record_audit(const LoadedPolicy& p, const std::string& llm_label,
-                    const std::string& surrogate_label) {
+                    const std::string& surrogate_label, AuditSource source) {
     bool agreed = llm_label == surrogate_label;
-    p.audit()->record(agreed);
-    metrics.count_audit(agreed ? AuditOutcome::kAgreed : AuditOutcome::kDisagreed);
+    p.audit()->record(agreed, source);
+    metrics.count_audit(agreed ? AuditOutcome::kAgreed : AuditOutcome::kDisagreed, source);
+  }
+
+  // A shadow audit that produced no row, counted in /metrics and in the policy's audit state.
+  void count_lost_audit(const LoadedPolicy& p, AuditOutcome why, uint64_t n = 1) {
+    metrics.count_audit(why, AuditSource::kShadow, n);
+    if (p.audit()) {
+      if (why == AuditOutcome::kDropped)
+        p.audit()->count_dropped(static_cast<int64_t>(n));
+      else
+        p.audit()->count_unusable(static_cast<int64_t>(n));
+    }
   }
 
   // The forwarded headers of a proxied request.
@@ -451,20 +467,20 @@ struct ApiServer::Impl {
         LlmAnswer a;
         if (up.outcome == UpstreamOutcome::kOk) a = read_answer(*p, up.body);
         if (a.label.empty()) {
-          metrics.count_audit(AuditOutcome::kUnusable);
+          count_lost_audit(*p, AuditOutcome::kUnusable);
           if (up.outcome != UpstreamOutcome::kOk) return;  // nothing learned
         } else {
-          record_audit(*p, a.label, surrogate_label);
+          record_audit(*p, a.label, surrogate_label, AuditSource::kShadow);
         }
         record(*p, std::move(text), a.known ? std::move(a.label) : std::string(), a.known,
                std::move(a.raw), "handled", "audit");
       } catch (const std::exception& e) {
-        metrics.count_audit(AuditOutcome::kUnusable);
+        count_lost_audit(*p, AuditOutcome::kUnusable);
         std::cerr << "warning: shadow audit failed: " << e.what() << "\n";
       }
     };
     if (audits->try_submit(std::move(job))) return true;
-    metrics.count_audit(AuditOutcome::kDropped);
+    count_lost_audit(*slot.get(), AuditOutcome::kDropped);
     return false;
   }
 
@@ -482,12 +498,12 @@ struct ApiServer::Impl {
            {"label", ar.label},
            {"decision", d.route.handled ? "handled" : "deferred"}};
     if (d.route.handled) {
-      record_audit(*p, ar.label, surrogate);
+      record_audit(*p, ar.label, surrogate, AuditSource::kFeedback);
       j["recorded"] = true;
       j["agreed"] = ar.label == surrogate;
     } else {
       // The guarantee covers handled traffic only: deferred texts say nothing about it.
-      metrics.count_audit(AuditOutcome::kNotHandled);
+      metrics.count_audit(AuditOutcome::kNotHandled, AuditSource::kFeedback);
       j["recorded"] = false;
       j["reason"] = reason_name(d.route.reason);
     }
@@ -612,7 +628,10 @@ void ApiServer::run() {
   drift_watch.join();
   // Audits finish their LLM call before the store is flushed; queued ones are dropped.
   if (m.audits)
-    for (size_t n = m.audits->stop(); n > 0; --n) m.metrics.count_audit(AuditOutcome::kDropped);
+    if (size_t n = m.audits->stop(); n > 0)
+      m.count_lost_audit(*m.slot.get(), AuditOutcome::kDropped, n);
+  // The audit's counts since its last look, so a restart resumes them (looks save themselves).
+  m.slot.get()->save_audit_state();
   if (m.store) {
     try {
       m.store->flush();

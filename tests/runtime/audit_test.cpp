@@ -213,5 +213,76 @@ TEST(Audit, ConcurrentRecordsAreAllCounted) {
   EXPECT_FALSE(s.tripped);
 }
 
+// A monitor saved after any row and restored into a fresh one continues exactly as the original:
+// the same looks, the same trip, the same state.
+TEST(Audit, ARestoredMonitorContinuesExactlyAsTheOriginal) {
+  for (int cut : {0, 37, 50, 51, 63, 200}) {
+    AuditMonitor original(0.9, 0.05, {0, 50, 0});
+    std::mt19937_64 rng(cut);
+    std::bernoulli_distribution agree(0.87);
+    std::vector<bool> rows(1500);
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = agree(rng);
+    std::vector<AuditSnapshot> looks;
+    original.on_look([&looks](const AuditSnapshot& s) { looks.push_back(s); });
+    for (int i = 0; i < cut; ++i)
+      original.record(rows[i], i % 3 ? AuditSource::kShadow : AuditSource::kFeedback);
+    original.count_unusable(2);
+    original.count_dropped();
+    const AuditSnapshot saved = original.snapshot();
+    AuditMonitor resumed(0.9, 0.05, {0, 50, 0});
+    resumed.restore(AuditSnapshot::from_json(nlohmann::json::parse(saved.to_json().dump()), 50));
+    EXPECT_EQ(resumed.state().restored_rows, cut);
+    for (size_t i = cut; i < rows.size(); ++i) {
+      AuditSource src = i % 3 ? AuditSource::kShadow : AuditSource::kFeedback;
+      ASSERT_EQ(original.record(rows[i], src), resumed.record(rows[i], src)) << "row " << i;
+    }
+    EXPECT_EQ(original.snapshot().to_json(), resumed.snapshot().to_json()) << "cut " << cut;
+    AuditState a = original.state(), b = resumed.state();
+    EXPECT_EQ(a.tripped_at_rows, b.tripped_at_rows);
+    EXPECT_DOUBLE_EQ(a.upper_bound, b.upper_bound);
+    EXPECT_EQ(a.shadow_rows + a.feedback_rows, a.rows);
+    EXPECT_EQ(b.unusable, 2);
+    EXPECT_EQ(b.dropped, 1);
+    // The sink saw every look, the tripping one included.
+    ASSERT_FALSE(looks.empty());
+    EXPECT_EQ(looks.front().rows, 50);
+    if (a.tripped) {
+      EXPECT_TRUE(looks.back().tripped);
+    }
+  }
+}
+
+TEST(Audit, SnapshotsOffTheLookScheduleAreRejected) {
+  AuditMonitor m(0.9, 0.05, {0, 50, 0});
+  for (int i = 0; i < 70; ++i) m.record(true);
+  nlohmann::json good = m.snapshot().to_json();
+  EXPECT_NO_THROW(AuditSnapshot::from_json(good, 50));
+  EXPECT_THROW(AuditSnapshot::from_json(good, 40), InputError);  // another min_rows
+  for (auto [key, value] :
+       std::vector<std::pair<std::string, nlohmann::json>>{{"agreed", 71},
+                                                           {"rows", -1},
+                                                           {"last_rows", 51},
+                                                           {"next_look", 3},
+                                                           {"tripped", 1},
+                                                           {"tripped_at_rows", 50},
+                                                           {"feedback_rows", 5},
+                                                           {"rows", "70"}}) {
+    nlohmann::json bad = good;
+    bad[key] = value;
+    EXPECT_THROW(AuditSnapshot::from_json(bad, 50), InputError) << key << " " << value;
+  }
+  nlohmann::json missing = good;
+  missing.erase("dropped");
+  try {
+    AuditSnapshot::from_json(missing, 50);
+    ADD_FAILURE() << "accepted a state without \"dropped\"";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("dropped"), std::string::npos) << e.what();
+  }
+  AuditMonitor used(0.9, 0.05, {0, 50, 0});
+  used.record(true);
+  EXPECT_THROW(used.restore(AuditSnapshot{}), InputError);  // only before any row
+}
+
 }  // namespace
 }  // namespace tracer

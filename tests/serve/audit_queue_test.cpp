@@ -96,8 +96,9 @@ TEST(ServeRequests, AuditFeedbackNeedsTextAndLabel) {
 
 TEST(ServeMetrics, RendersTheAuditState) {
   Metrics m;
-  m.count_audit(AuditOutcome::kAgreed);
-  m.count_audit(AuditOutcome::kDropped);
+  m.count_audit(AuditOutcome::kAgreed, AuditSource::kShadow);
+  m.count_audit(AuditOutcome::kDropped, AuditSource::kShadow);
+  m.count_audit(AuditOutcome::kDisagreed, AuditSource::kFeedback, 3);
   m.count_audit_deferral();
   AuditState a;
   a.alpha = 0.95;
@@ -106,18 +107,25 @@ TEST(ServeMetrics, RendersTheAuditState) {
   a.agreement = 0.75;
   a.upper_bound = 0.875;
   a.tripped = true;
+  a.feedback_rows = 12;
+  a.unusable = 2;
+  a.dropped = 1;
   std::string text = m.render("v1", "l2d", 10, &a);
   auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
   EXPECT_TRUE(has(R"(tracer_decisions_total{decision="deferred",reason="audit"} 1)")) << text;
-  EXPECT_TRUE(has(R"(tracer_audit_requests_total{outcome="agreed"} 1)")) << text;
-  EXPECT_TRUE(has(R"(tracer_audit_requests_total{outcome="dropped"} 1)")) << text;
-  EXPECT_TRUE(has(R"(tracer_audit_requests_total{outcome="disagreed"} 0)")) << text;
+  EXPECT_TRUE(has(R"(tracer_audit_requests_total{source="shadow",outcome="agreed"} 1)")) << text;
+  EXPECT_TRUE(has(R"(tracer_audit_requests_total{source="shadow",outcome="dropped"} 1)")) << text;
+  EXPECT_TRUE(has(R"(tracer_audit_requests_total{source="shadow",outcome="disagreed"} 0)")) << text;
+  EXPECT_TRUE(has(R"(tracer_audit_requests_total{source="feedback",outcome="disagreed"} 3)"))
+      << text;
   EXPECT_TRUE(has("tracer_audit_rows 60")) << text;
   EXPECT_TRUE(has("tracer_audit_agreed_rows 45")) << text;
   EXPECT_TRUE(has("tracer_audit_agreement 0.75")) << text;
   EXPECT_TRUE(has("tracer_audit_agreement_upper_bound 0.875")) << text;
   EXPECT_TRUE(has("tracer_audit_target 0.95")) << text;
   EXPECT_TRUE(has("tracer_audit_tripped 1")) << text;
+  EXPECT_TRUE(has("tracer_audit_feedback_rows 12")) << text;
+  EXPECT_TRUE(has("tracer_audit_lost_rows 3")) << text;
   EXPECT_EQ(m.render("v1", "l2d", 10).find("tracer_audit_rows"), std::string::npos);
   EXPECT_EQ(endpoint_of("/v1/audit"), Endpoint::kAudit);
 }

@@ -25,6 +25,7 @@ using testing::eventually;
 using testing::FakeLlm;
 using testing::metric;
 using testing::options_error;
+using testing::read_file;
 using testing::run_cli;
 using testing::RunningServer;
 using testing::seconds_since;
@@ -65,9 +66,12 @@ serve::ServeOptions options(const Policy& p) {
   return o;
 }
 
-// Proxies to `llm` and audits every handled request (share 1), first look at 20 rows.
+// Proxies to `llm` and audits every handled request (share 1), first look at 20 rows. Serves a
+// copy of the policy in `tmp`: the audit saves its state beside the policy it serves.
 serve::ServeOptions audited_options(const Policy& p, const FakeLlm& llm, const TempDir& tmp) {
   serve::ServeOptions o = options(p);
+  o.policy_dir = tmp.file("policy");
+  std::filesystem::copy(p.path, o.policy_dir, std::filesystem::copy_options::recursive);
   o.upstream = llm.url();
   o.trace_db = tmp.file("traces.db");
   o.audit.share = 1;
@@ -133,8 +137,9 @@ TEST_F(AuditServe, DisagreeingLlmTripsTheAuditAndEverythingIsDeferred) {
   EXPECT_DOUBLE_EQ(metric(mt, "tracer_audit_target"), 0.95) << mt;
   EXPECT_GE(metric(mt, "tracer_audit_rows"), 20) << mt;
   EXPECT_EQ(metric(mt, "tracer_audit_agreed_rows"), 0) << mt;
-  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="agreed"})"), 0) << mt;
-  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="disagreed"})"),
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{source="shadow",outcome="agreed"})"), 0)
+      << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{source="shadow",outcome="disagreed"})"),
             metric(mt, "tracer_audit_rows"))
       << mt;
   EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="deferred",reason="audit"})"), 4) << mt;
@@ -210,15 +215,24 @@ TEST_F(AuditServe, AgreeingLlmDoesNotTripAndAuditsAreBounded) {
   EXPECT_LT(seconds_since(t0), 0.8);  // each audit alone takes 1 s
   ASSERT_TRUE(eventually([&] { return body(c->Get("/v1/audit"))["rows"] == 53; }));
   std::string mt = c->Get("/metrics")->body;
-  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="agreed"})"), 53) << mt;
-  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="dropped"})"), 5) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{source="shadow",outcome="agreed"})"), 53)
+      << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{source="shadow",outcome="dropped"})"), 5)
+      << mt;
   EXPECT_EQ(metric(mt, "tracer_audit_rows"), 53) << mt;
   EXPECT_EQ(metric(mt, "tracer_audit_agreed_rows"), 53) << mt;
   EXPECT_EQ(metric(mt, "tracer_audit_tripped"), 0) << mt;
   EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="handled"})"), 58) << mt;
   EXPECT_EQ(metric(mt, R"(tracer_decisions_total{decision="deferred",reason="audit"})"), 0) << mt;
   EXPECT_EQ(metric(mt, R"(tracer_upstream_requests_total{outcome="ok"})"), 53) << mt;
+  EXPECT_EQ(metric(mt, "tracer_audit_lost_rows"), 5) << mt;
   EXPECT_EQ(llm.calls(), 53);
+  // The policy's audit state says what its sample lost, and where the rows came from.
+  json st = body(c->Get("/v1/audit"));
+  EXPECT_EQ(st["dropped"], 5) << st.dump();
+  EXPECT_EQ(st["unusable"], 0) << st.dump();
+  EXPECT_EQ(st["shadow_rows"], 53) << st.dump();
+  EXPECT_EQ(st["feedback_rows"], 0) << st.dump();
 }
 
 TEST_F(AuditServe, FeedbackEndpointTripsAndARefitRecovers) {
@@ -276,6 +290,8 @@ TEST_F(AuditServe, FeedbackEndpointTripsAndARefitRecovers) {
   ASSERT_EQ(a["tripped"], true) << a.dump();
   EXPECT_GE(a["tripped_at_rows"].get<int>(), 30);
   EXPECT_LE(a["tripped_at_rows"].get<int>(), 32);
+  EXPECT_EQ(a["feedback_rows"], a["rows"]) << a.dump();  // counted apart from shadow rows
+  EXPECT_EQ(a["shadow_rows"], 0) << a.dump();
   json d = body(c->Post("/v1/route", json{{"text", p.handled[0]}}.dump(), "application/json"));
   EXPECT_EQ(d["decision"], "deferred");
   EXPECT_EQ(d["reason"], "audit");
@@ -283,7 +299,9 @@ TEST_F(AuditServe, FeedbackEndpointTripsAndARefitRecovers) {
   EXPECT_EQ(metric(mt, "tracer_audit_tripped"), 1) << mt;
   EXPECT_EQ(metric(mt, "tracer_audit_rows"), a["rows"].get<double>()) << mt;
   EXPECT_EQ(metric(mt, "tracer_audit_agreed_rows"), 1) << mt;
-  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{outcome="not_handled"})"), 1) << mt;
+  EXPECT_EQ(metric(mt, R"(tracer_audit_requests_total{source="feedback",outcome="not_handled"})"),
+            1)
+      << mt;
   EXPECT_EQ(metric(mt, R"(tracer_requests_total{endpoint="/v1/audit",status="400"})"), 2) << mt;
 
   // Recovery: refit into the served folder (a new policy version) and reload.
@@ -300,6 +318,92 @@ TEST_F(AuditServe, FeedbackEndpointTripsAndARefitRecovers) {
   EXPECT_EQ(body(c->Get("/healthz"))["audit_tripped"], false);
   json routed = body(c->Post("/v1/route", json{{"text", p.handled[0]}}.dump(), "application/json"));
   EXPECT_NE(routed.value("reason", ""), "audit");
+}
+
+// The audit state lives beside the policy: a trip saved at its look survives a restart (and a
+// different --audit-min-rows), a malformed state file is reported and ignored, and a new policy
+// version starts over.
+TEST_F(AuditServe, ATripSurvivesARestartUntilANewVersion) {
+  Policy& p = *policy_;
+  TempDir tmp;
+  std::string folder = tmp.file("policy");
+  std::filesystem::copy(p.path, folder, std::filesystem::copy_options::recursive);
+  const std::string state = folder + "/audit_state.json";
+  serve::ServeOptions o = options(p);
+  o.policy_dir = folder;
+  o.audit.min_rows = 20;
+  json tripped;
+  {
+    RunningServer rs(o);
+    auto c = rs.client();
+    for (size_t i = 0; i < 20; ++i)
+      c->Post("/v1/audit",
+              json{{"text", p.handled[i]}, {"label", p.other_label(p.handled[i])}}.dump(),
+              "application/json");
+    tripped = body(c->Get("/v1/audit"));
+    ASSERT_EQ(tripped["tripped"], true) << tripped.dump();
+    // Saved at the look that tripped, while the server runs (a kill -9 now loses nothing).
+    ASSERT_TRUE(std::filesystem::exists(state));
+    json saved = json::parse(read_file(state));
+    EXPECT_EQ(saved["policy_version"], p.version());
+    EXPECT_EQ(saved["state"]["tripped"], true);
+    EXPECT_EQ(saved["state"]["rows"], 20);
+    // Two more rows after the look: saved when the server stops.
+    for (size_t i = 20; i < 22; ++i)
+      c->Post("/v1/audit",
+              json{{"text", p.handled[i]}, {"label", p.other_label(p.handled[i])}}.dump(),
+              "application/json");
+  }
+  EXPECT_EQ(json::parse(read_file(state))["state"]["rows"], 22);
+
+  // A restart resumes it, even with another --audit-min-rows.
+  o.audit.min_rows = 50;
+  {
+    ::testing::internal::CaptureStderr();
+    RunningServer rs(o);
+    auto c = rs.client();
+    json a = body(c->Get("/v1/audit"));
+    std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(a["tripped"], true) << a.dump();
+    EXPECT_EQ(a["rows"], 22);
+    EXPECT_EQ(a["restored_rows"], 22);
+    EXPECT_EQ(a["min_rows"], 20);  // the saved schedule, not the flag
+    EXPECT_EQ(a["tripped_at_rows"], tripped["tripped_at_rows"]);
+    EXPECT_NE(err.find("resumed"), std::string::npos) << err;
+    EXPECT_NE(err.find("keeps --audit-min-rows 20"), std::string::npos) << err;
+    json d = body(c->Post("/v1/route", json{{"text", p.handled[0]}}.dump(), "application/json"));
+    EXPECT_EQ(d["reason"], "audit");
+    EXPECT_EQ(body(c->Get("/healthz"))["audit_tripped"], true);
+  }
+
+  // A malformed state file is reported and the audit starts over.
+  write_file(state,
+             R"({"format": "tracer-audit-state", "format_version": 1, "policy_version": ")" +
+                 p.version() +
+                 R"(", "alpha": 0.95, "delta": 0.05, "min_rows": 20, "state": {"rows": -3}})");
+  {
+    ::testing::internal::CaptureStderr();
+    RunningServer rs(o);
+    auto c = rs.client();
+    json a = body(c->Get("/v1/audit"));
+    std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(a["tripped"], false) << a.dump();
+    EXPECT_EQ(a["rows"], 0);
+    EXPECT_NE(err.find("audit_state.json"), std::string::npos) << err;
+    EXPECT_NE(err.find("\"rows\""), std::string::npos) << err;
+  }
+
+  // A state saved for another version is not this version's.
+  json other = json::parse(R"({"format": "tracer-audit-state", "format_version": 1,
+    "policy_version": "someone-else", "alpha": 0.95, "delta": 0.05, "min_rows": 20,
+    "state": {"rows": 20, "agreed": 0, "next_look": 1, "last_look": 0, "last_rows": 20,
+              "last_agreed": 0, "tripped": true, "tripped_at_rows": 20, "shadow_rows": 0,
+              "feedback_rows": 20, "unusable": 0, "dropped": 0}})");
+  write_file(state, other.dump());
+  {
+    RunningServer rs(o);
+    EXPECT_EQ(body(rs.client()->Get("/v1/audit"))["tripped"], false);
+  }
 }
 
 TEST(AuditServeFlags, BadAuditOptionsAreClearErrors) {
