@@ -24,10 +24,19 @@ std::string utc_now() {
 }
 
 json units_json(const FitFacts& f) {
+  const Policy& p = f.result.policy;
+  const auto no_agreeing = std::count(p.known_labels.begin(), p.known_labels.end(), -1);
   return json{{"traces", f.set.size()},
               {"distinct_inputs", f.units.size()},
               {"duplicate_traces", f.units.duplicate_traces},
               {"conflicting_inputs", f.units.conflicting_units},
+              {"known_inputs",
+               {{"inputs", p.known_inputs.size()},
+                {"without_agreeing_label", no_agreeing},
+                {"rule",
+                 "a routed input equal (after normalisation) to a traced one is deferred "
+                 "(known_disagreement) when the surrogate's label is not the one the LLM gave "
+                 "in at least the target share of its traced answers"}}},
               {"rule",
                "one unit of evidence per distinct input (after the featurizer's "
                "normalisation); training uses each input's majority label, select and "

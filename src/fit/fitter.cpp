@@ -119,6 +119,32 @@ Policy assemble_policy(CrossFitResult& cf, const Choice& best, const WalkResult&
   return p;
 }
 
+// Every distinct input of the traces, keyed as the router keys them, with the label the LLM gave
+// in at least `target` of its copies (-1: none did): see Policy::known_inputs.
+void attach_known_inputs(Policy& p, const TraceSet& set, const TraceUnits& units, double target) {
+  std::vector<std::pair<uint64_t, int32_t>> known;
+  known.reserve(units.size());
+  for (size_t u = 0; u < units.size(); ++u) {
+    int32_t agreeing = -1;
+    for (const auto& [label, n] : units.label_counts[u])
+      if (n >= target * units.copies[u]) agreeing = label;
+    known.emplace_back(known_input_key(*p.featurizer, set.traces[units.first[u]].input), agreeing);
+  }
+  std::sort(known.begin(), known.end());
+  // Two inputs normalising apart but hashing alike (about 1 in 10^11 pairs at 50,000 inputs):
+  // keep the first's label unless they differ, then no label agrees.
+  p.known_inputs.clear();
+  p.known_labels.clear();
+  for (const auto& [key, label] : known) {
+    if (!p.known_inputs.empty() && p.known_inputs.back() == key) {
+      if (p.known_labels.back() != label) p.known_labels.back() = -1;
+      continue;
+    }
+    p.known_inputs.push_back(key);
+    p.known_labels.push_back(label);
+  }
+}
+
 // Every calibrate row's decision under the deployed policy (held out: nothing was fit or chosen
 // on it); the per-label table and the qualitative report are computed from these rows.
 std::vector<HeldOutDecision> held_out_decisions(const CrossFitResult& cf, const TraceUnits& units,
@@ -209,6 +235,7 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
 
   FitResult result;
   result.policy = assemble_policy(cf, best, cert, deployed, rare, set.labels);
+  attach_known_inputs(result.policy, set, u.units, o.target);
   result.calibrate_rows = held_out_decisions(cf, u.units, result.policy, best, deployed);
   result.train_label_counts = cf.train_label_units;
   const ScoredStage& s1 = *best.plan.s1;

@@ -84,6 +84,7 @@ TraceUnits group_units(const TraceSet& set, const Featurizer& normalizer, uint64
       }
     }
   }
+  u.label_counts = std::move(counts);
   return u;
 }
 

@@ -36,6 +36,8 @@ struct TraceUnits {
   // the surrogate's agreement with the drawn label has exactly the expected value of its
   // agreement with a fresh call, and the binomial test on units stays exact.
   std::vector<int> drawn;
+  // Per unit: (teacher label, copies with it), in order of first appearance.
+  std::vector<std::vector<std::pair<int, uint32_t>>> label_counts;
   size_t duplicate_traces = 0;   // traces beyond the first copy of their unit
   size_t conflicting_units = 0;  // units whose copies carry more than one teacher label
   size_t size() const { return first.size(); }

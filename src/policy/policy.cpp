@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "util/error.hpp"
@@ -90,6 +92,9 @@ std::string encode_policy(const Policy& p) {
   std::vector<uint8_t> rare(p.labels.size(), 0);
   for (size_t i = 0; i < rare.size() && i < p.rare_labels.size(); ++i) rare[i] = p.rare_labels[i];
   for (uint8_t b : rare) w.put<uint8_t>(b);
+  // Version 3: the known inputs and their agreeing labels.
+  w.put_vector(p.known_inputs);
+  w.put_vector(p.known_labels);
   std::string payload = w.take();
 
   BinaryWriter head;
@@ -108,7 +113,7 @@ Policy decode_policy(std::string_view bytes, const std::string& source_name) {
     throw FormatError(source_name + " is not a tracer model file (bad magic)" + refit);
   BinaryReader head(bytes.substr(8, 20));
   auto version = head.get<uint32_t>();
-  if (version != kModelFormatVersion && version != 1)
+  if (version < 1 || version > kModelFormatVersion)
     throw FormatError(source_name + " has model format version " + std::to_string(version) +
                       " but this tracer reads version " + std::to_string(kModelFormatVersion) +
                       refit);
@@ -139,6 +144,18 @@ Policy decode_policy(std::string_view bytes, const std::string& source_name) {
         if (b > 1) throw FormatError("corrupted rare-label mask");
       }
     }
+    if (version >= 3) {
+      p.known_inputs = r.get_vector<uint64_t>();
+      p.known_labels = r.get_vector<int32_t>();
+      if (p.known_labels.size() != p.known_inputs.size())
+        throw FormatError("known inputs and their labels differ in count");
+      if (std::adjacent_find(p.known_inputs.begin(), p.known_inputs.end(),
+                             std::greater_equal<uint64_t>()) != p.known_inputs.end())
+        throw FormatError("known inputs are not in ascending order");
+      for (int32_t l : p.known_labels)
+        if (l < -1 || l >= static_cast<int32_t>(p.labels.size()))
+          throw FormatError("a known input's label is out of range");
+    }
     if (!r.done()) throw FormatError("trailing bytes after the last section");
     if (!p.stage1.surrogate) throw FormatError("no surrogate stored");
     return p;
@@ -147,6 +164,12 @@ Policy decode_policy(std::string_view bytes, const std::string& source_name) {
   } catch (const InputError& e) {
     throw FormatError(source_name + ": " + e.what() + refit);
   }
+}
+
+int Policy::known_label(uint64_t key) const {
+  auto it = std::lower_bound(known_inputs.begin(), known_inputs.end(), key);
+  if (it == known_inputs.end() || *it != key) return -2;
+  return known_labels[static_cast<size_t>(it - known_inputs.begin())];
 }
 
 void write_file_atomic(const std::string& path, const std::string& content) {

@@ -18,8 +18,9 @@
 
 namespace tracer {
 
-// 2: adds the rare-label mask. Version 1 files still load (no label is rare).
-inline constexpr uint32_t kModelFormatVersion = 2;
+// 2: adds the rare-label mask. 3: adds the known inputs. Versions 1 and 2 still load (no label
+// is rare, no input is known).
+inline constexpr uint32_t kModelFormatVersion = 3;
 
 // How a policy answers: `none` means nothing was certified and everything is deferred.
 enum class Method { kNone, kGlobal, kL2D, kRSB };
@@ -43,8 +44,19 @@ struct Policy {
   // Per label, 1 when the surrogate saw too few distinct inputs of it to answer it: an input
   // predicted as that label is deferred (reason rare_label). Empty: no rare label.
   std::vector<uint8_t> rare_labels;
+  // The distinct inputs of the traces the policy was fit on, by FNV-1a 64 of the featurizer's
+  // normalisation (ascending), and per input the label the LLM gave in at least a `target`
+  // share of its logged answers (-1: no label did). The router defers an input it would handle
+  // when it is known and the surrogate's label is not that one (reason known_disagreement): the
+  // LLM's own answers to this very input say the surrogate's would mostly disagree, and with
+  // repeated traffic one such input can weigh on agreement in proportion to its traffic, which a
+  // certificate over distinct inputs does not see. Empty: no input is known.
+  std::vector<uint64_t> known_inputs;
+  std::vector<int32_t> known_labels;
   std::string policy_version;  // copied from the manifest when loaded
 
+  // The agreeing label of a known input (-1: none), or -2 when `key` is not a known input.
+  int known_label(uint64_t key) const;
   bool is_rare(int label) const {
     return label >= 0 && static_cast<size_t>(label) < rare_labels.size() &&
            rare_labels[static_cast<size_t>(label)] != 0;
@@ -52,6 +64,10 @@ struct Policy {
 };
 
 uint64_t fnv1a64(std::string_view bytes);
+// The key of an input in Policy::known_inputs: fnv1a64 of its normalised text.
+inline uint64_t known_input_key(const Featurizer& f, std::string_view text) {
+  return fnv1a64(f.normalize(text));
+}
 std::string checksum_hex(uint64_t sum);  // 16 lowercase hex digits
 
 // Serialises to the model.bin format above.

@@ -19,6 +19,8 @@ std::string reason_name(DeferReason r) {
       return "no_policy";
     case DeferReason::kRareLabel:
       return "rare_label";
+    case DeferReason::kKnownDisagreement:
+      return "known_disagreement";
   }
   return "";
 }
@@ -83,7 +85,15 @@ RouteScratch Router::make_scratch() const {
 RouteResult Router::route(std::string_view text, RouteScratch& s) const {
   FeatureStats stats;
   policy_.featurizer->transform(text, s.x, &stats);
-  return route_features(s.x.row(), stats, s);
+  RouteResult r = route_features(s.x.row(), stats, s);
+  if (r.handled && !policy_.known_inputs.empty()) {
+    const int agreeing = policy_.known_label(known_input_key(*policy_.featurizer, text));
+    if (agreeing != -2 && agreeing != r.label) {
+      r.handled = false;
+      r.reason = DeferReason::kKnownDisagreement;
+    }
+  }
+  return r;
 }
 
 RouteResult Router::route_features(SparseRow x, const FeatureStats& stats, RouteScratch& s) const {

@@ -9,7 +9,15 @@
 
 namespace tracer {
 
-enum class DeferReason { kNone, kBelowThreshold, kOutOfDistribution, kNoPolicy, kRareLabel };
+enum class DeferReason {
+  kNone,
+  kBelowThreshold,
+  kOutOfDistribution,
+  kNoPolicy,
+  kRareLabel,
+  kKnownDisagreement,  // a logged input whose LLM answers mostly differ from the surrogate's
+};
+inline constexpr int kDeferReasons = 6;  // DeferReason values, kNone included
 std::string reason_name(DeferReason r);
 
 struct RouteResult {
@@ -46,8 +54,11 @@ class Router {
   Router(Policy policy, nlohmann::json manifest);
 
   RouteScratch make_scratch() const;
+  // Featurizes and routes `text`; a handled known input (Policy::known_inputs) whose agreeing
+  // label is not the surrogate's is deferred with reason kKnownDisagreement.
   RouteResult route(std::string_view text, RouteScratch& s) const;
-  // Routes an already featurized input (used by the fitter).
+  // Routes an already featurized input (used by the fitter; no known-input check: it needs the
+  // text).
   RouteResult route_features(SparseRow x, const FeatureStats& stats, RouteScratch& s) const;
 
   const Policy& policy() const { return policy_; }

@@ -87,7 +87,7 @@ class Metrics {
 
  private:
   static constexpr int kMinStatus = 100, kStatuses = 500;
-  static constexpr int kReasons = 4;  // DeferReason values; index 0 (kNone) counts handled
+  static constexpr int kReasons = kDeferReasons;  // index 0 (kNone) counts handled
   std::array<std::array<std::atomic<uint64_t>, kStatuses>, kEndpoints> requests_{};
   std::array<Histogram, kEndpoints> latency_{};
   std::array<std::atomic<uint64_t>, kReasons> decisions_{};

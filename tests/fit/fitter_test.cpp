@@ -36,8 +36,13 @@ TEST(Fitter, CertifiedPolicyIsConsistentWithTheRouter) {
   EXPECT_GT(cert["coverage"].get<double>(), 0.5);
 
   // The policy as the router runs it (after a save/load round trip) decides every calibrate
-  // row exactly as the certification counted it.
+  // row exactly as the certification counted it. (Known inputs are checked on their own below:
+  // the traced inputs themselves are known, and the ones the LLM answered otherwise deferred.)
   Policy loaded = decode_policy(encode_policy(r.policy), "test");
+  EXPECT_EQ(loaded.known_inputs, r.policy.known_inputs);
+  EXPECT_EQ(loaded.known_labels, r.policy.known_labels);
+  loaded.known_inputs.clear();
+  loaded.known_labels.clear();
   Router router(std::move(loaded), r.manifest);
   RouteScratch scratch = router.make_scratch();
   int handled = 0, agree = 0;
@@ -70,6 +75,88 @@ TEST(Fitter, CertifiedPolicyIsConsistentWithTheRouter) {
   EXPECT_TRUE(same.available);
   EXPECT_LT(same.ks, 0.02);
   EXPECT_FALSE(same.drift);
+}
+
+// Every traced input is known with the label its copies agree on. Routing a traced input the
+// surrogate would answer with another label defers it (reason known_disagreement); inputs the
+// LLM answered like the surrogate, and inputs never traced, route as before.
+TEST(Fitter, KnownInputsTheLlmAnsweredOtherwiseAreDeferred) {
+  TraceSet set = testing::synthetic_traces(5, 240, 0.0, 11);
+  // One input logged 6 times: 5 say label_1, 1 says label_2 (share 5/6 >= 0.8: label_1 agrees);
+  // one logged 4 times split 2/2 (no label reaches the target share); both are made of label_0's
+  // words.
+  auto add = [&](const std::string& text, int label, int copies) {
+    for (int i = 0; i < copies; ++i) {
+      Trace t;
+      t.input = text;
+      t.teacher = set.labels[label];
+      set.traces.push_back(std::move(t));
+      set.y.push_back(label);
+    }
+  };
+  const std::string mostly_one = "w0x1 w0x2 w0x3 w0x4 w0x5 #7", split = "w0x6 w0x7 w0x8 w0x9 #3";
+  add(mostly_one, 1, 5);
+  add(mostly_one, 2, 1);
+  add(split, 3, 2);
+  add(split, 4, 2);
+  FitResult r = fit_quiet(set, small_options(0.8));
+  ASSERT_TRUE(r.deployed) << r.manifest["gate"].dump(2);
+  const json& known = r.manifest["units"]["known_inputs"];
+  EXPECT_EQ(known["inputs"], r.manifest["units"]["distinct_inputs"]) << known.dump();
+  EXPECT_GE(known["without_agreeing_label"].get<int>(), 1) << known.dump();
+  ASSERT_TRUE(std::is_sorted(r.policy.known_inputs.begin(), r.policy.known_inputs.end()));
+  const Featurizer& f = *r.policy.featurizer;
+  EXPECT_EQ(r.policy.known_label(known_input_key(f, mostly_one)), 1);
+  EXPECT_EQ(r.policy.known_label(known_input_key(f, "  W0X1 w0x2  w0x3 w0x4 w0x5 #7")), 1)
+      << "keys are taken after the featurizer's normalisation";
+  EXPECT_EQ(r.policy.known_label(known_input_key(f, split)), -1);
+  EXPECT_EQ(r.policy.known_label(known_input_key(f, "never traced w0x1")), -2);
+
+  Router router(decode_policy(encode_policy(r.policy), "test"), r.manifest);
+  RouteScratch s = router.make_scratch();
+  // Without the known inputs the surrogate handles both. With them, the split input (no label
+  // reaches the target share) is deferred whatever the surrogate says; the other one stays
+  // handled only if the surrogate answers label_1, the label its copies agree on.
+  Policy bare = decode_policy(encode_policy(r.policy), "test");
+  bare.known_inputs.clear();
+  bare.known_labels.clear();
+  Router unaware(std::move(bare), r.manifest);
+  for (const std::string& text : {mostly_one, split}) {
+    RouteResult plain = unaware.route(text, s);
+    ASSERT_TRUE(plain.handled) << text << ": " << reason_name(plain.reason);
+    RouteResult rr = router.route(text, s);
+    const bool agrees = text == mostly_one && plain.label == 1;
+    EXPECT_EQ(rr.handled, agrees) << text;
+    if (!agrees) {
+      EXPECT_EQ(rr.reason, DeferReason::kKnownDisagreement) << text;
+      EXPECT_EQ(reason_name(rr.reason), "known_disagreement");
+    }
+  }
+  // A model file whose known inputs are out of order or mislabelled is refused.
+  Policy bad = decode_policy(encode_policy(r.policy), "test");
+  ASSERT_GE(bad.known_inputs.size(), 2u);
+  std::swap(bad.known_inputs[0], bad.known_inputs[1]);
+  EXPECT_THROW(decode_policy(encode_policy(bad), "test"), FormatError);
+  std::swap(bad.known_inputs[0], bad.known_inputs[1]);
+  bad.known_labels[0] = 99;
+  EXPECT_THROW(decode_policy(encode_policy(bad), "test"), FormatError);
+
+  // Traced inputs answered like the surrogate stay handled exactly as certified.
+  size_t handled = 0;
+  for (const auto& d : r.calibrate_rows) {
+    RouteResult rr = router.route(set.traces[d.trace].input, s);
+    if (!d.handled) {
+      EXPECT_FALSE(rr.handled);
+      continue;
+    }
+    const bool llm_agrees = d.predicted == d.teacher;  // one copy each, no teacher noise
+    EXPECT_EQ(rr.handled, llm_agrees) << set.traces[d.trace].input;
+    if (!llm_agrees) {
+      EXPECT_EQ(rr.reason, DeferReason::kKnownDisagreement);
+    }
+    handled += rr.handled;
+  }
+  EXPECT_GT(handled, 0u);
 }
 
 // Each frontier row is its own walk: nothing borrowed from a stricter row (choosing the best of

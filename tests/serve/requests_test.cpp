@@ -157,6 +157,9 @@ TEST(ServeMetrics, RendersPrometheusText) {
   m.count_decision(handled);
   m.count_decision(ood);
   m.count_decision(ood);
+  RouteResult rare;
+  rare.reason = DeferReason::kRareLabel;
+  m.count_decision(rare);
   std::string text = m.render("v\"1", "l2d", 10);
   auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
   EXPECT_TRUE(has(R"(tracer_requests_total{endpoint="/v1/route",status="200"} 2)")) << text;
@@ -169,6 +172,9 @@ TEST(ServeMetrics, RendersPrometheusText) {
   EXPECT_TRUE(has(R"(tracer_decisions_total{decision="handled"} 1)")) << text;
   EXPECT_TRUE(has(R"(tracer_decisions_total{decision="deferred",reason="out_of_distribution"} 2)"))
       << text;
+  // Every reason has its own series (rare_label was once counted as no_policy).
+  EXPECT_TRUE(has(R"(tracer_decisions_total{decision="deferred",reason="rare_label"} 1)")) << text;
+  EXPECT_TRUE(has(R"(tracer_decisions_total{decision="deferred",reason="no_policy"} 0)")) << text;
   EXPECT_TRUE(has(R"(tracer_policy_info{policy_version="v\"1",method="l2d",labels="10"} 1)"))
       << text;
   EXPECT_EQ(m.requests(Endpoint::kRoute, 200), 2u);
