@@ -40,7 +40,8 @@ PriorCounts prior_counts(const std::vector<int>& pred, std::span<const int> y,
 std::vector<float> label_prior(const PriorCounts& c) {
   std::vector<float> prior(c.n.size());
   for (size_t l = 0; l < prior.size(); ++l)
-    prior[l] = static_cast<float>((c.k[l] + kPriorStrength * c.overall) / (c.n[l] + kPriorStrength));
+    prior[l] =
+        static_cast<float>((c.k[l] + kPriorStrength * c.overall) / (c.n[l] + kPriorStrength));
   return prior;
 }
 
@@ -58,8 +59,7 @@ std::vector<Signals> select_signals(const Candidate& c, const HeldOut& sel, int 
     if (rows[i]) {
       const double agree = p == sel.y[i];
       const double n = counts.n[p] - 1, k = counts.k[p] - agree;
-      prior[p] =
-          static_cast<float>((k + kPriorStrength * counts.overall) / (n + kPriorStrength));
+      prior[p] = static_cast<float>((k + kPriorStrength * counts.overall) / (n + kPriorStrength));
     }
     std::span<const float> probs(c.select_probs.data() + i * num_classes, num_classes);
     sig[i] = compute_signals(probs, prior, OodGate::known_fraction(sel.stats[i]),
