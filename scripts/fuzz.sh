@@ -18,7 +18,8 @@ build fuzz_tfidf fuzz/fuzz_tfidf.cpp src/features/*.cpp -lutf8proc
 build fuzz_route_request fuzz/fuzz_route_request.cpp src/serve/requests.cpp
 build fuzz_policy fuzz/fuzz_policy.cpp src/policy/*.cpp src/models/*.cpp src/features/*.cpp \
   src/gate/*.cpp -lutf8proc -lxgboost -DTRACER_VERSION='"fuzz"'
-for t in fuzz_traces fuzz_tfidf fuzz_route_request fuzz_policy; do
+build fuzz_audit_state fuzz/fuzz_audit_state.cpp src/runtime/audit.cpp src/gate/bounds.cpp
+for t in fuzz_traces fuzz_tfidf fuzz_route_request fuzz_policy fuzz_audit_state; do
   mkdir -p "$OUT/corpus_$t"
   echo "fuzz: running $t for ${SECONDS_EACH}s"
   "$OUT/$t" -max_total_time="$SECONDS_EACH" -print_final_stats=1 "$OUT/corpus_$t" 2>&1 | tail -3
