@@ -15,7 +15,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every usage error (unknown flag, bad or out-of-range value,
+    // missing argument) exits 2, as docs/usage.md promises, with CLI11's message and a hint.
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
   }
   try {
     for (auto& c : commands)

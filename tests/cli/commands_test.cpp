@@ -1,0 +1,84 @@
+// Usage conventions over every command: usage errors exit 2 with the flag's name, every
+// floating-point option refuses NaN and infinities up front, --help and --version exit 0.
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <set>
+
+#include "test_util.hpp"
+
+namespace tracer {
+namespace {
+
+using testing::run_cli;
+using testing::TempDir;
+using testing::write_file;
+
+// The long names of the options whose value type is FLOAT in `tracer COMMAND --help`, and how
+// many values each takes (`FLOAT x 3`).
+std::vector<std::pair<std::string, int>> float_options(const std::string& command) {
+  auto help = run_cli(command + " --help");
+  EXPECT_EQ(help.exit_code, 0) << command << ": " << help.err;
+  std::vector<std::pair<std::string, int>> out;
+  const std::regex line(R"((--[a-z0-9-]+) FLOAT(?: x (\d+))?)");
+  for (std::sregex_iterator it(help.out.begin(), help.out.end(), line), end; it != end; ++it)
+    out.emplace_back((*it)[1].str(), (*it)[2].matched ? std::stoi((*it)[2].str()) : 1);
+  return out;
+}
+
+TEST(CliConventions, EveryFloatOptionRefusesNanAndInfinityWithExitTwo) {
+  TempDir tmp;
+  const std::string file = tmp.file("traces.jsonl"), dir = tmp.path().string();
+  write_file(file, "{\"input\": \"a\", \"label\": \"x\"}\n");
+  // Each command with arguments that pass their own checks, so the option is what fails.
+  const std::vector<std::pair<std::string, std::string>> commands = {
+      {"fit", "fit " + file},
+      {"demo", "demo"},
+      {"serve", "serve " + dir},
+      {"drift", "drift " + dir + " -i " + file},
+      {"scan", "scan " + file},
+      {"predict", "predict " + dir + " hello"},
+      {"report", "report " + dir},
+      {"update", "update " + dir},
+      {"traces import", "traces import " + file + " --db " + tmp.file("t.db")}};
+  size_t checked = 0;
+  std::set<std::string> commands_with_floats;
+  for (const auto& [command, args] : commands) {
+    for (const auto& [flag, arity] : float_options(command)) {
+      for (const char* bad : {"nan", "NaN", "inf", "-inf", "Infinity"}) {
+        std::string values;
+        for (int i = 0; i < arity; ++i) values += i == 0 ? bad : std::string(" 0.5");
+        auto r = run_cli(args + " " + flag + " " + values);
+        EXPECT_EQ(r.exit_code, 2) << args << " " << flag << " " << values << ": " << r.err;
+        EXPECT_NE(r.err.find(flag), std::string::npos) << flag << ": " << r.err;
+        ++checked;
+      }
+      commands_with_floats.insert(command);
+    }
+  }
+  // fit, demo, serve, drift and scan have floating-point options today.
+  EXPECT_GE(commands_with_floats.size(), 5u);
+  EXPECT_GE(checked, 5u * 15u);
+}
+
+TEST(CliConventions, UsageErrorsExitTwoHelpAndVersionExitZero) {
+  TempDir tmp;
+  const std::string file = tmp.file("traces.jsonl");
+  write_file(file, "{\"input\": \"a\", \"label\": \"x\"}\n");
+  for (const std::string& bad :
+       {std::string("fit ") + file + " --bogus", std::string("fit ") + file + " --target 1.5",
+        std::string("fit ") + file + " --target lots", std::string("fit"), std::string("nope"),
+        std::string(""), std::string("fit ") + tmp.file("missing.jsonl")}) {
+    auto r = run_cli(bad);
+    EXPECT_EQ(r.exit_code, 2) << "`tracer " << bad << "`: " << r.err;
+    EXPECT_FALSE(r.err.empty()) << bad;
+  }
+  EXPECT_EQ(run_cli("--help").exit_code, 0);
+  EXPECT_EQ(run_cli("fit --help").exit_code, 0);
+  auto v = run_cli("--version");
+  EXPECT_EQ(v.exit_code, 0);
+  EXPECT_NE(v.out.find("tracer"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tracer
