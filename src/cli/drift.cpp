@@ -36,24 +36,17 @@ int run_drift(const DriftArgs& a) {
                      " has no drift reference (fitted by an older tracer); refit it "
                      "with `tracer fit`");
   RouteScratch scratch = router.make_scratch();
-  std::ifstream in(a.input);
-  if (!in) throw InputError("cannot read " + a.input);
   DriftSample sample;
   size_t labelled = 0, handled_labelled = 0, agree = 0;
-  std::string line;
-  size_t no = 0;
-  while (std::getline(in, line)) {
-    ++no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    InputLine l = parse_input_line(line, a.input, no);
+  for_each_input_line(a.input, [&](InputLine&& l, size_t) {
     RouteResult r = router.route(l.text, scratch);
     sample.add(r);
-    if (!l.teacher) continue;
+    if (!l.teacher) return;
     ++labelled;
-    if (!r.handled) continue;
+    if (!r.handled) return;
     ++handled_labelled;
     agree += router.label_name(r.label) == *l.teacher;
-  }
+  });
   const size_t lines = sample.scores.size();
   if (lines == 0) throw InputError(a.input + " holds no texts");
   DriftReport rep = compare_drift(ref, sample, a.options);

@@ -46,16 +46,7 @@ int run_predict(const PredictArgs& a) {
     *out << j.dump() << "\n";
   };
   if (!a.input.empty()) {
-    std::ifstream in(a.input);
-    if (!in) throw InputError("cannot read " + a.input);
-    std::string line;
-    size_t no = 0;
-    while (std::getline(in, line)) {
-      ++no;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      InputLine in_line = parse_input_line(line, a.input, no);
-      emit(in_line.text, in_line.id);
-    }
+    for_each_input_line(a.input, [&](InputLine&& l, size_t) { emit(l.text, l.id); });
   } else {
     for (const auto& t : a.texts) emit(t, nullptr);
   }

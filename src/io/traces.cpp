@@ -559,6 +559,13 @@ std::ifstream open_trace_file(const std::string& path) {
     throw InputError(
         fmt::format("\"{}\" is a directory; pass a trace file (.jsonl or .csv)", path));
   }
+  if (!std::filesystem::is_regular_file(status)) {
+    // /dev/zero, a FIFO or a socket would be read forever or block.
+    throw InputError(fmt::format(
+        "\"{}\" is not a regular file (a device, FIFO or socket); pass a trace file on disk "
+        "(copy a stream to a file first)",
+        path));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw InputError(fmt::format("cannot open trace file \"{}\": {}; check its permissions", path,
