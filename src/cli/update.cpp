@@ -12,6 +12,7 @@
 #include "cli/fit.hpp"
 #include "io/trace_store.hpp"
 #include "io/traces.hpp"
+#include "policy/manifest.hpp"
 #include "policy/policy.hpp"
 #include "serve/http.hpp"
 #include "util/error.hpp"
@@ -118,8 +119,10 @@ int run_update(const UpdateArgs& a) {
                      "TRACES -o " +
                      a.policy + "` first");
   const json manifest = read_json(dir / "manifest.json");
+  check_manifest(manifest, (dir / "manifest.json").string());
   const json frontier =
       fs::exists(dir / "frontier.json") ? read_json(dir / "frontier.json") : json();
+  if (!frontier.is_null()) check_frontier(frontier, (dir / "frontier.json").string());
   FitRun run;
   run.out = a.policy;
   run.fit = fit_options_from(manifest.value("options", json()), manifest, frontier);

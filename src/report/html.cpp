@@ -9,6 +9,7 @@
 #include <map>
 #include <tuple>
 
+#include "policy/manifest.hpp"
 #include "policy/policy.hpp"
 #include "report/qualitative.hpp"
 #include "util/error.hpp"
@@ -998,11 +999,11 @@ ReportInputs load_report_inputs(const std::string& dir) {
     throw InputError(dir + " has no manifest.json; is it a policy folder written by `tracer fit`?");
   ReportInputs in;
   in.manifest = parse_file(base / "manifest.json");
-  if (!in.manifest.is_object() || !in.manifest.contains("gate"))
-    throw FormatError((base / "manifest.json").string() +
-                      " is not a tracer manifest (no gate "
-                      "section); refit the policy");
-  if (fs::exists(base / "frontier.json")) in.frontier = parse_file(base / "frontier.json");
+  check_manifest(in.manifest, (base / "manifest.json").string());
+  if (fs::exists(base / "frontier.json")) {
+    in.frontier = parse_file(base / "frontier.json");
+    check_frontier(in.frontier, (base / "frontier.json").string());
+  }
   in.history = read_history(dir);
   if (fs::exists(base / "qualitative_report.json"))
     in.qualitative = parse_file(base / "qualitative_report.json");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "policy/manifest.hpp"
 #include "util/error.hpp"
 
 namespace tracer {
@@ -56,6 +57,7 @@ Router Router::load(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(manifest_path + " is not valid JSON (" + e.what() + "); refit the policy");
   }
+  check_manifest(manifest, manifest_path);
   std::string bytes = read_whole_file(model_path);
   Policy policy = decode_policy(bytes, model_path);
   std::string want = manifest.value("/featurizer/fingerprint"_json_pointer, std::string());
