@@ -30,7 +30,7 @@ struct DemoArgs {
 int run_demo(const DemoArgs& a) {
   std::cout << "tracer demo: Banking77 (77 intents) traces, teacher labels as the 'LLM'.\n"
             << "Train traces: " << a.train << "\nFresh traffic: " << a.test << "\n\n";
-  Progress progress(::isatty(STDERR_FILENO), 6);
+  Progress progress(true, 6, ::isatty(STDERR_FILENO));
   progress.step("reading " + a.train);
   TraceSet train = read_traces(a.train);
   FitOptions fo;

@@ -59,8 +59,7 @@ int run_fit(FitArgs& a) {
 }  // namespace
 
 int fit_and_write(const FitRun& a) {
-  const bool show = !a.quiet && ::isatty(STDERR_FILENO);
-  Progress progress(show, 6);
+  Progress progress(!a.quiet, 6, ::isatty(STDERR_FILENO));
   std::string names;
   for (const auto& t : a.traces) names += (names.empty() ? "" : ", ") + t;
   progress.step("reading " + names);
@@ -92,7 +91,8 @@ int fit_and_write(const FitRun& a) {
     ReportOptions ro_report;
     ro_report.fit = a.fit;
     ro_report.learning_curve = a.learning_curve;
-    if (show) ro_report.note = [](const std::string& l) { std::cerr << "      " << l << "\n"; };
+    if (progress.enabled())
+      ro_report.note = [](const std::string& l) { std::cerr << "      " << l << "\n"; };
     try {
       write_report_files(a.out, set, result, ro_report);
     } catch (const std::exception& e) {

@@ -24,8 +24,7 @@ struct ScanArgs {
 };
 
 int run_scan(ScanArgs& a) {
-  const bool show = !a.quiet && ::isatty(STDERR_FILENO);
-  Progress progress(show, 3);
+  Progress progress(!a.quiet, 3, ::isatty(STDERR_FILENO));
   std::string names;
   for (const auto& t : a.traces) names += (names.empty() ? "" : ", ") + t;
   progress.step("reading " + names);

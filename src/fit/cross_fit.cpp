@@ -210,7 +210,7 @@ CrossFitResult cross_fit(const TraceSet& set, const TraceUnits& units, const Uni
         active = keep;
       }
     }
-    progress.note("refitting " + std::to_string(n_cand) + " surrogates on all " +
+    progress.note("refitting " + std::to_string(active.size()) + " surrogates on all " +
                   std::to_string(deployed_train.size()) + " training traces");
     Pass p = run_pass(set, units, deployed_train, {}, split.calibrate, o, active_names(), K);
     r.featurizer = std::move(p.featurizer);

@@ -207,9 +207,12 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   CrossFitOptions cfo{o.featurizer, names, o.ensemble_members, o.ood, o.seed, o.threads};
   CrossFitResult cf = cross_fit(set, u.units, u.split, cfo, progress);
   for (const auto& c : cf.zoo)
-    progress.note(c.model ? fmt::format("{}: select agreement {:.4f} ({:.2f} s)", c.name,
-                                        c.select_agreement, c.fit_seconds)
-                          : c.name + ": failed: " + c.error);
+    progress.note(c.model          ? fmt::format("{}: select agreement {:.4f} ({:.2f} s)", c.name,
+                                                 c.select_agreement, c.fit_seconds)
+                  : c.screened_out ? fmt::format("{}: screened out on the first fold (agreement "
+                                                 "{:.4f}; only the best went on)",
+                                                 c.name, c.screen_agreement)
+                                   : c.name + ": failed: " + c.error);
   const size_t winner = best_candidate(cf.zoo);
   desc.timings["zoo_seconds"] = round4(sw.seconds());
 

@@ -42,7 +42,11 @@ TEST(CliScan, JsonHasEstimatesForEveryTargetAndMultiple) {
   }
   EXPECT_EQ(j["label_rows"].size(), 10u);
   EXPECT_TRUE(j["verdict"].is_array());
-  EXPECT_TRUE(r.err.empty()) << r.err;  // no progress when stderr is not a terminal
+  // stderr is not a terminal here: progress comes as whole lines, one per step, stdout stays
+  // pure JSON.
+  EXPECT_NE(r.err.find("[1/3] reading " + traces + "\n"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[3/3]"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(" ..."), std::string::npos) << r.err;
 }
 
 TEST(CliScan, TextTableAndQuiet) {
@@ -57,6 +61,7 @@ TEST(CliScan, TextTableAndQuiet) {
   auto q = run_cli("scan " + traces + " --seeds 1 --quiet");
   EXPECT_EQ(q.exit_code, 0);
   EXPECT_TRUE(q.out.empty());
+  EXPECT_TRUE(q.err.empty()) << q.err;  // --quiet: no progress either
 }
 
 TEST(CliScan, HelpExplainsTheNumbers) {
@@ -85,10 +90,10 @@ TEST(CliScan, BadInputExitCodes) {
   EXPECT_NE(r.err.find("two labels"), std::string::npos) << r.err;
 
   r = run_cli("scan " + one + " --targets 1.5");  // a usage error, caught by the parser
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.exit_code, 2);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--targets"), std::string::npos) << r.err;
   r = run_cli("scan " + dir.file("missing.jsonl"));
-  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
 }
 
 }  // namespace
