@@ -265,6 +265,7 @@ json describe_fit(const FitFacts& f, const FitDescription& extra) {
     zj.push_back(row);
   }
   m["zoo"] = zj;
+  if (!extra.skipped.empty()) m["zoo_skipped"] = extra.skipped;
   const auto& s1 = *f.best.plan.s1;
   m["surrogate"] = {{"name", zoo[s1.candidate].name},
                     {"select_agreement", round4(zoo[s1.candidate].select_agreement)},

@@ -26,6 +26,9 @@ struct FitFacts {
 
 struct FitDescription {
   nlohmann::json timings = nlohmann::json::object();
+  // Candidates left out before training because a known limit rules them out:
+  // [{"name", "reason"}], written to manifest.json → zoo_skipped.
+  nlohmann::json skipped = nlohmann::json::array();
 };
 
 // Everything but the model section (added when written).

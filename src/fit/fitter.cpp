@@ -11,6 +11,7 @@
 #include "fit/describe.hpp"
 #include "fit/plan.hpp"
 #include "gate/bounds.hpp"
+#include "models/ensemble.hpp"
 #include "util/error.hpp"
 
 namespace tracer {
@@ -204,7 +205,16 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
                         u.split.folds, u.split.pool.size())
           : fmt::format("fitting {} surrogates on {} inputs", names.size(), u.split.pool.size()));
   Stopwatch sw;
-  CrossFitOptions cfo{o.featurizer, names, o.ensemble_members, o.ood, o.seed, o.threads};
+  // Known limits are checked before any training, not found after it.
+  size_t ensemble_members = o.ensemble_members;
+  if (ensemble_members >= 2 && set.labels.size() > static_cast<size_t>(kMaxEnsembleClasses)) {
+    const std::string why = fmt::format("it combines at most {} labels and the traces have {}",
+                                        kMaxEnsembleClasses, set.labels.size());
+    progress.note("ensemble skipped: " + why);
+    desc.skipped.push_back({{"name", "ensemble"}, {"reason", why}});
+    ensemble_members = 0;
+  }
+  CrossFitOptions cfo{o.featurizer, names, ensemble_members, o.ood, o.seed, o.threads};
   CrossFitResult cf = cross_fit(set, u.units, u.split, cfo, progress);
   for (const auto& c : cf.zoo)
     progress.note(c.model          ? fmt::format("{}: select agreement {:.4f} ({:.2f} s)", c.name,

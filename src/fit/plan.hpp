@@ -26,8 +26,8 @@ struct PlanContext {
 struct Choice {
   Plan plan;
   WalkResult select_walk;               // the dry run on select
-  WalkDesign design;             // start, reserve, simulated coverage and refusal rate
-  double expected_coverage = 0;  // the walk design's expected coverage on calibrate
+  WalkDesign design;                    // start, reserve, simulated coverage and refusal rate
+  double expected_coverage = 0;         // the walk design's expected coverage on calibrate
   std::unique_ptr<ScoredStage> stage2;  // owned here for rsb plans
 };
 

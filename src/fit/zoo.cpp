@@ -86,7 +86,8 @@ void add_ensemble(std::vector<Candidate>& zoo, std::span<const int> select_y, in
   std::vector<size_t> ok;
   for (size_t i = 0; i < zoo.size(); ++i)
     if (zoo[i].model) ok.push_back(i);
-  if (ok.size() < 2 || members < 2) return;
+  // EnsembleSurrogate combines at most kMaxEnsembleClasses labels (the fitter says so up front).
+  if (ok.size() < 2 || members < 2 || num_classes > kMaxEnsembleClasses) return;
   std::stable_sort(ok.begin(), ok.end(), [&](size_t a, size_t b) {
     return zoo[a].select_agreement > zoo[b].select_agreement;
   });
