@@ -1,6 +1,7 @@
 // `tracer fit TRACES -o DIR`: learn, choose and certify a routing policy.
 #include "cli/fit.hpp"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -73,6 +74,11 @@ int fit_and_write(const FitRun& a) {
               << "; first reasons:\n";
     for (const auto& e : report.errors) std::cerr << "  " << e << "\n";
   }
+  if (set.labels.size() < 2)
+    throw InputError(fmt::format(
+        "{}: all {} traces have the same label \"{}\"; a classifier needs at least two labels to "
+        "choose between - check that the label field holds the LLM's label for each trace",
+        names, set.size(), set.labels.empty() ? std::string() : set.labels.front()));
   FitResult result = fit_policy(set, a.fit, progress);
   nlohmann::json paths = nlohmann::json::array();
   const size_t files = a.traces.size() - (a.store_path.empty() ? 0 : 1);
