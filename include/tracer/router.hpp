@@ -20,7 +20,8 @@ struct Decision {
   bool handled = false;
   float accept_score = 0;  // the acceptor's estimate that the label agrees with the LLM
   float probability = 0;   // the surrogate's probability for label
-  std::string reason;      // why deferred: below_threshold, out_of_distribution, no_policy
+  std::string reason;  // why deferred: below_threshold, out_of_distribution, rare_label,
+                       // known_disagreement, no_policy
 };
 
 class Router {
