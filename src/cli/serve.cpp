@@ -133,7 +133,8 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--audit-share", o.audit.share,
                   "Shadow audit (proxy mode): also send this share of handled requests to the LLM "
                   "and track live agreement; when it is shown below the policy's target, defer "
-                  "everything until a refit (0 = off; e.g. 0.02)")
+                  "everything until a refit (0 = off; e.g. 0.02). The audit's state, a trip "
+                  "included, is saved in POLICY_DIR/audit_state.json and survives restarts")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--audit-min-rows", o.audit.min_rows,
