@@ -228,6 +228,13 @@ struct ApiServer::Impl {
       return new httplib::ThreadPool(static_cast<size_t>(threads));
     };
     http.set_payload_max_length(opt.max_body_bytes);
+    // httplib's default also sets SO_REUSEPORT, which lets a second `tracer serve` bind the same
+    // port and the kernel split traffic between two policies. SO_REUSEADDR alone still allows a
+    // quick restart (sockets in TIME_WAIT) but refuses a port another server holds.
+    http.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
     http.set_tcp_nodelay(true);
     http.set_keep_alive_max_count(100000);
     http.set_keep_alive_timeout(5);

@@ -655,6 +655,30 @@ TEST(Serve, BadCommandLinesAreClearErrors) {
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
 }
 
+// A second server on a port another one holds must not start: with SO_REUSEPORT the kernel would
+// split traffic between two policies. Restarting on the port once it is free works at once.
+TEST(Serve, RefusesAPortAnotherServerHolds) {
+  TempDir dir;
+  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
+  std::string policy = dir.file("policy");
+  fit(data.train_path, policy, "0.8");
+  const std::string port = std::to_string([&] {
+    ServeProcess probe({policy, "--port", "0"});
+    return probe.port();
+  }());
+  {
+    ServeProcess first({policy, "--port", port});
+    auto second = run_cli("serve " + policy + " --port " + port);
+    EXPECT_EQ(second.exit_code, 2) << second.err;
+    EXPECT_NE(second.err.find("in use"), std::string::npos) << second.err;
+    EXPECT_EQ(first.client()->Get("/healthz")->status, 200);
+    first.signal(SIGTERM);
+    EXPECT_EQ(first.wait_exit(30), 0);
+  }
+  ServeProcess again({policy, "--port", port});
+  EXPECT_EQ(again.client()->Get("/healthz")->status, 200);
+}
+
 TEST(Serve, BadProxyFlagsAreClearErrors) {
   TempDir dir;
   Subset data = banking_subset(dir, "train.jsonl", 4, 60);
