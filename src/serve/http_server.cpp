@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 namespace tracer::serve {
 namespace {
@@ -101,6 +102,10 @@ class ConnectionStream : public httplib::Stream {
 
 int to_ms(time_t sec, time_t usec) { return static_cast<int>(sec * 1000 + usec / 1000); }
 
+// Set by close_after_response() on the thread that serves the connection; read and cleared by
+// that connection's loop after each request.
+thread_local bool t_close_after_response = false;
+
 }  // namespace
 
 HttpServer::HttpServer() {
@@ -111,6 +116,8 @@ HttpServer::HttpServer() {
 HttpServer::~HttpServer() { ::close(wake_fd_); }
 
 void HttpServer::widen_backlog(int backlog) { ::listen(svr_sock_, backlog); }
+
+void HttpServer::close_after_response() { t_close_after_response = true; }
 
 void HttpServer::begin_shutdown() {
   stopping_ = true;
@@ -133,8 +140,10 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
     }
     bool close_connection = stopping_ || served + 1 >= keep_alive_max_count_;
     bool connection_closed = false;
+    t_close_after_response = false;
     ok = process_request(strm, close_connection, connection_closed, nullptr);
-    if (!ok || connection_closed || close_connection) break;
+    const bool asked = std::exchange(t_close_after_response, false);
+    if (!ok || connection_closed || close_connection || asked) break;
   }
   ::shutdown(sock, SHUT_RDWR);
   ::close(sock);

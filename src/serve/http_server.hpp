@@ -5,6 +5,9 @@
 //    waits in poll() on its socket and on a shutdown eventfd, so it closes at once, while a
 //    request being handled still finishes and gets its answer.
 //  - the listen backlog: httplib's compiled-in 5 drops bursts of new connections.
+//  - a handler can ask for its connection to be closed after the response (close_after_response):
+//    httplib 0.11 keeps it open whatever the response says, and then reads the unread body of a
+//    refused request as the next request.
 #include <atomic>
 
 #include "serve/http.hpp"
@@ -23,6 +26,10 @@ class HttpServer : public httplib::Server {
   void widen_backlog(int backlog = 1024);
   // Wakes every idle connection and closes it; requests in progress finish. Call with stop().
   void begin_shutdown();
+  // From a handler (or the pre-routing handler): close this connection once the response is
+  // written. Handlers run on their connection's thread, so the request is a thread-local flag
+  // that the connection loop reads and clears after each request.
+  static void close_after_response();
 
  private:
   bool process_and_close_socket(socket_t sock) override;

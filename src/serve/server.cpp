@@ -240,6 +240,10 @@ struct ApiServer::Impl {
     http.set_keep_alive_timeout(5);
     http.set_read_timeout(5);
     http.set_write_timeout(5);
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      return screen_before_body(req, res) ? httplib::Server::HandlerResponse::Handled
+                                          : httplib::Server::HandlerResponse::Unhandled;
+    });
 
     http.Get("/healthz", wrap(Endpoint::kHealth, false, [this](const auto&, auto& res) {
                auto p = slot.get();
@@ -387,6 +391,39 @@ struct ApiServer::Impl {
       metrics.inflight(-1);
       metrics.observe_latency(ep, std::chrono::duration<double>(Clock::now() - t0).count());
     };
+  }
+
+  // Runs on the headers alone, before cpp-httplib reads the body. Refuses (true, response set,
+  // connection closed) ambiguous framing, which a proxy in front could read differently
+  // (request smuggling): two Content-Length headers that disagree, or Content-Length together
+  // with Transfer-Encoding. And checks the API key, so an unauthenticated client cannot make
+  // the server read and hold a large body.
+  bool screen_before_body(const httplib::Request& req, httplib::Response& res) const {
+    const size_t lengths = req.get_header_value_count("Content-Length");
+    bool conflicting = lengths > 0 && req.has_header("Transfer-Encoding");
+    for (size_t i = 1; i < lengths && !conflicting; ++i)
+      conflicting =
+          req.get_header_value("Content-Length", i) != req.get_header_value("Content-Length", 0);
+    if (conflicting) {
+      send_error(res, 400,
+                 "ambiguous request framing: send one Content-Length, or Transfer-Encoding "
+                 "without Content-Length",
+                 kInvalid);
+      res.set_header("Connection", "close");
+      HttpServer::close_after_response();  // never read what follows as another request
+      return true;
+    }
+    if (opt.api_key.empty() || req.path == "/healthz") return false;
+    try {
+      check_auth(req);
+    } catch (const ApiError& e) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      send_error(res, e.status(), e.what(), e.type());
+      res.set_header("Connection", "close");  // the body, if any, was not read
+      HttpServer::close_after_response();
+      return true;
+    }
+    return false;
   }
 
   void check_auth(const httplib::Request& req) const {

@@ -581,6 +581,89 @@ int dead_port() {
   return ntohs(a.sin_port);
 }
 
+// Sends `raw` on a new loopback connection and returns everything the server writes until it
+// closes the connection (or `timeout_ms` passes without data).
+std::string raw_exchange(int port, const std::string& raw, int timeout_ms = 3000) {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(s);
+    return "<connect failed>";
+  }
+  ::send(s, raw.data(), raw.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    pollfd p{s, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) <= 0) {
+      out += "<timeout>";
+      break;
+    }
+    ssize_t n = ::recv(s, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(s);
+  return out;
+}
+
+size_t responses_in(const std::string& out) {
+  size_t n = 0;
+  for (size_t at = out.find("HTTP/1.1 "); at != std::string::npos;
+       at = out.find("HTTP/1.1 ", at + 1))
+    ++n;
+  return n;
+}
+
+// Ambiguous framing (two Content-Length values, Content-Length with Transfer-Encoding) is a 400
+// and the connection is closed, so nothing after it is read as another request (request
+// smuggling); a request without the API key is refused before its body is read. Well-framed
+// pipelined requests still share one connection.
+TEST(Serve, AmbiguousFramingAndMissingKeysAreRefusedBeforeTheBody) {
+  TempDir dir;
+  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
+  std::string policy = dir.file("policy");
+  fit(data.train_path, policy, "0.8");
+  ServeProcess server({policy, "--port", "0", "--api-key", "k"});
+  const std::string auth = "Authorization: Bearer k\r\n";
+  const std::string smuggled = "GET /v1/policy HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n";
+  const std::string head =
+      "POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+
+  std::string two_lengths = raw_exchange(
+      server.port(), head + auth + "Content-Length: 5\r\nContent-Length: " +
+                         std::to_string(5 + smuggled.size()) + "\r\n\r\nhello" + smuggled);
+  EXPECT_EQ(two_lengths.rfind("HTTP/1.1 400", 0), 0u) << two_lengths;
+  EXPECT_NE(two_lengths.find("ambiguous request framing"), std::string::npos) << two_lengths;
+  EXPECT_EQ(responses_in(two_lengths), 1u) << "the smuggled request was answered: " << two_lengths;
+  EXPECT_EQ(two_lengths.find("<timeout>"), std::string::npos) << "not closed: " << two_lengths;
+
+  std::string cl_te = raw_exchange(
+      server.port(), head + auth +
+                         "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n17\r\n"
+                         "{\"text\": \"hello there\"}\r\n0\r\n\r\n");
+  EXPECT_EQ(cl_te.rfind("HTTP/1.1 400", 0), 0u) << cl_te;
+  EXPECT_EQ(responses_in(cl_te), 1u) << cl_te;
+
+  // 100 MB announced, 7 bytes sent, no key: refused at once, connection closed.
+  auto t0 = Clock::now();
+  std::string no_key =
+      raw_exchange(server.port(), head + "Content-Length: 100000000\r\n\r\n{\"text\"");
+  EXPECT_LT(seconds_since(t0), 2.0);
+  EXPECT_EQ(no_key.rfind("HTTP/1.1 401", 0), 0u) << no_key;
+  EXPECT_EQ(no_key.find("<timeout>"), std::string::npos) << no_key;
+
+  std::string body = R"({"text": "hello there"})";
+  std::string pipelined = raw_exchange(
+      server.port(), head + auth + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+                         body + "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(responses_in(pipelined), 2u) << pipelined;
+  EXPECT_EQ(pipelined.rfind("HTTP/1.1 200", 0), 0u) << pipelined;
+}
+
 TEST(ServeProxy, UpstreamFailuresAreJsonErrors) {
   ProxyFixture f;
   ASSERT_FALSE(f.deferred_texts.empty());
