@@ -10,6 +10,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <utility>
 
@@ -40,6 +41,12 @@ void address_of(int fd, bool peer, std::string& ip, int& port) {
   }
 }
 
+// Set by close_after_response() on the thread that serves the connection; read and cleared by
+// that connection's loop after each request.
+thread_local bool t_close_after_response = false;
+// Set when the request being read ran past its byte budget; cleared before each request.
+thread_local bool t_request_over_budget = false;
+
 // One connection, read through a small buffer (httplib reads request lines byte by byte).
 class ConnectionStream : public httplib::Stream {
  public:
@@ -52,7 +59,23 @@ class ConnectionStream : public httplib::Stream {
   }
   bool is_writable() const override { return wait_fd(sock_, POLLOUT, write_timeout_ms_); }
 
+  // Bytes one request may deliver to httplib (request line, headers, body, chunk framing): past
+  // it, reads fail and the request is refused. Bounds memory for bodies whose size is not
+  // announced (Transfer-Encoding: chunked), which httplib 0.11 reads whole whatever the limit.
+  void start_request(size_t budget) { left_ = budget; }
+
   ssize_t read(char* ptr, size_t size) override {
+    if (left_ == 0) {
+      t_request_over_budget = true;
+      return -1;
+    }
+    size = std::min(size, left_);
+    const ssize_t n = read_unbudgeted(ptr, size);
+    if (n > 0) left_ -= static_cast<size_t>(n);
+    return n;
+  }
+
+  ssize_t read_unbudgeted(char* ptr, size_t size) {
     if (buffered()) {
       size_t n = std::min(size, len_ - off_);
       std::memcpy(ptr, buf_.data() + off_, n);
@@ -65,7 +88,7 @@ class ConnectionStream : public httplib::Stream {
     if (n <= 0) return n;
     off_ = 0;
     len_ = static_cast<size_t>(n);
-    return read(ptr, size);
+    return read_unbudgeted(ptr, size);
   }
 
   ssize_t write(const char* ptr, size_t size) override {
@@ -98,13 +121,10 @@ class ConnectionStream : public httplib::Stream {
   int read_timeout_ms_, write_timeout_ms_;
   std::array<char, 4096> buf_{};
   size_t off_ = 0, len_ = 0;
+  size_t left_ = std::numeric_limits<size_t>::max();
 };
 
 int to_ms(time_t sec, time_t usec) { return static_cast<int>(sec * 1000 + usec / 1000); }
-
-// Set by close_after_response() on the thread that serves the connection; read and cleared by
-// that connection's loop after each request.
-thread_local bool t_close_after_response = false;
 
 }  // namespace
 
@@ -118,6 +138,8 @@ HttpServer::~HttpServer() { ::close(wake_fd_); }
 void HttpServer::widen_backlog(int backlog) { ::listen(svr_sock_, backlog); }
 
 void HttpServer::close_after_response() { t_close_after_response = true; }
+
+bool HttpServer::request_over_budget() { return t_request_over_budget; }
 
 void HttpServer::begin_shutdown() {
   stopping_ = true;
@@ -141,9 +163,11 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
     bool close_connection = stopping_ || served + 1 >= keep_alive_max_count_;
     bool connection_closed = false;
     t_close_after_response = false;
+    t_request_over_budget = false;
+    strm.start_request(request_byte_limit_);
     ok = process_request(strm, close_connection, connection_closed, nullptr);
     const bool asked = std::exchange(t_close_after_response, false);
-    if (!ok || connection_closed || close_connection || asked) break;
+    if (!ok || connection_closed || close_connection || asked || t_request_over_budget) break;
   }
   ::shutdown(sock, SHUT_RDWR);
   ::close(sock);

@@ -9,6 +9,7 @@
 //    httplib 0.11 keeps it open whatever the response says, and then reads the unread body of a
 //    refused request as the next request.
 #include <atomic>
+#include <cstddef>
 
 #include "serve/http.hpp"
 
@@ -22,6 +23,12 @@ class HttpServer : public httplib::Server {
   HttpServer& operator=(const HttpServer&) = delete;
 
   void set_idle_timeout_ms(int ms) { idle_timeout_ms_ = ms; }
+  // Most bytes one request may send, headers and chunk framing included (default: unbounded).
+  // Past it the read fails, the connection is closed after the answer, and
+  // request_over_budget() tells the error handler why.
+  void set_request_byte_limit(size_t bytes) { request_byte_limit_ = bytes; }
+  // On the connection's thread, while answering: whether the current request ran past the limit.
+  static bool request_over_budget();
   // After bind_to_port / bind_to_any_port.
   void widen_backlog(int backlog = 1024);
   // Wakes every idle connection and closes it; requests in progress finish. Call with stop().
@@ -37,6 +44,7 @@ class HttpServer : public httplib::Server {
   int wake_fd_ = -1;
   std::atomic<bool> stopping_{false};
   int idle_timeout_ms_ = 5000;
+  size_t request_byte_limit_ = static_cast<size_t>(-1);
 };
 
 }  // namespace tracer::serve

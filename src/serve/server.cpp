@@ -228,6 +228,9 @@ struct ApiServer::Impl {
       return new httplib::ThreadPool(static_cast<size_t>(threads));
     };
     http.set_payload_max_length(opt.max_body_bytes);
+    // A body whose size is not announced (chunked) is cut while it is read: the body limit plus
+    // room for the request line, headers and chunk framing.
+    http.set_request_byte_limit(opt.max_body_bytes + opt.max_body_bytes / 8 + (1 << 20));
     // httplib's default also sets SO_REUSEPORT, which lets a second `tracer serve` bind the same
     // port and the kernel split traffic between two policies. SO_REUSEADDR alone still allows a
     // quick restart (sockets in TIME_WAIT) but refuses a port another server holds.
@@ -337,6 +340,12 @@ struct ApiServer::Impl {
                        "; see docs/serve.md (POST /v1/route, POST /v1/route/batch, GET "
                        "/healthz, GET /v1/policy, GET /metrics, GET/POST /v1/audit, GET /v1/drift)",
                    "not_found");
+      } else if (HttpServer::request_over_budget()) {
+        res.status = 413;
+        send_error(res, 413,
+                   "the request is too large: its body (chunked uploads included) may hold at "
+                   "most --max-body-bytes",
+                   "request_too_large");
       } else if (res.status == 413 && req.get_header_value("Content-Type")
                                               .rfind("application/x-www-form-urlencoded", 0) == 0) {
         // cpp-httplib caps form-encoded bodies at 8 KiB whatever --max-body-bytes says, and
@@ -381,6 +390,10 @@ struct ApiServer::Impl {
       metrics.inflight(1);
       try {
         if (needs_auth) check_auth(req);
+        if (req.body.size() > opt.max_body_bytes)  // chunked: within the read budget, over this
+          throw ApiError(413, "request_too_large",
+                         "the request body is too large (--max-body-bytes), chunked uploads "
+                         "included");
         body(req, res);
       } catch (const ApiError& e) {
         if (e.status() == 401) res.set_header("WWW-Authenticate", "Bearer");

@@ -664,6 +664,45 @@ TEST(Serve, AmbiguousFramingAndMissingKeysAreRefusedBeforeTheBody) {
   EXPECT_EQ(pipelined.rfind("HTTP/1.1 200", 0), 0u) << pipelined;
 }
 
+// A chunked upload announces no size: it is held to --max-body-bytes all the same (413), and
+// one far over it is cut while it is read instead of being buffered whole.
+TEST(Serve, ChunkedUploadsAreHeldToTheBodyLimit) {
+  TempDir dir;
+  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
+  std::string policy = dir.file("policy");
+  fit(data.train_path, policy, "0.8");
+  ServeProcess server({policy, "--port", "0", "--max-body-bytes", "65536"});
+  auto chunked = [&](size_t bytes) {
+    std::string req =
+        "POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    const std::string chunk(4096, 'a');
+    for (size_t sent = 0; sent < bytes; sent += chunk.size()) {
+      char size_line[32];
+      std::snprintf(size_line, sizeof size_line, "%zx\r\n", chunk.size());
+      req += size_line + chunk + "\r\n";
+    }
+    return raw_exchange(server.port(), req + "0\r\n\r\n");
+  };
+  std::string over = chunked(80000);  // over the limit, within the read budget
+  EXPECT_EQ(over.rfind("HTTP/1.1 413", 0), 0u) << over.substr(0, 300);
+  EXPECT_NE(over.find("chunked uploads included"), std::string::npos) << over.substr(0, 300);
+  std::string far = chunked(1 << 21);  // 2 MiB: past the read budget, cut while read
+  if (!far.empty()) {  // the answer can be lost to a reset when the server closes mid-upload
+    EXPECT_EQ(far.rfind("HTTP/1.1 413", 0), 0u) << far.substr(0, 300);
+  }
+  const std::string body = R"({"text": "where is my card"})";
+  char size_line[32];
+  std::snprintf(size_line, sizeof size_line, "%zx\r\n", body.size());
+  std::string small =
+      raw_exchange(server.port(),
+                   "POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                       std::string(size_line) + body + "\r\n0\r\n\r\n");
+  EXPECT_EQ(small.rfind("HTTP/1.1 200", 0), 0u) << small;
+  EXPECT_EQ(server.client()->Get("/healthz")->status, 200);
+}
+
 TEST(ServeProxy, UpstreamFailuresAreJsonErrors) {
   ProxyFixture f;
   ASSERT_FALSE(f.deferred_texts.empty());
