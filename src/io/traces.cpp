@@ -24,6 +24,7 @@
 #include "io/csv.hpp"
 #include "io/utf8.hpp"
 #include "util/error.hpp"
+#include "util/json_kind.hpp"
 
 namespace tracer {
 namespace {
@@ -84,27 +85,6 @@ std::string keys_list(std::span<const std::string_view> keys) {
     out += in_quotes(keys[i]);
   }
   return out;
-}
-
-std::string json_kind(const json& j) {
-  switch (j.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::object:
-      return "an object";
-    case json::value_t::array:
-      return "an array";
-    case json::value_t::string:
-      return "a string";
-    case json::value_t::boolean:
-      return "a boolean";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      return "a number";
-    default:
-      return "not text";
-  }
 }
 
 std::string invalid_utf8_reason(std::string_view what, size_t offset) {

@@ -4,30 +4,12 @@
 #include <initializer_list>
 
 #include "util/error.hpp"
+#include "util/json_kind.hpp"
 
 namespace tracer {
 namespace {
 
 using nlohmann::json;
-
-const char* type_words(const json& v) {
-  switch (v.type()) {
-    case json::value_t::object:
-      return "an object";
-    case json::value_t::array:
-      return "an array";
-    case json::value_t::string:
-      return "a string";
-    case json::value_t::boolean:
-      return "a boolean";
-    case json::value_t::null:
-      return "null";
-    case json::value_t::discarded:
-      return "nothing";
-    default:
-      return "a number";
-  }
-}
 
 [[noreturn]] void bad(const std::string& path, const std::string& field, const std::string& what) {
   throw FormatError(path + ": field \"" + field + "\" " + what +
@@ -44,7 +26,7 @@ void expect(const json& parent, const std::string& prefix, const char* key, json
     return;
   }
   const bool ok = type == json::value_t::number_float ? it->is_number() : it->type() == type;
-  if (!ok) bad(path, field, std::string("must be ") + type_name + ", found " + type_words(*it));
+  if (!ok) bad(path, field, std::string("must be ") + type_name + ", found " + json_kind(*it));
 }
 
 void expect_probability(const json& gate, const char* key, const std::string& path) {
@@ -59,7 +41,7 @@ void expect_probability(const json& gate, const char* key, const std::string& pa
 
 void check_manifest(const json& m, const std::string& path) {
   if (!m.is_object())
-    throw FormatError(path + " must hold a JSON object, found " + type_words(m) +
+    throw FormatError(path + " must hold a JSON object, found " + json_kind(m) +
                       "; refit the policy with `tracer fit`");
   using T = json::value_t;
   expect(m, "", "policy_version", T::string, "a string", true, path);
@@ -83,16 +65,16 @@ void check_manifest(const json& m, const std::string& path) {
 
 void check_frontier(const json& f, const std::string& path) {
   if (!f.is_object())
-    throw FormatError(path + " must hold a JSON object, found " + type_words(f) +
+    throw FormatError(path + " must hold a JSON object, found " + json_kind(f) +
                       "; refit the policy with `tracer fit`");
   auto rows = f.find("rows");
   if (rows == f.end()) return;
   if (!rows->is_array())
-    bad(path, "rows", std::string("must be an array, found ") + type_words(*rows));
+    bad(path, "rows", std::string("must be an array, found ") + json_kind(*rows));
   for (size_t i = 0; i < rows->size(); ++i)
     if (!(*rows)[i].is_object())
       bad(path, "rows[" + std::to_string(i) + "]",
-          std::string("must be an object, found ") + type_words((*rows)[i]));
+          std::string("must be an object, found ") + json_kind((*rows)[i]));
 }
 
 }  // namespace tracer
