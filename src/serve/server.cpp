@@ -1,6 +1,7 @@
 #include "serve/server.hpp"
 
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <atomic>
@@ -648,6 +649,12 @@ struct ApiServer::Impl {
       last_reload_error = r.error;
     }
     metrics.count_reload(r.ok);
+    // Give the old policy's memory back to the system. glibc keeps freed blocks in per-thread
+    // arenas, and a reload runs on whichever thread took the request: without this, RSS grew
+    // from 30 MB to 434 MB over 30 reloads of a 13 MB Banking77 model and stayed there. (An old
+    // policy still held by in-flight requests is freed with them and trimmed by the next reload.)
+    old.reset();
+    ::malloc_trim(0);
     return r;
   }
 };
