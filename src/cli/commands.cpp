@@ -16,6 +16,8 @@ void require_finite_numbers(CLI::App& app) {
           size_t used = 0;
           const double v = std::stod(value, &used);
           if (!std::isfinite(v)) return "must be a finite number, got " + value;
+        } catch (const std::out_of_range&) {
+          return "must be a finite number, got " + value + " (out of range)";  // e.g. 1e400
         } catch (const std::exception&) {
           // Not a number at all: CLI11's own conversion reports it.
         }

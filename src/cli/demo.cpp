@@ -125,9 +125,11 @@ Command add_demo_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0.5, 0.9999));
   sub->add_option("--price-per-call", args->price, "LLM price per call (USD) for the projection")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
   sub->add_option("--daily-volume", args->volume, "Calls per day for the projection")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e15));
   sub->add_option("--examples", args->examples, "Handled/deferred examples to show")
       ->capture_default_str();
   return {sub, [args] { return run_demo(*args); }};

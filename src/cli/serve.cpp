@@ -102,13 +102,17 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--api-key", o.api_key,
                   "Require \"Authorization: Bearer KEY\" on every endpoint but /healthz (default: "
                   "env TRACER_API_KEY; unset = open)");
+  // Sizes are unsigned: without a range, "-1" would wrap around to "no limit".
   sub->add_option("--max-body-bytes", o.max_body_bytes, "Largest request body accepted (413 above)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 34));
   sub->add_option("--max-text-bytes", o.limits.max_text_bytes,
                   "Longest text accepted for routing (413 above)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 34));
   sub->add_option("--max-batch", o.limits.max_batch, "Most texts in one /v1/route/batch")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
   sub->add_option(
       "--upstream", o.upstream,
       "Proxy mode: OpenAI-compatible base URL of the LLM (e.g. http://127.0.0.1:11434); "
@@ -118,7 +122,8 @@ Command add_serve_command(CLI::App& app) {
                   "unless --api-key is set)");
   sub->add_option("--upstream-timeout", o.upstream_timeout_s,
                   "Seconds to wait for the upstream per attempt (504 after)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 86400.0));
   sub->add_option("--upstream-retries", o.upstream_retries,
                   "Retries on connect errors and 5xx, with exponential backoff from 100 ms")
       ->capture_default_str()
@@ -164,10 +169,12 @@ Command add_serve_command(CLI::App& app) {
                   "the calibrate split's (one-sided KS test; GET /v1/drift, tracer_drift_* "
                   "metrics). It never changes a decision, and only labels can prove agreement "
                   "fell: use the shadow audit for that")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
   sub->add_option("--drift-min-rows", o.drift.min_rows,
                   "Routed inputs tested by the first drift look (at most --drift-window)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
   sub->add_option("--drift-level", o.drift.level,
                   "Probability that a policy version ever reports drift while traffic has not "
                   "moved: look k is tested at level / ((k+1)(k+2)), which sums to this")

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <unordered_map>
 
 #include "fit/split.hpp"
 #include "gate/bounds.hpp"
@@ -770,9 +771,22 @@ json build_qualitative_report(const TraceSet& set, const FitResult& fit, const R
     throw InputError(
         "the traces given to the report are not the ones the policy was fit on "
         "(label sets differ)");
+  // A calibrate row is scored on the label of one copy of its input drawn at random, so its
+  // label is the first copy's or that of another copy of the same (normalised) input.
+  std::unordered_map<std::string, std::vector<int>> labels_of_input;  // built on first need
+  auto some_copy_has = [&](size_t trace, int label) {
+    if (!fit.policy.featurizer) return false;
+    const Featurizer& f = *fit.policy.featurizer;
+    if (labels_of_input.empty())
+      for (size_t i = 0; i < set.size(); ++i)
+        labels_of_input[f.normalize(set.traces[i].input)].push_back(set.y[i]);
+    const auto& l = labels_of_input[f.normalize(set.traces[trace].input)];
+    return std::find(l.begin(), l.end(), label) != l.end();
+  };
   for (const auto& d : fit.calibrate_rows)
-    if (d.trace >= set.size() || set.y[d.trace] != d.teacher || d.teacher < 0 ||
-        static_cast<size_t>(d.predicted) >= K || static_cast<size_t>(d.runner_up) >= K)
+    if (d.trace >= set.size() || d.teacher < 0 || static_cast<size_t>(d.teacher) >= K ||
+        static_cast<size_t>(d.predicted) >= K || static_cast<size_t>(d.runner_up) >= K ||
+        (set.y[d.trace] != d.teacher && !some_copy_has(d.trace, d.teacher)))
       throw InputError(
           "the traces given to the report are not the ones the policy was fit on "
           "(calibrate rows do not match)");

@@ -172,6 +172,9 @@ AuditSnapshot AuditSnapshot::from_json(const nlohmann::json& j, int min_rows) {
     auto it = j.find(key);
     if (it == j.end() || !it->is_number_integer())
       throw InputError(std::string("the audit state has no integer \"") + key + "\"");
+    if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      throw InputError(std::string("the audit state's \"") + key + "\" is " +
+                       std::to_string(it->get<uint64_t>()) + ", out of range");
     const int64_t v = it->get<int64_t>();
     if (v < lo || v > hi)
       throw InputError(std::string("the audit state's \"") + key + "\" is " + std::to_string(v) +

@@ -40,8 +40,10 @@ std::optional<SavedAudit> AuditStateFile::load(const std::string& version) const
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_whole_file(path_));
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(path_ + " is not valid JSON (" + e.what() + ")");
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InputError(path_ + " is not valid JSON (error at byte " + std::to_string(e.byte) + ")");
+  } catch (const nlohmann::json::exception&) {
+    throw InputError(path_ + " is not valid JSON");
   }
   try {
     if (!j.is_object() || j.value("format", "") != kFormat)
@@ -58,9 +60,10 @@ std::optional<SavedAudit> AuditStateFile::load(const std::string& version) const
       throw InputError("no numbers \"alpha\" and \"delta\"");
     a.alpha = j["alpha"].get<double>();
     a.delta = j["delta"].get<double>();
+    // The range of --audit-min-rows.
     if (!j.contains("min_rows") || !j["min_rows"].is_number_integer() ||
-        j["min_rows"].get<int64_t>() < 1 || j["min_rows"].get<int64_t>() > 1000000)
-      throw InputError("\"min_rows\" is not an integer in [1, 1000000]");
+        j["min_rows"].get<int64_t>() < 1 || j["min_rows"].get<int64_t>() > 1000000000)
+      throw InputError("\"min_rows\" is not an integer in [1, 1000000000]");
     a.min_rows = j["min_rows"].get<int>();
     if (!j.contains("state")) throw InputError("no \"state\"");
     a.state = AuditSnapshot::from_json(j["state"], a.min_rows);

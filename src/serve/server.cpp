@@ -415,13 +415,16 @@ struct ApiServer::Impl {
   bool screen_before_body(const httplib::Request& req, httplib::Response& res) const {
     const size_t lengths = req.get_header_value_count("Content-Length");
     bool conflicting = lengths > 0 && req.has_header("Transfer-Encoding");
-    for (size_t i = 1; i < lengths && !conflicting; ++i)
-      conflicting =
-          req.get_header_value("Content-Length", i) != req.get_header_value("Content-Length", 0);
+    for (size_t i = 0; i < lengths && !conflicting; ++i) {
+      // RFC 9110: digits only ("+13", "-1" and lists such as "13, 200" are not a length).
+      const std::string v = req.get_header_value("Content-Length", i);
+      conflicting = v.empty() || v.find_first_not_of("0123456789") != std::string::npos ||
+                    v != req.get_header_value("Content-Length", 0);
+    }
     if (conflicting) {
       send_error(res, 400,
-                 "ambiguous request framing: send one Content-Length, or Transfer-Encoding "
-                 "without Content-Length",
+                 "ambiguous request framing: send one Content-Length of digits only, or "
+                 "Transfer-Encoding without Content-Length",
                  kInvalid);
       res.set_header("Connection", "close");
       HttpServer::close_after_response();  // never read what follows as another request

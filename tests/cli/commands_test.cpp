@@ -45,7 +45,7 @@ TEST(CliConventions, EveryFloatOptionRefusesNanAndInfinityWithExitTwo) {
   std::set<std::string> commands_with_floats;
   for (const auto& [command, args] : commands) {
     for (const auto& [flag, arity] : float_options(command)) {
-      for (const char* bad : {"nan", "NaN", "inf", "-inf", "Infinity"}) {
+      for (const char* bad : {"nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1e400"}) {
         std::string values;
         for (int i = 0; i < arity; ++i) values += i == 0 ? bad : std::string(" 0.5");
         auto r = run_cli(args + " " + flag + " " + values);
@@ -58,7 +58,7 @@ TEST(CliConventions, EveryFloatOptionRefusesNanAndInfinityWithExitTwo) {
   }
   // fit, demo, serve, drift and scan have floating-point options today.
   EXPECT_GE(commands_with_floats.size(), 5u);
-  EXPECT_GE(checked, 5u * 15u);
+  EXPECT_GE(checked, 5u * 21u);
 }
 
 TEST(CliConventions, UsageErrorsExitTwoHelpAndVersionExitZero) {
@@ -68,10 +68,22 @@ TEST(CliConventions, UsageErrorsExitTwoHelpAndVersionExitZero) {
   for (const std::string& bad :
        {std::string("fit ") + file + " --bogus", std::string("fit ") + file + " --target 1.5",
         std::string("fit ") + file + " --target lots", std::string("fit"), std::string("nope"),
-        std::string(""), std::string("fit ") + tmp.file("missing.jsonl")}) {
+        std::string(""), std::string("fit ") + tmp.file("missing.jsonl"),
+        // Unsigned sizes must not wrap "-1" into "no limit"; money and volume are not negative.
+        "serve " + tmp.path().string() + " --max-body-bytes -1",
+        "serve " + tmp.path().string() + " --max-batch -1",
+        "serve " + tmp.path().string() + " --max-text-bytes 0",
+        "serve " + tmp.path().string() + " --drift-window -1",
+        "serve " + tmp.path().string() + " --upstream-timeout -5",
+        std::string("demo --price-per-call -5"), std::string("demo --daily-volume -5")}) {
     auto r = run_cli(bad);
     EXPECT_EQ(r.exit_code, 2) << "`tracer " << bad << "`: " << r.err;
     EXPECT_FALSE(r.err.empty()) << bad;
+    // A bad flag value is reported as such, naming the flag (not as a later, other error).
+    if (const size_t at = bad.find(" --"); at != std::string::npos) {
+      const std::string flag = bad.substr(at + 1, bad.find(' ', at + 1) - at - 1);
+      EXPECT_NE(r.err.find(flag), std::string::npos) << "`tracer " << bad << "`: " << r.err;
+    }
   }
   EXPECT_EQ(run_cli("--help").exit_code, 0);
   EXPECT_EQ(run_cli("fit --help").exit_code, 0);

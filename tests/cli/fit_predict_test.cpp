@@ -1,6 +1,7 @@
 // End-to-end: run the real `tracer` binary on real files, as a user would.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -142,6 +143,33 @@ TEST(CliFitPredict, HelpExplainsCommandsAndFlags) {
     EXPECT_NE(fit.out.find(flag), std::string::npos) << flag;
   auto pred = run_cli("predict --help");
   EXPECT_NE(pred.out.find("--input"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tracer
+
+namespace tracer {
+namespace {
+
+// An input logged with different labels (LLM sampling) is scored on a randomly drawn copy's
+// label: the report written with the fit must accept that label, not only the first copy's.
+TEST(CliFitPredict, ConflictingCopiesStillGetTheirReport) {
+  testing::TempDir dir;
+  auto lines = testing::banking77_lines(8, 60);
+  std::string traces;
+  for (const auto& l : lines) traces += l + "\n";
+  for (size_t i = 0; i < 30; ++i) {  // 30 inputs logged again with another label
+    auto j = nlohmann::json::parse(lines[i * 7]);
+    j["teacher"] = nlohmann::json::parse(lines[(i * 7 + 200) % lines.size()])["teacher"];
+    traces += j.dump() + "\n";
+  }
+  testing::write_file(dir.file("t.jsonl"), traces);
+  auto r = testing::run_cli("fit " + dir.file("t.jsonl") + " -o " + dir.file("p") +
+                            " --target 0.8 --quiet --zoo logreg_strong");
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
+  EXPECT_EQ(r.err.find("report failed"), std::string::npos) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("p") + "/report.html")) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("p") + "/qualitative_report.json")) << r.err;
 }
 
 }  // namespace

@@ -266,7 +266,8 @@ TEST(Audit, SnapshotsOffTheLookScheduleAreRejected) {
                                                            {"tripped", 1},
                                                            {"tripped_at_rows", 50},
                                                            {"feedback_rows", 5},
-                                                           {"rows", "70"}}) {
+                                                           {"rows", "70"},
+                                                           {"rows", 18446744073709551615ull}}) {
     nlohmann::json bad = good;
     bad[key] = value;
     EXPECT_THROW(AuditSnapshot::from_json(bad, 50), InputError) << key << " " << value;

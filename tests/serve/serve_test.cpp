@@ -642,6 +642,14 @@ TEST(Serve, AmbiguousFramingAndMissingKeysAreRefusedBeforeTheBody) {
   EXPECT_EQ(responses_in(two_lengths), 1u) << "the smuggled request was answered: " << two_lengths;
   EXPECT_EQ(two_lengths.find("<timeout>"), std::string::npos) << "not closed: " << two_lengths;
 
+  for (const char* length : {"13, 200", "+13", "-1", "0x10"}) {
+    std::string odd = raw_exchange(
+        server.port(), head + auth + "Content-Length: " + length +
+                           "\r\n\r\n{\"text\": \"hi\"}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(odd.rfind("HTTP/1.1 400", 0), 0u) << length << ": " << odd;
+    EXPECT_EQ(responses_in(odd), 1u) << length << ": " << odd;
+  }
+
   std::string cl_te = raw_exchange(
       server.port(), head + auth +
                          "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n17\r\n"
