@@ -55,13 +55,7 @@ int run_serve(ServeArgs& a) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      serve::ReloadResult r = server.reload();
-      if (r.ok)
-        std::cerr << "tracer serve: reloaded policy " << r.previous_policy_version << " -> "
-                  << r.policy_version << "\n";
-      else
-        std::cerr << "tracer serve: reload failed, still serving " << r.policy_version << ": "
-                  << r.error << "\n";
+      server.reload();  // logs its result, like a reload over HTTP
       continue;
     }
     std::cerr << "tracer serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")

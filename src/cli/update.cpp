@@ -172,8 +172,10 @@ int run_update(const UpdateArgs& a) {
     std::cerr << "refitting " << a.policy << " on";
     for (size_t i = 0; i + (from_store > 0 ? 1 : 0) < run.traces.size(); ++i)
       std::cerr << " " << run.traces[i];
-    std::cerr << " + " << from_store << " trace(s) from " << db;
-    if (dropped > 0) std::cerr << " (" << dropped << " dropped as already in the trace files)";
+    if (!a.no_db) {
+      std::cerr << " + " << from_store << " trace(s) from " << db;
+      if (dropped > 0) std::cerr << " (" << dropped << " dropped as already in the trace files)";
+    }
     std::cerr << " (target " << run.fit.target << ", delta " << run.fit.delta << ")\n";
   }
   const int code = fit_and_write(run);

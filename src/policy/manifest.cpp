@@ -37,6 +37,32 @@ void expect_probability(const json& gate, const char* key, const std::string& pa
     bad(path, std::string("gate.") + key, "must be a number strictly between 0 and 1");
 }
 
+// The drift reference (runtime/drift.hpp): a damaged one must not read as "no reference" (an
+// older tracer) nor give false drift, so its numbers are checked here.
+void check_drift_section(const json& d, const std::string& path) {
+  using T = json::value_t;
+  expect(d, "drift.", "score_quantiles", T::array, "an array", true, path);
+  const json& q = d["score_quantiles"];
+  if (q.empty()) bad(path, "drift.score_quantiles", "is empty");
+  double prev = -INFINITY;
+  for (const auto& v : q) {
+    const double x = v.is_number() ? v.get<double>() : NAN;
+    if (!(x >= 0 && x <= 1 && x >= prev))
+      bad(path, "drift.score_quantiles", "must be acceptor scores in [0, 1] in ascending order");
+    prev = x;
+  }
+  auto rows = d.find("rows");
+  if (rows == d.end() || !rows->is_number_integer() || rows->get<int64_t>() < 1 ||
+      (rows->is_number_unsigned() && rows->get<uint64_t>() > (uint64_t{1} << 40)))
+    bad(path, "drift.rows", "must be a positive count of calibrate rows");
+  for (const char* key : {"handled_share", "ood_share"}) {
+    auto it = d.find(key);
+    if (it == d.end()) continue;
+    const double x = it->is_number() ? it->get<double>() : NAN;
+    if (!(x >= 0 && x <= 1)) bad(path, std::string("drift.") + key, "must be a share in [0, 1]");
+  }
+}
+
 }  // namespace
 
 void check_manifest(const json& m, const std::string& path) {
@@ -61,6 +87,7 @@ void check_manifest(const json& m, const std::string& path) {
     expect(m, "", key, T::string, "a string", false, path);
   if (m.contains("model"))
     expect(m["model"], "model.", "checksum", T::string, "a string", false, path);
+  if (m.contains("drift")) check_drift_section(m["drift"], path);
 }
 
 void check_frontier(const json& f, const std::string& path) {

@@ -230,6 +230,7 @@ AuditState AuditMonitor::state() const {
   s.upper_bound = upper_;
   s.confidence = confidence_;
   s.checked_rows = last_look_ < 0 ? 0 : last_n_;
+  s.checked_agreed = last_look_ < 0 ? 0 : last_k_;
   s.next_check_rows = next_look_rows_;
   s.tripped = tripped();
   s.tripped_at_rows = tripped_at_;

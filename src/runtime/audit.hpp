@@ -58,6 +58,7 @@ struct AuditState {
   double upper_bound = 1;
   double confidence = 0;
   int64_t checked_rows = 0;
+  int64_t checked_agreed = 0;  // k at that look
   int64_t next_check_rows = 0;
   bool tripped = false;
   int64_t tripped_at_rows = 0;  // n when it tripped (0: not tripped)

@@ -98,6 +98,7 @@ json audit_json(const LoadedPolicy& p) {
                 {"upper_bound", a.upper_bound},
                 {"confidence", a.confidence},
                 {"checked_rows", a.checked_rows},
+                {"checked_agreed", a.checked_agreed},
                 {"next_check_rows", a.next_check_rows},
                 {"shadow_rows", a.shadow_rows},
                 {"feedback_rows", a.feedback_rows},
@@ -108,11 +109,13 @@ json audit_json(const LoadedPolicy& p) {
   if (a.tripped) {
     j["tripped_at_rows"] = a.tripped_at_rows;
     j["message"] = fmt::format(
-        "the shadow audit tripped at {} audited rows: live agreement {:.4f} ({} of {}), upper "
-        "bound {:.4f} at confidence {:.4f}, is below the target {:g}. Every request is deferred "
-        "to the LLM until a refit re-certifies: tracer fit on recent traces into the policy "
-        "folder, then POST /v1/admin/reload",
-        a.tripped_at_rows, a.agreement, a.agreed, a.rows, a.upper_bound, a.confidence, a.alpha);
+        "the shadow audit tripped at {} audited rows: agreement {:.4f} ({} of {}), upper bound "
+        "{:.4f} at confidence {:.4f}, is below the target {:g}. Every request is deferred to the "
+        "LLM until a refit re-certifies: tracer fit on recent traces into the policy folder, "
+        "then POST /v1/admin/reload",
+        a.tripped_at_rows,
+        a.checked_rows > 0 ? static_cast<double>(a.checked_agreed) / a.checked_rows : 0.0,
+        a.checked_agreed, a.checked_rows, a.upper_bound, a.confidence, a.alpha);
   }
   return j;
 }
@@ -652,6 +655,12 @@ struct ApiServer::Impl {
       last_reload_error = r.error;
     }
     metrics.count_reload(r.ok);
+    if (r.ok)
+      std::cerr << "tracer serve: reloaded policy " << r.previous_policy_version << " -> "
+                << r.policy_version << " from " << opt.policy_dir << "\n";
+    else
+      std::cerr << "tracer serve: reload failed, still serving " << r.policy_version << ": "
+                << r.error << "\n";
     // Give the old policy's memory back to the system. glibc keeps freed blocks in per-thread
     // arenas, and a reload runs on whichever thread took the request: without this, RSS grew
     // from 30 MB to 434 MB over 30 reloads of a 13 MB Banking77 model and stayed there. (An old
