@@ -21,7 +21,8 @@ struct Decision {
   float accept_score = 0;  // the acceptor's estimate that the label agrees with the LLM
   float probability = 0;   // the surrogate's probability for label
   std::string reason;  // why deferred: below_threshold, out_of_distribution, rare_label,
-                       // known_disagreement, no_policy
+                       // known_disagreement, no_policy; when handled: "memory" for the LLM's
+                       // remembered answer to a repeated request, "" for a surrogate answer
 };
 
 class Router {

@@ -27,6 +27,7 @@ struct FitArgs {
   std::string methods = "global,l2d,rsb";
   std::vector<double> split;  // empty: chosen from the number of distinct inputs
   bool no_ood = false;
+  std::string memory = "auto";
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -54,6 +55,7 @@ int run_fit(FitArgs& a) {
   }
   if (fit.methods.empty()) throw InputError("--methods needs at least one of global, l2d, rsb");
   fit.ood = !a.no_ood;
+  fit.memory.enabled = a.memory != "off";
   return fit_and_write(a.run);
 }
 
@@ -185,6 +187,25 @@ Command add_fit_command(CLI::App& app) {
                   "defers more unusual inputs")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.5));
+  sub->add_option("--memory", args->memory,
+                  "Memory tier: answer requests the traces already hold with the LLM's remembered "
+                  "label, certified on held-out repeats with a share of --delta (auto: on when the "
+                  "traces repeat enough to test it; off: never)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "off"}));
+  sub->add_option("--memory-holdout", args->run.fit.memory.holdout,
+                  "Share of traces held out to test the remembered answers")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 0.9));
+  sub->add_option("--memory-delta-share", args->run.fit.memory.delta_share,
+                  "Share of --delta the memory tier spends when active (the surrogate gate gets "
+                  "the rest)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 0.99));
+  sub->add_option("--memory-max-entries", args->run.fit.memory.max_entries,
+                  "Size cap of the memory table: the most-logged inputs are kept")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{100000000}));
   sub->add_flag("--skip-invalid", args->run.skip_invalid,
                 "Skip invalid trace lines (reporting how many) instead of rejecting the file");
   sub->add_flag("--learning-curve", args->run.learning_curve,

@@ -23,8 +23,8 @@ nlohmann::json decision_json(const Router& router, const RouteResult& r) {
                    {"probability", r.probability},
                    {"decision", r.handled ? "handled" : "deferred"},
                    {"accept_score", r.accept_score}};
-  if (!r.handled) j["reason"] = reason_name(r.reason);
-  if (r.stage != 1) j["stage"] = r.stage;
+  if (std::string why = decision_reason(r); !why.empty()) j["reason"] = why;
+  if (r.stage == 2) j["stage"] = r.stage;
   return j;
 }
 

@@ -101,8 +101,25 @@ void print_policy(std::ostream& os, const json& m) {
        << " (lower bound " << num(r["surrogate_lower_bound_on_calibrate"]) << ") vs target "
        << num(r["target"]) << "\n";
     os << "  " << r["advice"].get<std::string>() << "\n";
-    os << "  every input will be deferred to the LLM.\n";
+    os << (m.value("/memory/certified"_json_pointer, false)
+               ? "  every input the memory tier does not answer will be deferred to the LLM.\n"
+               : "  every input will be deferred to the LLM.\n");
   }
+  print_memory(os, m);
+}
+
+void print_memory(std::ostream& os, const json& m) {
+  if (!m.contains("memory") || !m["memory"].is_object()) return;  // older manifests
+  const json& mem = m["memory"];
+  if (!mem.value("certified", false)) {
+    os << "Memory tier: " << mem.value("reason", std::string("not certified")) << "\n";
+    return;
+  }
+  os << fmt::format(
+      "Memory tier (delta {}): {} remembered inputs answer {} of held-out traces; the LLM's "
+      "self-consistency on them {} (lower bound {}) over {} held-out repeats\n",
+      num(mem["delta"]), mem.value("entries", 0L), pct(mem["hit_share"]),
+      num(mem["self_consistency"]), num(mem["bound"]), mem.value("hits", 0L));
 }
 
 void print_frontier(std::ostream& os, const json& f) {

@@ -27,6 +27,12 @@ class Featurizer {
   // features): e.g. NFKC-casefolded tokens for TF-IDF. Usable before fit(); the fitter groups
   // traces by it, so a distinct key is the unit of certification evidence.
   virtual std::string normalize(std::string_view text) const = 0;
+  // normalize() into `scratch`'s buffer (no allocation once warmed up); the view is valid until
+  // `scratch` is next used. Thread-safe after fit.
+  virtual std::string_view normalize_into(std::string_view text, SparseVector& scratch) const {
+    scratch.scratch = normalize(text);
+    return scratch.scratch;
+  }
   // Thread-safe after fit; `out` is cleared and reused (no allocation once warmed up).
   virtual void transform(std::string_view text, SparseVector& out,
                          FeatureStats* stats = nullptr) const = 0;

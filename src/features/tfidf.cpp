@@ -391,6 +391,12 @@ std::string TfidfFeaturizer::normalize(std::string_view text) const {
   return buf;
 }
 
+std::string_view TfidfFeaturizer::normalize_into(std::string_view text,
+                                                 SparseVector& scratch) const {
+  normalize_tokens(text, scratch.scratch, scratch.scratch_cp);
+  return scratch.scratch;
+}
+
 void TfidfFeaturizer::transform(std::string_view text, SparseVector& out,
                                 FeatureStats* stats) const {
   out.clear();

@@ -32,6 +32,7 @@ class TfidfFeaturizer final : public Featurizer {
   void fit(std::span<const std::string> texts) override;
   size_t dim() const override { return terms_.size(); }
   std::string normalize(std::string_view text) const override;
+  std::string_view normalize_into(std::string_view text, SparseVector& scratch) const override;
   void transform(std::string_view text, SparseVector& out,
                  FeatureStats* stats = nullptr) const override;
   std::string fingerprint() const override { return fingerprint_; }

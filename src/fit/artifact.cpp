@@ -29,7 +29,12 @@ json fit_options_json(const FitOptions& o) {
               {"min_per_label", o.min_per_label},
               {"featurizer", o.featurizer},
               {"ood", o.ood},
-              {"ood_quantile", o.ood_quantile}};
+              {"ood_quantile", o.ood_quantile},
+              {"memory",
+               {{"enabled", o.memory.enabled},
+                {"holdout", o.memory.holdout},
+                {"delta_share", o.memory.delta_share},
+                {"max_entries", o.memory.max_entries}}}};
 }
 
 FitOptions fit_options_from(const json& rec, const json& m, const json& frontier) {
@@ -57,6 +62,13 @@ FitOptions fit_options_from(const json& rec, const json& m, const json& frontier
       o.featurizer = rec.at("featurizer");
       o.ood = rec.at("ood");
       o.ood_quantile = rec.at("ood_quantile");
+      if (rec.contains("memory")) {  // older folders: the memory tier's defaults
+        const json& mem = rec.at("memory");
+        o.memory.enabled = mem.at("enabled");
+        o.memory.holdout = mem.at("holdout");
+        o.memory.delta_share = mem.at("delta_share");
+        o.memory.max_entries = mem.at("max_entries");
+      }
       return o;
     }
     // Older folders: rebuild what the manifest and frontier record.

@@ -146,6 +146,40 @@ void attach_known_inputs(Policy& p, const TraceSet& set, const TraceUnits& units
   }
 }
 
+// One line for the progress log: what the memory tier found.
+std::string memory_summary(const MemoryCertificate& m) {
+  if (!m.certified) return m.reason;
+  const MemoryStep& s = m.steps[static_cast<size_t>(m.served_step)];
+  return fmt::format(
+      "{} remembered inputs answer {:.1f}% of held-out traces; self-consistency {:.4f} (bound "
+      "{:.4f}) on {} held-out repeats",
+      m.keys.size(), 100 * m.hit_share(), double(s.agreed) / double(s.hits), s.bound, s.hits);
+}
+
+// The served memory table into the policy, its certificate into manifest.json → memory. The
+// options recorded for a refit are the user's (the gate's delta is the user's minus the memory's
+// share).
+void attach_memory(FitResult& r, MemoryCertificate memory, const FitOptions& user,
+                   bool gate_deployed) {
+  r.policy.memory_inputs = memory.keys;
+  r.policy.memory_labels = memory.labels;
+  r.manifest["options"] = fit_options_json(user);
+  r.manifest["memory"] = memory.to_json();
+  if (memory.certified) {
+    r.manifest["gate"]["guarantee"] = fmt::format(
+        "on traffic like these traces, the answers tracer gives ({}) agree with the LLM at least "
+        "{:g}% of the time, with probability at least {:g}% (memory tier: delta {:.4g}{})",
+        gate_deployed ? "remembered LLM answers to repeated requests, surrogate answers to the rest"
+                      : "remembered LLM answers to repeated requests; the surrogate certified "
+                        "nothing",
+        user.target * 100, (1 - user.delta) * 100, memory.delta,
+        gate_deployed ? fmt::format("; surrogate gate: delta {:.4g}", user.delta - memory.delta)
+                      : std::string());
+  }
+  r.memory = std::move(memory);
+  r.deployed = gate_deployed || r.memory.certified;
+}
+
 // Every calibrate row's decision under the deployed policy (held out: nothing was fit or chosen
 // on it); the per-label table and the qualitative report are computed from these rows.
 std::vector<HeldOutDecision> held_out_decisions(const CrossFitResult& cf, const TraceUnits& units,
@@ -186,17 +220,10 @@ std::vector<HeldOutDecision> held_out_decisions(const CrossFitResult& cf, const 
   return rows;
 }
 
-}  // namespace
-
-FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progress) {
-  validate(o);
+FitResult fit_gate(const TraceSet& set, const FitOptions& user, const FitOptions& o, Units u,
+                   MemoryCertificate memory, Stopwatch total_time, Progress& progress) {
   const int K = static_cast<int>(set.labels.size());
-  Stopwatch total_time;
   FitDescription desc;
-
-  progress.step("grouping " + std::to_string(set.size()) +
-                " traces into distinct inputs and splitting them");
-  Units u = split_stage(set, o);
 
   auto names = o.zoo.empty() ? default_zoo(o.trees) : o.zoo;
   progress.step(
@@ -263,8 +290,26 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
                                  desc);
   result.frontier =
       nlohmann::json{{"split", "calibrate"}, {"delta", o.delta}, {"rows", std::move(frontier)}};
-  result.deployed = deployed;
+  attach_memory(result, std::move(memory), user, deployed);
   return result;
+}
+
+}  // namespace
+
+FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progress) {
+  validate(o);
+  Stopwatch total_time;
+
+  progress.step("grouping " + std::to_string(set.size()) +
+                " traces into distinct inputs and splitting them");
+  Units u = split_stage(set, o);
+  // The memory tier is tested on its own held-out traces with its own share of delta (decided
+  // from counts only); the surrogate gate is certified with the rest (union bound).
+  MemoryCertificate memory = certify_memory(set, u.units, o.target, o.delta, o.memory, o.seed);
+  progress.note("memory tier: " + memory_summary(memory));
+  FitOptions gate_options = o;
+  gate_options.delta = o.delta - memory.delta;
+  return fit_gate(set, o, gate_options, std::move(u), std::move(memory), total_time, progress);
 }
 
 }  // namespace tracer

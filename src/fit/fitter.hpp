@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "fit/memory.hpp"
 #include "fit/split.hpp"
 #include "io/traces.hpp"
 #include "policy/policy.hpp"
@@ -35,6 +36,9 @@ struct FitOptions {
   std::string featurizer = "tfidf";
   bool ood = true;
   double ood_quantile = 0.03;  // share of in-distribution select rows the OOD gate may flag
+  // The memory tier (fit/memory.hpp): answers for inputs the traces already hold, certified
+  // with a share of delta when the traces repeat enough to test it.
+  MemoryOptions memory;
 };
 
 // One calibrate row under the deployed policy (held out: nothing was fit or chosen on it).
@@ -52,11 +56,12 @@ struct HeldOutDecision {
 
 struct FitResult {
   Policy policy;
+  MemoryCertificate memory;
   std::vector<HeldOutDecision> calibrate_rows;
   std::vector<size_t> train_label_counts;  // per label: distinct inputs the deployed models saw
   nlohmann::json manifest;                 // everything but the model section (added when written)
   nlohmann::json frontier;
-  bool deployed = false;
+  bool deployed = false;  // the surrogate gate or the memory tier answers some traffic
 };
 
 FitResult fit_policy(const TraceSet& traces, const FitOptions& options, Progress& progress);

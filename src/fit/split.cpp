@@ -5,6 +5,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "policy/policy.hpp"
 #include "util/error.hpp"
 
 namespace tracer {
@@ -55,6 +56,7 @@ TraceUnits group_units(const TraceSet& set, const Featurizer& normalizer, uint64
       ++u.duplicate_traces;
     }
     const size_t unit = it->second;
+    u.unit_of_trace.push_back(static_cast<uint32_t>(unit));
     ++u.copies[unit];
     auto& c = counts[unit];
     auto hit = std::find_if(c.begin(), c.end(), [&](auto& p) { return p.first == set.y[i]; });
@@ -65,8 +67,10 @@ TraceUnits group_units(const TraceSet& set, const Featurizer& normalizer, uint64
   }
   u.majority.resize(u.size());
   u.drawn.resize(u.size());
+  u.key.resize(u.size());
   for (size_t k = 0; k < u.size(); ++k) {
     const auto& c = counts[k];
+    u.key[k] = fnv1a64(keys[k]);
     u.conflicting_units += c.size() > 1;
     u.majority[k] = std::max_element(c.begin(), c.end(), [](auto& a, auto& b) {
                       return a.second < b.second;  // first maximum wins: seen first

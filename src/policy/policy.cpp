@@ -95,6 +95,9 @@ std::string encode_policy(const Policy& p) {
   // Version 3: the known inputs and their agreeing labels.
   w.put_vector(p.known_inputs);
   w.put_vector(p.known_labels);
+  // Version 4: the memory tier.
+  w.put_vector(p.memory_inputs);
+  w.put_vector(p.memory_labels);
   std::string payload = w.take();
 
   BinaryWriter head;
@@ -156,6 +159,18 @@ Policy decode_policy(std::string_view bytes, const std::string& source_name) {
         if (l < -1 || l >= static_cast<int32_t>(p.labels.size()))
           throw FormatError("a known input's label is out of range");
     }
+    if (version >= 4) {
+      p.memory_inputs = r.get_vector<uint64_t>();
+      p.memory_labels = r.get_vector<int32_t>();
+      if (p.memory_labels.size() != p.memory_inputs.size())
+        throw FormatError("remembered inputs and their labels differ in count");
+      if (std::adjacent_find(p.memory_inputs.begin(), p.memory_inputs.end(),
+                             std::greater_equal<uint64_t>()) != p.memory_inputs.end())
+        throw FormatError("remembered inputs are not in ascending order");
+      for (int32_t l : p.memory_labels)
+        if (l < 0 || l >= static_cast<int32_t>(p.labels.size()))
+          throw FormatError("a remembered input's label is out of range");
+    }
     if (!r.done()) throw FormatError("trailing bytes after the last section");
     if (!p.stage1.surrogate) throw FormatError("no surrogate stored");
     return p;
@@ -164,6 +179,12 @@ Policy decode_policy(std::string_view bytes, const std::string& source_name) {
   } catch (const InputError& e) {
     throw FormatError(source_name + ": " + e.what() + refit);
   }
+}
+
+int Policy::memory_label(uint64_t key) const {
+  auto it = std::lower_bound(memory_inputs.begin(), memory_inputs.end(), key);
+  if (it == memory_inputs.end() || *it != key) return -1;
+  return memory_labels[static_cast<size_t>(it - memory_inputs.begin())];
 }
 
 int Policy::known_label(uint64_t key) const {

@@ -18,9 +18,9 @@
 
 namespace tracer {
 
-// 2: adds the rare-label mask. 3: adds the known inputs. Versions 1 and 2 still load (no label
-// is rare, no input is known).
-inline constexpr uint32_t kModelFormatVersion = 3;
+// 2: adds the rare-label mask. 3: adds the known inputs. 4: adds the memory tier. Older versions
+// still load (no label is rare, no input is known, nothing is remembered).
+inline constexpr uint32_t kModelFormatVersion = 4;
 
 // How a policy answers: `none` means nothing was certified and everything is deferred.
 enum class Method { kNone, kGlobal, kL2D, kRSB };
@@ -53,10 +53,17 @@ struct Policy {
   // certificate over distinct inputs does not see. Empty: no input is known.
   std::vector<uint64_t> known_inputs;
   std::vector<int32_t> known_labels;
+  // The memory tier (fit/memory.hpp): inputs answered with the LLM's remembered label before any
+  // surrogate runs, keyed like known_inputs (ascending), and their labels. Certified as a whole
+  // by the fit (manifest.json → memory). Empty: nothing is remembered.
+  std::vector<uint64_t> memory_inputs;
+  std::vector<int32_t> memory_labels;
   std::string policy_version;  // copied from the manifest when loaded
 
   // The agreeing label of a known input (-1: none), or -2 when `key` is not a known input.
   int known_label(uint64_t key) const;
+  // The remembered label of `key`, or -1 when it is not in the memory table. O(log n).
+  int memory_label(uint64_t key) const;
   bool is_rare(int label) const {
     return label >= 0 && static_cast<size_t>(label) < rare_labels.size() &&
            rare_labels[static_cast<size_t>(label)] != 0;

@@ -87,7 +87,10 @@ DriftReport compare_drift(const DriftReference& ref, std::span<const float> scor
 struct DriftSample {
   std::vector<float> scores;  // stage-1 acceptor scores
   size_t handled = 0, ood = 0;
+  // Answers from the memory tier are left out: no surrogate scored them, and the reference
+  // describes the surrogate's scores on distinct inputs.
   void add(const RouteResult& r) {
+    if (r.stage == 0) return;
     scores.push_back(r.stage1_score);
     handled += r.handled;
     ood += r.reason == DeferReason::kOutOfDistribution;

@@ -36,6 +36,7 @@ class DriftMonitor {
   // request thread calls it).
   void record(float stage1_score, bool handled, bool ood);
   void record(const RouteResult& r) {
+    if (r.stage == 0) return;  // answered from memory: not scored (see DriftSample::add)
     record(r.stage1_score, r.handled, r.reason == DeferReason::kOutOfDistribution);
   }
   // Takes a look when a block completed since the last look (sorting one block: O(window log

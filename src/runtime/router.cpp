@@ -26,6 +26,11 @@ std::string reason_name(DeferReason r) {
   return "";
 }
 
+std::string decision_reason(const RouteResult& r) {
+  if (r.handled) return r.stage == 0 ? "memory" : "";
+  return reason_name(r.reason);
+}
+
 StageView evaluate_stage(const Stage& stage, SparseRow x, const FeatureStats& stats,
                          std::span<float> probs) {
   stage.surrogate->predict_proba(x, probs);
@@ -85,16 +90,37 @@ RouteScratch Router::make_scratch() const {
 }
 
 RouteResult Router::route(std::string_view text, RouteScratch& s) const {
+  if (!policy_.memory_inputs.empty()) {
+    const int remembered = policy_.memory_label(input_key(text, s));
+    if (remembered >= 0) return memory_answer(remembered);
+  }
   FeatureStats stats;
   policy_.featurizer->transform(text, s.x, &stats);
   RouteResult r = route_features(s.x.row(), stats, s);
   if (r.handled && !policy_.known_inputs.empty()) {
-    const int agreeing = policy_.known_label(known_input_key(*policy_.featurizer, text));
+    const int agreeing = policy_.known_label(input_key(text, s));
     if (agreeing != -2 && agreeing != r.label) {
       r.handled = false;
       r.reason = DeferReason::kKnownDisagreement;
     }
   }
+  return r;
+}
+
+uint64_t Router::input_key(std::string_view text, RouteScratch& s) const {
+  return fnv1a64(policy_.featurizer->normalize_into(text, s.key));
+}
+
+RouteResult Router::memory_answer(int label) {
+  RouteResult r;
+  r.label = label;
+  r.probability = 1;
+  r.accept_score = 1;
+  r.stage1_score = 1;
+  r.handled = true;
+  r.stage = 0;
+  r.known_fraction = 1;
+  r.similarity = 1;
   return r;
 }
 

@@ -26,7 +26,8 @@ struct RouteResult {
   bool handled = false;    // true: the surrogate answers; false: defer to the LLM
   float accept_score = 0;  // acceptor score of the stage that decided
   float stage1_score = 0;  // stage 1's acceptor score, always computed (the drift statistic)
-  int stage = 1;           // 1 or 2 (rsb second stage)
+  int stage = 1;           // 1 or 2 (rsb second stage); 0: answered from memory (the LLM's
+                           // remembered label; probability and scores are then 1)
   DeferReason reason = DeferReason::kNone;
   float known_fraction = 0, similarity = 0;  // OOD signals
 };
@@ -34,8 +35,13 @@ struct RouteResult {
 // Per-thread buffers so routing does not allocate once warmed up.
 struct RouteScratch {
   SparseVector x;
+  SparseVector key;  // normalisation buffer of the memory and known-input lookups
   std::vector<float> probs, probs2, sims;
 };
+
+// What a decision reports as its reason: the deferral reason, "memory" for an answer from the
+// memory tier, "" for a surrogate answer.
+std::string decision_reason(const RouteResult& r);
 
 // What one stage says about one featurized input (shared by the fitter and the router so the
 // certified numbers are computed exactly as traffic is routed).
@@ -54,8 +60,10 @@ class Router {
   Router(Policy policy, nlohmann::json manifest);
 
   RouteScratch make_scratch() const;
-  // Featurizes and routes `text`; a handled known input (Policy::known_inputs) whose agreeing
-  // label is not the surrogate's is deferred with reason kKnownDisagreement.
+  // Routes `text`: an input in the memory table (Policy::memory_inputs) is answered with its
+  // remembered label (stage 0) without running a surrogate; anything else is featurized and
+  // routed, and a handled known input (Policy::known_inputs) whose agreeing label is not the
+  // surrogate's is deferred with reason kKnownDisagreement.
   RouteResult route(std::string_view text, RouteScratch& s) const;
   // Routes an already featurized input (used by the fitter; no known-input check: it needs the
   // text).
@@ -66,6 +74,8 @@ class Router {
   const std::string& label_name(int i) const { return policy_.labels.at(i); }
 
  private:
+  uint64_t input_key(std::string_view text, RouteScratch& s) const;
+  static RouteResult memory_answer(int label);
   Policy policy_;
   nlohmann::json manifest_;
 };

@@ -45,7 +45,7 @@ DriftReport DriftState::report(const std::string& version) {
 
 std::string Decision::reason() const {
   if (audit_tripped) return "audit";
-  return route.handled ? std::string() : reason_name(route.reason);
+  return decision_reason(route);
 }
 
 LoadedPolicy::LoadedPolicy(Router router, const AuditOptions& audit, const DriftOptions& drift,
@@ -123,8 +123,8 @@ nlohmann::json LoadedPolicy::decision_json(const Decision& d) const {
                    {"probability", r.probability},
                    {"decision", d.handled() ? "handled" : "deferred"},
                    {"accept_score", r.accept_score}};
-  if (!d.handled()) j["reason"] = d.reason();
-  if (r.stage != 1) j["stage"] = r.stage;
+  if (std::string why = d.reason(); !why.empty()) j["reason"] = why;
+  if (r.stage == 2) j["stage"] = r.stage;
   j["policy_version"] = version();
   return j;
 }

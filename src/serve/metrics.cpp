@@ -91,6 +91,7 @@ uint64_t Metrics::requests(Endpoint e, int status) const {
 void Metrics::count_decision(const RouteResult& r) {
   int i = r.handled ? 0 : std::clamp(static_cast<int>(r.reason), 1, kReasons - 1);
   decisions_[i].fetch_add(1, std::memory_order_relaxed);
+  if (r.handled && r.stage == 0) memory_answers_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::count_upstream(UpstreamOutcome o, double seconds, int retries) {
@@ -136,6 +137,10 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
                        reason_name(static_cast<DeferReason>(r)), load(decisions_[r]));
   out += fmt::format("tracer_decisions_total{{decision=\"deferred\",reason=\"audit\"}} {}\n",
                      load(audit_deferred_));
+  header(out, "tracer_memory_answers_total", "counter",
+         "Handled decisions answered from the memory tier (the LLM's remembered label of a "
+         "repeated request); included in tracer_decisions_total{decision=\"handled\"}.");
+  out += fmt::format("tracer_memory_answers_total {}\n", load(memory_answers_));
   header(out, "tracer_upstream_requests_total", "counter",
          "Proxy calls to the upstream LLM by outcome (after retries).");
   for (int o = 0; o < kUpstreamOutcomes; ++o)

@@ -92,6 +92,7 @@ class Metrics {
   std::array<Histogram, kEndpoints> latency_{};
   std::array<std::atomic<uint64_t>, kReasons> decisions_{};
   std::atomic<uint64_t> audit_deferred_{0};  // deferred because the audit tripped
+  std::atomic<uint64_t> memory_answers_{0};  // handled decisions answered from memory
   std::array<std::array<std::atomic<uint64_t>, kAuditOutcomes>, 2> audit_{};  // [source]
   std::array<std::atomic<uint64_t>, kUpstreamOutcomes> upstream_{};
   std::atomic<uint64_t> upstream_retries_{0};

@@ -26,7 +26,7 @@ Decision Router::route(std::string_view text) const {
   d.decision = r.handled ? "handled" : "deferred";
   d.accept_score = r.accept_score;
   d.probability = r.probability;
-  d.reason = reason_name(r.reason);
+  d.reason = decision_reason(r);
   return d;
 }
 

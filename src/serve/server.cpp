@@ -608,13 +608,14 @@ struct ApiServer::Impl {
                   {{{"index", 0}, {"message", std::move(message)}, {"finish_reason", "stop"}}})},
              {"usage", {{"prompt_tokens", 0}, {"completion_tokens", 0}, {"total_tokens", 0}}},
              {"tracer",
-              {{"served_by", "surrogate"},
+              {{"served_by", r.stage == 0 ? "memory" : "surrogate"},
                {"decision", "handled"},
                {"label", label},
                {"probability", r.probability},
                {"accept_score", r.accept_score},
                {"policy_version", p->version()}}}};
       res.set_header("X-Tracer-Decision", "handled");
+      if (d.route.stage == 0) res.set_header("X-Tracer-Reason", "memory");
       res.set_content(dump(j), kJson);
       // An audited request gets the LLM's trace from the audit, which beats the surrogate's.
       bool audited = audits && p->audit() && p->audit()->should_audit() &&

@@ -191,11 +191,49 @@ TEST(Fitter, RepeatedLinesCertifyLikeTheFileOnce) {
     }
   FitResult a = fit_quiet(once, small_options(0.85));
   FitResult b = fit_quiet(thrice, small_options(0.85));
-  EXPECT_EQ(a.manifest["gate"]["certified"], b.manifest["gate"]["certified"]);
   EXPECT_EQ(a.manifest["split"], b.manifest["split"]);
   EXPECT_EQ(b.manifest["units"]["distinct_inputs"], a.manifest["units"]["distinct_inputs"]);
   EXPECT_EQ(b.manifest["units"]["duplicate_traces"].get<size_t>(), 2 * once.size());
   EXPECT_EQ(a.manifest["units"]["duplicate_traces"].get<size_t>(), 0u);
+  // Without the memory tier the gate certifies exactly as on the file once.
+  FitOptions no_memory = small_options(0.85);
+  no_memory.memory.enabled = false;
+  FitResult c = fit_quiet(thrice, no_memory);
+  EXPECT_EQ(a.manifest["gate"]["certified"], c.manifest["gate"]["certified"]);
+  // With it (the default), the file once leaves it inactive and the gate all of delta; the file
+  // thrice is remembered, certified with its share of delta, and the gate keeps the rest.
+  EXPECT_FALSE(a.memory.active);
+  EXPECT_DOUBLE_EQ(a.manifest["gate"]["delta"].get<double>(), no_memory.delta);
+  ASSERT_TRUE(b.memory.certified) << b.manifest["memory"].dump();
+  EXPECT_NEAR(b.manifest["gate"]["delta"].get<double>(), no_memory.delta * 0.8, 1e-12);
+  EXPECT_NEAR(b.manifest["memory"]["delta"].get<double>(), no_memory.delta * 0.2, 1e-12);
+  EXPECT_DOUBLE_EQ(b.manifest["options"]["delta"].get<double>(), no_memory.delta);
+  EXPECT_TRUE(b.deployed);
+  // model.bin keeps the table; a damaged table is refused.
+  Policy loaded = decode_policy(encode_policy(b.policy), "test");
+  EXPECT_EQ(loaded.memory_inputs, b.policy.memory_inputs);
+  EXPECT_EQ(loaded.memory_labels, b.policy.memory_labels);
+  ASSERT_GE(loaded.memory_inputs.size(), 2u);
+  std::swap(loaded.memory_inputs[0], loaded.memory_inputs[1]);
+  EXPECT_THROW(decode_policy(encode_policy(loaded), "test"), FormatError);
+  std::swap(loaded.memory_inputs[0], loaded.memory_inputs[1]);
+  loaded.memory_labels[0] = -1;
+  EXPECT_THROW(decode_policy(encode_policy(loaded), "test"), FormatError);
+  // A remembered input is answered from memory with its logged label; a new one is not.
+  Router router(std::move(b.policy), b.manifest);
+  RouteScratch s = router.make_scratch();
+  size_t remembered = 0, right = 0;
+  for (size_t i = 0; i < once.size(); ++i) {
+    RouteResult r = router.route(once.traces[i].input, s);
+    if (r.stage != 0) continue;
+    ++remembered;
+    EXPECT_TRUE(r.handled);
+    EXPECT_EQ(decision_reason(r), "memory");
+    right += r.label == once.y[i];
+  }
+  EXPECT_GT(remembered, once.size() * 9 / 10);  // the rest had every copy held out
+  EXPECT_EQ(right, remembered);
+  EXPECT_NE(router.route("an input nobody ever logged", s).stage, 0);
 }
 
 // A label with too few traces never aborts the fit: it is listed, and an input predicted as it
