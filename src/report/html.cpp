@@ -190,6 +190,24 @@ std::string metric(const std::string& id, const std::string& label, const std::s
       hint.empty() ? "" : "<div class='metric-hint'>" + esc(hint) + "</div>");
 }
 
+// The memory tier (manifest.json → memory): what it answers and the LLM's measured
+// self-consistency, or why it is inactive or refused.
+std::string memory_note(const json& m) {
+  const json& mem = sub(m, "memory");
+  if (!mem.is_object()) return "";
+  if (!mem.value("certified", false))
+    return "<p class='meta' id='memory'>Memory tier: " + esc(str(mem, "reason", "not certified")) +
+           "</p>";
+  return fmt::format(
+      "<p class='meta' id='memory'><b>Memory tier</b>: {:g} repeated requests are answered with "
+      "the LLM's remembered label, about <b>{}</b> of traffic (share of held-out traces they "
+      "answer); the LLM agreed with its remembered answer on {} of {:g} held-out repeats "
+      "(self-consistency, lower bound {} at δ {:g}). Certified separately from the surrogate; "
+      "together they keep the target.</p>",
+      num(mem, "entries", 0), pct(num(mem, "hit_share")), pct(num(mem, "self_consistency"), 2),
+      num(mem, "hits", 0), pct(num(mem, "bound"), 2), num(mem, "delta", 0));
+}
+
 // Distinct inputs (the unit of evidence), duplicates, and the labels too rare to answer.
 std::string units_note(const json& m) {
   const json& u = sub(m, "units");
@@ -252,8 +270,17 @@ std::string headline_section(const ReportInputs& in) {
                 fmt::format("{:g}% confidence", (1 - delta) * 100));
   }
   s += metric("target", "Target agreement", pct(target, 1), raw(target), "set with --target");
-  s += metric("delta", "Risk \u03b4", fmt::format("{:g}", delta), raw(delta),
-              fmt::format("guarantee holds with {:g}% probability", (1 - delta) * 100));
+  const double memory_delta = num(sub(m, "memory"), "delta", 0);
+  if (memory_delta > 0) {  // the memory tier spent a share of the user's delta
+    const double total = delta + memory_delta;
+    s += metric("delta", "Risk \u03b4", fmt::format("{:g}", total), raw(total),
+                fmt::format("surrogate gate {:g} + memory tier {:g}: both hold with {:g}% "
+                            "probability",
+                            delta, memory_delta, (1 - total) * 100));
+  } else {
+    s += metric("delta", "Risk \u03b4", fmt::format("{:g}", delta), raw(delta),
+                fmt::format("guarantee holds with {:g}% probability", (1 - delta) * 100));
+  }
   s += metric("method", "Method", str(g, "method", "none"), str(g, "method", "none"),
               "surrogate " + str(sub(g, "stage1"), "surrogate", "?"));
   s += metric(
@@ -268,6 +295,7 @@ std::string headline_section(const ReportInputs& in) {
       esc(str(sub(m, "traces"), "path", "?")), num(sub(m, "traces"), "accepted", 0),
       esc(str(sub(m, "featurizer"), "description", str(sub(m, "featurizer"), "kind"))));
   s += units_note(m);
+  s += memory_note(m);
   s += "</section>";
   return s;
 }
