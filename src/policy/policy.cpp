@@ -181,10 +181,15 @@ Policy decode_policy(std::string_view bytes, const std::string& source_name) {
   }
 }
 
-int Policy::memory_label(uint64_t key) const {
+int Policy::memory_index(uint64_t key) const {
   auto it = std::lower_bound(memory_inputs.begin(), memory_inputs.end(), key);
   if (it == memory_inputs.end() || *it != key) return -1;
-  return memory_labels[static_cast<size_t>(it - memory_inputs.begin())];
+  return static_cast<int>(it - memory_inputs.begin());
+}
+
+int Policy::memory_label(uint64_t key) const {
+  const int i = memory_index(key);
+  return i < 0 ? -1 : memory_labels[static_cast<size_t>(i)];
 }
 
 int Policy::known_label(uint64_t key) const {

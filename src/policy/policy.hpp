@@ -64,6 +64,8 @@ struct Policy {
   int known_label(uint64_t key) const;
   // The remembered label of `key`, or -1 when it is not in the memory table. O(log n).
   int memory_label(uint64_t key) const;
+  // The index of `key` in memory_inputs, or -1.
+  int memory_index(uint64_t key) const;
   bool is_rare(int label) const {
     return label >= 0 && static_cast<size_t>(label) < rare_labels.size() &&
            rare_labels[static_cast<size_t>(label)] != 0;

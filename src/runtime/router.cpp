@@ -89,10 +89,12 @@ RouteScratch Router::make_scratch() const {
   return s;
 }
 
-RouteResult Router::route(std::string_view text, RouteScratch& s) const {
-  if (!policy_.memory_inputs.empty()) {
-    const int remembered = policy_.memory_label(input_key(text, s));
-    if (remembered >= 0) return memory_answer(remembered);
+RouteResult Router::route(std::string_view text, RouteScratch& s,
+                          const MemoryFilter& memory) const {
+  if (memory.enabled && !policy_.memory_inputs.empty()) {
+    const int i = memory_index(text, s);
+    if (i >= 0 && !(memory.evicted && memory.evicted[i].load(std::memory_order_relaxed)))
+      return memory_answer(policy_.memory_labels[static_cast<size_t>(i)]);
   }
   FeatureStats stats;
   policy_.featurizer->transform(text, s.x, &stats);
@@ -105,6 +107,11 @@ RouteResult Router::route(std::string_view text, RouteScratch& s) const {
     }
   }
   return r;
+}
+
+int Router::memory_index(std::string_view text, RouteScratch& s) const {
+  if (policy_.memory_inputs.empty()) return -1;
+  return policy_.memory_index(input_key(text, s));
 }
 
 uint64_t Router::input_key(std::string_view text, RouteScratch& s) const {

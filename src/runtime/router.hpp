@@ -1,6 +1,7 @@
 #pragma once
 // The router: featurize → surrogate → OOD gate → acceptor → handled or deferred.
 // Thread-safe: one Router is shared by all threads; each thread brings its own Scratch.
+#include <atomic>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -39,6 +40,20 @@ struct RouteScratch {
   std::vector<float> probs, probs2, sims;
 };
 
+// Which memory entries a caller lets answer (the server: none once the table expired, and not
+// those an audit found stale). Default: all of them.
+struct MemoryFilter {
+  bool enabled = true;
+  const std::atomic<uint8_t>* evicted = nullptr;  // per entry of Policy::memory_inputs, or null
+};
+
+// How a server uses the memory tier (docs/serve.md, "Memory tier").
+struct ServedMemoryOptions {
+  // Remembered answers stop being used this many seconds after the fit (manifest.json →
+  // created_at); 0: never. A refit (`tracer update`) rebuilds the table.
+  int64_t ttl_s = 0;
+};
+
 // What a decision reports as its reason: the deferral reason, "memory" for an answer from the
 // memory tier, "" for a surrogate answer.
 std::string decision_reason(const RouteResult& r);
@@ -64,7 +79,9 @@ class Router {
   // remembered label (stage 0) without running a surrogate; anything else is featurized and
   // routed, and a handled known input (Policy::known_inputs) whose agreeing label is not the
   // surrogate's is deferred with reason kKnownDisagreement.
-  RouteResult route(std::string_view text, RouteScratch& s) const;
+  RouteResult route(std::string_view text, RouteScratch& s, const MemoryFilter& memory = {}) const;
+  // The index of `text`'s entry in Policy::memory_inputs, or -1.
+  int memory_index(std::string_view text, RouteScratch& s) const;
   // Routes an already featurized input (used by the fitter; no known-input check: it needs the
   // text).
   RouteResult route_features(SparseRow x, const FeatureStats& stats, RouteScratch& s) const;

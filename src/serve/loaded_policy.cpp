@@ -3,6 +3,8 @@
 #include <iostream>
 
 #include "serve/audit_state_file.hpp"
+#include "util/error.hpp"
+#include "util/time_text.hpp"
 
 namespace tracer::serve {
 namespace {
@@ -28,6 +30,20 @@ std::shared_ptr<AuditMonitor> make_monitor(const Router& router, const AuditOpti
                             audit);
 }
 
+// The served table of `router`'s policy; expires `ttl_s` after the fit's created_at.
+std::shared_ptr<ServedMemory> make_memory(const Router& router, const ServedMemoryOptions& o) {
+  int64_t expires = 0;
+  if (o.ttl_s > 0 && !router.policy().memory_inputs.empty()) {
+    const int64_t created = parse_utc_timestamp(router.manifest().value("created_at", ""));
+    if (created < 0)
+      throw InputError(
+          "--memory-ttl needs the fit time, and manifest.json has no created_at of the form "
+          "2026-12-01T02:51:18Z; refit the policy");
+    expires = created + o.ttl_s;
+  }
+  return std::make_shared<ServedMemory>(router.policy().memory_inputs.size(), expires);
+}
+
 std::shared_ptr<DriftState> make_drift(const nlohmann::json& manifest, const DriftOptions& drift) {
   return std::make_shared<DriftState>(DriftReference::from_manifest(manifest), drift);
 }
@@ -48,19 +64,38 @@ std::string Decision::reason() const {
   return decision_reason(route);
 }
 
+ServedMemory::ServedMemory(size_t entries, int64_t expires_unix_s)
+    : evicted_(std::make_unique<std::atomic<uint8_t>[]>(entries)),
+      n_(entries),
+      expires_(expires_unix_s) {}
+
+bool ServedMemory::expired() const {
+  return expires_ > 0 && static_cast<int64_t>(std::time(nullptr)) >= expires_;
+}
+
+bool ServedMemory::evict(size_t index) {
+  if (index >= n_ || evicted_[index].exchange(1, std::memory_order_relaxed) != 0) return false;
+  evictions_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 LoadedPolicy::LoadedPolicy(Router router, const AuditOptions& audit, const DriftOptions& drift,
-                           std::string state_dir)
+                           std::string state_dir, const ServedMemoryOptions& memory)
     : LoadedPolicy(std::move(router), std::shared_ptr<AuditMonitor>(),
-                   std::shared_ptr<DriftState>(), std::move(state_dir)) {
+                   std::shared_ptr<DriftState>(), std::shared_ptr<ServedMemory>(),
+                   std::move(state_dir)) {
   audit_ = make_monitor(router_, audit, state_dir_);
   drift_ = make_drift(router_.manifest(), drift);
+  memory_ = make_memory(router_, memory);
 }
 
 LoadedPolicy::LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit,
-                           std::shared_ptr<DriftState> drift, std::string state_dir)
+                           std::shared_ptr<DriftState> drift, std::shared_ptr<ServedMemory> memory,
+                           std::string state_dir)
     : router_(std::move(router)),
       audit_(std::move(audit)),
       drift_(std::move(drift)),
+      memory_(std::move(memory)),
       pool_(router_),
       state_dir_(std::move(state_dir)) {
   manifest_json_ =
@@ -71,24 +106,26 @@ LoadedPolicy::LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit,
 
 std::shared_ptr<const LoadedPolicy> LoadedPolicy::load(const std::string& dir,
                                                        const AuditOptions& audit,
-                                                       const DriftOptions& drift) {
-  return std::make_shared<const LoadedPolicy>(Router::load(dir), audit, drift, dir);
+                                                       const DriftOptions& drift,
+                                                       const ServedMemoryOptions& memory) {
+  return std::make_shared<const LoadedPolicy>(Router::load(dir), audit, drift, dir, memory);
 }
 
 std::shared_ptr<const LoadedPolicy> LoadedPolicy::reload(const std::string& dir,
                                                          const AuditOptions& audit,
                                                          const DriftOptions& drift,
-                                                         const LoadedPolicy& previous) {
+                                                         const LoadedPolicy& previous,
+                                                         const ServedMemoryOptions& memory) {
   Router router = Router::load(dir);
   if (router.policy().policy_version != previous.version()) {
     // Audits of the old version still in flight must not overwrite the new version's state.
     if (previous.audit_) previous.audit_->on_look({});
-    return std::make_shared<const LoadedPolicy>(std::move(router), audit, drift, dir);
+    return std::make_shared<const LoadedPolicy>(std::move(router), audit, drift, dir, memory);
   }
-  // The same version keeps its audit monitor and drift window.
+  // The same version keeps its audit monitor, drift window and evicted memory entries.
   auto monitor = previous.audit_ ? previous.audit_ : make_monitor(router, audit, dir);
-  return std::shared_ptr<const LoadedPolicy>(
-      new LoadedPolicy(std::move(router), std::move(monitor), previous.drift_, dir));
+  return std::shared_ptr<const LoadedPolicy>(new LoadedPolicy(
+      std::move(router), std::move(monitor), previous.drift_, previous.memory_, dir));
 }
 
 void LoadedPolicy::save_audit_state() const {
@@ -101,7 +138,27 @@ void LoadedPolicy::save_audit_state() const {
 
 RouteResult LoadedPolicy::route(std::string_view text) const {
   auto scratch = pool_.checkout();
-  return router_.route(text, *scratch);
+  return router_.route(text, *scratch, memory_->filter());
+}
+
+bool LoadedPolicy::evict_if_stale(std::string_view text, std::string_view llm_label) const {
+  if (memory_->entries() == 0) return false;
+  int index = -1;
+  {
+    auto scratch = pool_.checkout();
+    index = router_.memory_index(text, *scratch);
+  }
+  if (index < 0) return false;
+  const int remembered = router_.policy().memory_labels[static_cast<size_t>(index)];
+  if (label_index(llm_label) == remembered) return false;
+  if (!memory_->evict(static_cast<size_t>(index))) return false;
+  const uint64_t n = memory_->evictions();
+  if (n > 10 && n % 1000 != 0) return true;  // the first ten, then one line per thousand
+  std::cerr << "(eviction " << n << ") ";
+  std::cerr << "memory: policy " << version() << ": evicted a remembered answer ("
+            << router_.label_name(remembered) << ") the LLM now answers as '"
+            << std::string(llm_label.substr(0, 64)) << "'\n";
+  return true;
 }
 
 Decision LoadedPolicy::decide(std::string_view text) const {

@@ -41,6 +41,28 @@ class DriftState {
   std::atomic<bool> warned_{false};
 };
 
+// The memory tier of one policy version as served, shared by reloads of that version like the
+// audit monitor: the entries a shadow audit or feedback found stale (evicted: never answered
+// from again), and when the table expires. Thread-safe.
+class ServedMemory {
+ public:
+  // `expires_unix_s` 0: never.
+  ServedMemory(size_t entries, int64_t expires_unix_s);
+  MemoryFilter filter() const { return MemoryFilter{!expired(), evicted_.get()}; }
+  bool expired() const;
+  // Evicts entry `index`; true when this call evicted it (false: already evicted).
+  bool evict(size_t index);
+  uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
+  size_t entries() const { return n_; }
+  int64_t expires_unix_s() const { return expires_; }
+
+ private:
+  std::unique_ptr<std::atomic<uint8_t>[]> evicted_;
+  size_t n_ = 0;
+  int64_t expires_ = 0;
+  std::atomic<uint64_t> evictions_{0};
+};
+
 class LoadedPolicy {
  public:
   // The audit monitor takes α and δ from manifest.json's gate (target, delta); a manifest
@@ -49,19 +71,22 @@ class LoadedPolicy {
   // `state_dir`: where the audit state is saved and resumed from (the policy folder; "" keeps it
   // in memory only; see serve/audit_state_file.hpp).
   explicit LoadedPolicy(Router router, const AuditOptions& audit = {},
-                        const DriftOptions& drift = {}, std::string state_dir = {});
+                        const DriftOptions& drift = {}, std::string state_dir = {},
+                        const ServedMemoryOptions& memory = {});
   LoadedPolicy(const LoadedPolicy&) = delete;
   LoadedPolicy& operator=(const LoadedPolicy&) = delete;
 
   static std::shared_ptr<const LoadedPolicy> load(const std::string& dir,
                                                   const AuditOptions& audit = {},
-                                                  const DriftOptions& drift = {});
+                                                  const DriftOptions& drift = {},
+                                                  const ServedMemoryOptions& memory = {});
   // Reloading the policy version `previous` serves keeps its audit monitor and drift window:
   // only a refit (a new version) clears a tripped audit or starts a fresh window.
   static std::shared_ptr<const LoadedPolicy> reload(const std::string& dir,
                                                     const AuditOptions& audit,
                                                     const DriftOptions& drift,
-                                                    const LoadedPolicy& previous);
+                                                    const LoadedPolicy& previous,
+                                                    const ServedMemoryOptions& memory = {});
 
   const Router& router() const { return router_; }
   RouteResult route(std::string_view text) const;       // not recorded in the drift window
@@ -69,6 +94,10 @@ class LoadedPolicy {
   AuditMonitor* audit() const { return audit_.get(); }  // null without gate.target/delta
   // Saves the audit's current counts beside the policy (at shutdown; looks save themselves).
   void save_audit_state() const;
+  // A fresh LLM label for `text` (shadow audit, feedback): when `text` is answered from memory
+  // with another label, its entry is evicted (logged once). True when this call evicted it.
+  bool evict_if_stale(std::string_view text, std::string_view llm_label) const;
+  const ServedMemory& memory() const { return *memory_; }
   // The drift report of this version's monitor (polled: may take a look).
   DriftReport drift_report() const { return drift_->report(version()); }
   const std::string& version() const { return router_.policy().policy_version; }
@@ -82,12 +111,14 @@ class LoadedPolicy {
 
  private:
   LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit,
-               std::shared_ptr<DriftState> drift, std::string state_dir);
+               std::shared_ptr<DriftState> drift, std::shared_ptr<ServedMemory> memory,
+               std::string state_dir);
 
   Router router_;
   std::shared_ptr<AuditMonitor> audit_;
-  std::shared_ptr<DriftState> drift_;  // never null
-  mutable ScratchPool pool_;           // internally synchronised
+  std::shared_ptr<DriftState> drift_;     // never null
+  std::shared_ptr<ServedMemory> memory_;  // never null
+  mutable ScratchPool pool_;              // internally synchronised
   std::string manifest_json_;
   std::string state_dir_;
   std::unordered_map<std::string, int> label_index_;

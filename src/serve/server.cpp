@@ -121,6 +121,20 @@ json audit_json(const LoadedPolicy& p) {
 }
 
 // GET /v1/drift: the served policy's drift report.
+// The memory tier's gauges (tracer_memory_answers_total is counted with the decisions).
+std::string memory_metrics(const ServedMemory& m) {
+  return fmt::format(
+      "# HELP tracer_memory_entries Remembered answers of the served policy (memory tier).\n"
+      "# TYPE tracer_memory_entries gauge\ntracer_memory_entries {}\n"
+      "# HELP tracer_memory_evictions_total Remembered answers evicted because a shadow audit or "
+      "feedback found the LLM now answers otherwise.\n"
+      "# TYPE tracer_memory_evictions_total counter\ntracer_memory_evictions_total {}\n"
+      "# HELP tracer_memory_expired 1 when --memory-ttl has passed since the fit: no remembered "
+      "answer is used until a refit.\n"
+      "# TYPE tracer_memory_expired gauge\ntracer_memory_expired {}\n",
+      m.entries(), m.evictions(), m.expired() ? 1 : 0);
+}
+
 json drift_json(const LoadedPolicy& p, const DriftOptions& o) {
   json j = p.drift_report().to_json();
   j["policy_version"] = p.version();
@@ -154,7 +168,8 @@ struct ApiServer::Impl {
 
   explicit Impl(ServeOptions o)
       : opt(std::move(o)),
-        slot(LoadedPolicy::load(opt.policy_dir, checked(opt.audit), checked(opt.drift))) {
+        slot(LoadedPolicy::load(opt.policy_dir, checked(opt.audit), checked(opt.drift),
+                                opt.memory)) {
     if (opt.threads < 1) throw InputError("--threads must be >= 1");
     if (opt.max_body_bytes < 1) throw InputError("--max-body-bytes must be >= 1");
     if (opt.limits.max_batch < 1) throw InputError("--max-batch must be >= 1");
@@ -276,7 +291,8 @@ struct ApiServer::Impl {
                if (p->audit()) a = p->audit()->state();
                DriftReport drift = p->drift_report();
                res.set_content(metrics.render(p->version(), p->method(), p->num_labels(),
-                                              a ? &*a : nullptr, &drift),
+                                              a ? &*a : nullptr, &drift) +
+                                   memory_metrics(p->memory()),
                                "text/plain; version=0.0.4");
              }));
     http.Get("/v1/drift", wrap(Endpoint::kDrift, true, [this](const auto&, auto& res) {
@@ -522,9 +538,10 @@ struct ApiServer::Impl {
   // Queues a shadow audit of a handled chat completion: the same request goes to the LLM in a
   // worker, after the client has the surrogate's answer. Returns false when it was dropped.
   bool submit_audit(std::shared_ptr<const LoadedPolicy> p, const httplib::Request& req,
-                    std::string text, std::string surrogate_label) {
+                    std::string text, std::string surrogate_label, bool from_memory) {
     auto job = [this, p = std::move(p), body = req.body, fwd = forwarded(req),
-                text = std::move(text), surrogate_label = std::move(surrogate_label)]() mutable {
+                text = std::move(text), surrogate_label = std::move(surrogate_label),
+                from_memory]() mutable {
       try {
         UpstreamReply up = upstream->chat_completions(body, fwd);
         metrics.count_upstream(up.outcome, up.seconds, up.retries);
@@ -535,6 +552,7 @@ struct ApiServer::Impl {
           if (up.outcome != UpstreamOutcome::kOk) return;  // nothing learned
         } else {
           record_audit(*p, a.label, surrogate_label, AuditSource::kShadow);
+          if (from_memory) p->evict_if_stale(text, a.label);
         }
         record(*p, std::move(text), a.known ? std::move(a.label) : std::string(), a.known,
                std::move(a.raw), "handled", "audit");
@@ -563,6 +581,7 @@ struct ApiServer::Impl {
            {"decision", d.route.handled ? "handled" : "deferred"}};
     if (d.route.handled) {
       record_audit(*p, ar.label, surrogate, AuditSource::kFeedback);
+      if (d.route.stage == 0) j["evicted"] = p->evict_if_stale(ar.text, ar.label);
       j["recorded"] = true;
       j["agreed"] = ar.label == surrogate;
     } else {
@@ -619,7 +638,7 @@ struct ApiServer::Impl {
       res.set_content(dump(j), kJson);
       // An audited request gets the LLM's trace from the audit, which beats the surrogate's.
       bool audited = audits && p->audit() && p->audit()->should_audit() &&
-                     submit_audit(p, req, cr.text, label);
+                     submit_audit(p, req, cr.text, label, r.stage == 0);
       if (opt.record_handled && !audited)
         record(*p, std::move(cr.text), label, true, "", "handled");
       return;
@@ -645,7 +664,7 @@ struct ApiServer::Impl {
     auto old = slot.get();
     r.previous_policy_version = old->version();
     try {
-      auto fresh = LoadedPolicy::reload(opt.policy_dir, opt.audit, opt.drift, *old);
+      auto fresh = LoadedPolicy::reload(opt.policy_dir, opt.audit, opt.drift, *old, opt.memory);
       r.policy_version = fresh->version();
       slot.set(std::move(fresh));
       r.ok = true;

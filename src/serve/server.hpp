@@ -6,6 +6,7 @@
 
 #include "runtime/audit.hpp"
 #include "runtime/drift.hpp"
+#include "runtime/router.hpp"
 #include "serve/requests.hpp"
 
 namespace tracer::serve {
@@ -37,6 +38,8 @@ struct ServeOptions {
   // Drift warning (docs/serve.md, "Drift warning"): the latest `window` routed inputs' stage-1
   // acceptor scores against the calibrate split's. Never changes a decision.
   DriftOptions drift;
+  // Memory tier (docs/serve.md, "Memory tier"): expiry of the remembered answers.
+  ServedMemoryOptions memory;
 };
 
 struct ReloadResult {

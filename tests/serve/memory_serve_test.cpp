@@ -101,6 +101,89 @@ TEST(MemoryServe, FitPredictRouteAndProxyAnswerRepeatsFromMemory) {
   EXPECT_EQ(metric(mt, "tracer_memory_answers_total"), 2) << mt;
 }
 
+// The LLM changed its mind about a remembered request: the shadow audit (proxy) or a client's
+// feedback sees it, the entry is evicted, and the request goes through the gate from then on.
+TEST(MemoryServe, AStaleRememberedAnswerIsEvictedByTheAuditOrFeedback) {
+  MemoryFixture f;
+  // Two remembered inputs; the LLM now answers both with another label.
+  std::vector<std::string> remembered;
+  {
+    Router router = Router::load(f.policy);
+    RouteScratch s = router.make_scratch();
+    for (const auto& in : f.inputs)
+      if (remembered.size() < 2 && router.route(in, s).stage == 0) remembered.push_back(in);
+  }
+  ASSERT_EQ(remembered.size(), 2u);
+  std::map<std::string, std::string> changed = f.teacher;
+  for (const auto& in : remembered) {
+    for (const auto& [text, label] : f.teacher)
+      if (label != f.teacher.at(in)) {
+        changed[in] = label;
+        break;
+      }
+  }
+  FakeLlm llm(changed);
+  serve::ServeOptions o;
+  o.policy_dir = f.policy;
+  o.port = 0;
+  o.threads = 4;
+  o.upstream = llm.url();
+  o.trace_db = f.dir.file("traces.db");
+  o.audit.share = 1;  // audit every handled proxy request
+  RunningServer rs(o);
+  auto c = rs.client();
+
+  // Proxy: answered from memory once; the audit's fresh answer evicts the entry.
+  auto r = c->Post("/v1/chat/completions", chat_body(remembered[0]), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->get_header_value("X-Tracer-Reason"), "memory");
+  ASSERT_TRUE(eventually(
+      [&] { return metric(c->Get("/metrics")->body, "tracer_memory_evictions_total") == 1; }));
+  json again = body(c->Post("/v1/route", json{{"text", remembered[0]}}.dump(), "application/json"));
+  EXPECT_NE(again.value("reason", ""), "memory") << again.dump();
+
+  // Feedback: a client reports the LLM's new label for the other one.
+  json fb = body(c->Post("/v1/audit",
+                         json{{"text", remembered[1]}, {"label", changed[remembered[1]]}}.dump(),
+                         "application/json"));
+  EXPECT_EQ(fb["evicted"], true) << fb.dump();
+  json after = body(c->Post("/v1/route", json{{"text", remembered[1]}}.dump(), "application/json"));
+  EXPECT_NE(after.value("reason", ""), "memory") << after.dump();
+  const std::string mt = c->Get("/metrics")->body;
+  EXPECT_EQ(metric(mt, "tracer_memory_evictions_total"), 2) << mt;
+  EXPECT_GT(metric(mt, "tracer_memory_entries"), 100) << mt;
+}
+
+// --memory-ttl: remembered answers are used until the fit is that old, then not at all.
+TEST(MemoryServe, RememberedAnswersExpireAfterTheTtl) {
+  MemoryFixture f;
+  std::string remembered;
+  {
+    Router router = Router::load(f.policy);
+    RouteScratch s = router.make_scratch();
+    for (const auto& in : f.inputs)
+      if (remembered.empty() && router.route(in, s).stage == 0) remembered = in;
+  }
+  ASSERT_FALSE(remembered.empty());
+  for (int64_t ttl : {int64_t{7 * 86400}, int64_t{1}}) {
+    serve::ServeOptions o;
+    o.policy_dir = f.policy;
+    o.port = 0;
+    o.threads = 2;
+    o.memory.ttl_s = ttl;
+    if (ttl == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    RunningServer rs(o);
+    auto c = rs.client();
+    json d = body(c->Post("/v1/route", json{{"text", remembered}}.dump(), "application/json"));
+    const bool fresh = ttl > 1;
+    EXPECT_EQ(d.value("reason", "") == "memory", fresh) << ttl << ": " << d.dump();
+    EXPECT_EQ(metric(c->Get("/metrics")->body, "tracer_memory_expired"), fresh ? 0 : 1);
+  }
+  CommandResult bad = run_cli("serve " + f.policy + " --port 0 --memory-ttl 7days");
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_NE(bad.err.find("--memory-ttl"), std::string::npos) << bad.err;
+}
+
 TEST(MemoryServe, OffLeavesTheWholeDeltaToTheGate) {
   TempDir dir;
   std::string out;

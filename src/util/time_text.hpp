@@ -1,0 +1,16 @@
+#pragma once
+// Durations and UTC timestamps as users and manifests write them.
+#include <cstdint>
+#include <string_view>
+
+namespace tracer {
+
+// "90" or "90s" (seconds), "45m", "12h", "30d", "2w": a positive whole number and an optional
+// unit. Returns seconds. Throws InputError naming `what` (e.g. "--memory-ttl") otherwise.
+int64_t parse_duration_seconds(std::string_view text, std::string_view what);
+
+// "2026-12-01T02:51:18Z" (manifest.json → created_at) as Unix seconds; -1 when `text` is not a
+// UTC timestamp of that exact form.
+int64_t parse_utc_timestamp(std::string_view text);
+
+}  // namespace tracer
