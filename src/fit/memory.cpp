@@ -84,19 +84,22 @@ std::vector<Entry> candidates_of(std::vector<Entry> table, size_t cap) {
   return table;
 }
 
-// Nested steps over the ordered candidates, cut where the score changes, once a step holds the
-// hits a pass needs and adds at least 2% of all hits (so a long tail of tiny steps cannot stop
-// the walk on a single unlucky hit). Uses hit counts only, never held-out labels.
+// Nested steps over the ordered candidates, cut where the score changes. The first step holds a
+// quarter of all hits (and at least the hits a pass needs): a walk must pass its first step, and
+// a first step of a few dozen hits fails on noise where a larger one of the same agreement would
+// pass. Each later step adds at least 5% of all hits, so a long tail of tiny steps cannot stop
+// the walk on one unlucky hit. Uses hit counts only, never held-out labels.
 std::vector<MemoryStep> steps_of(const std::vector<Entry>& c, size_t total_hits, size_t min_hits) {
   std::vector<MemoryStep> steps;
-  const size_t stride = std::max<size_t>(1, (total_hits * 2 + 99) / 100);
+  const size_t first = std::max(min_hits, (total_hits + 3) / 4);
+  const size_t stride = std::max<size_t>(1, (total_hits * 5 + 99) / 100);
   size_t hits = 0, agreed = 0, last = 0;
   for (size_t i = 0; i < c.size(); ++i) {
     hits += c[i].hits;
     agreed += c[i].agreed;
     const bool group_end = i + 1 == c.size() || c[i + 1].score() != c[i].score();
-    if (!group_end || hits < min_hits) continue;
-    if (hits - last < stride && i + 1 != c.size()) continue;
+    if (!group_end || hits < first) continue;
+    if (!steps.empty() && hits - last < stride && i + 1 != c.size()) continue;
     steps.push_back({c[i].score(), i + 1, hits, agreed, 0});
     last = hits;
   }
