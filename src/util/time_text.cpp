@@ -53,7 +53,15 @@ int64_t parse_utc_timestamp(std::string_view text) {
   if (tm.tm_year < 70 || tm.tm_mon < 0 || tm.tm_mday < 1 || tm.tm_hour < 0 || tm.tm_min < 0 ||
       tm.tm_sec < 0)
     return -1;
-  return static_cast<int64_t>(timegm(&tm));
+  const std::tm want = tm;
+  const std::time_t t = timegm(&tm);
+  std::tm back{};
+  // timegm normalises 2026-02-31 to March 3rd and second 60 to the next minute: refuse those.
+  if (t < 0 || !gmtime_r(&t, &back) || back.tm_year != want.tm_year || back.tm_mon != want.tm_mon ||
+      back.tm_mday != want.tm_mday || back.tm_hour != want.tm_hour || back.tm_min != want.tm_min ||
+      back.tm_sec != want.tm_sec)
+    return -1;
+  return static_cast<int64_t>(t);
 }
 
 }  // namespace tracer

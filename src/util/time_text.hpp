@@ -10,7 +10,7 @@ namespace tracer {
 int64_t parse_duration_seconds(std::string_view text, std::string_view what);
 
 // "2026-12-01T02:51:18Z" (manifest.json → created_at) as Unix seconds; -1 when `text` is not a
-// UTC timestamp of that exact form.
+// UTC timestamp of that exact form or names no real instant (2026-02-31, second 60).
 int64_t parse_utc_timestamp(std::string_view text);
 
 }  // namespace tracer

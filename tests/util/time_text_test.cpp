@@ -28,9 +28,10 @@ TEST(TimeText, DurationsTakeAWholeNumberAndAUnit) {
 TEST(TimeText, UtcTimestampsOfTheManifestForm) {
   EXPECT_EQ(parse_utc_timestamp("1970-01-01T00:00:00Z"), 0);
   EXPECT_EQ(parse_utc_timestamp("2026-12-01T02:51:18Z"), 1796093478);
-  for (const char* bad : {"", "2026-12-01", "2026-12-01T02:51:18", "2026-13-01T02:51:18Z",
-                          "2026-12-01T24:00:00Z", "2026-12-01 02:51:18Z", "20x6-12-01T02:51:18Z",
-                          "1969-12-31T23:59:59Z", "2026-12-01T02:51:18+01:00"})
+  for (const char* bad :
+       {"", "2026-12-01", "2026-12-01T02:51:18", "2026-13-01T02:51:18Z", "2026-12-01T24:00:00Z",
+        "2026-12-01 02:51:18Z", "20x6-12-01T02:51:18Z", "1969-12-31T23:59:59Z",
+        "2026-12-01T02:51:18+01:00", "2026-02-31T00:00:00Z", "2026-06-30T23:59:60Z"})
     EXPECT_EQ(parse_utc_timestamp(bad), -1) << bad;
 }
 
