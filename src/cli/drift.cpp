@@ -37,10 +37,11 @@ int run_drift(const DriftArgs& a) {
                      "with `tracer fit`");
   RouteScratch scratch = router.make_scratch();
   DriftSample sample;
-  size_t labelled = 0, handled_labelled = 0, agree = 0;
+  size_t labelled = 0, handled_labelled = 0, agree = 0, remembered = 0;
   for_each_input_line(a.input, [&](InputLine&& l, size_t) {
     RouteResult r = router.route(l.text, scratch);
-    sample.add(r);
+    sample.add(r);  // memory answers are not scored, so not in the sample
+    remembered += r.stage == 0;
     if (!l.teacher) return;
     ++labelled;
     if (!r.handled) return;
@@ -48,6 +49,10 @@ int run_drift(const DriftArgs& a) {
     agree += router.label_name(r.label) == *l.teacher;
   });
   const size_t lines = sample.scores.size();
+  if (lines == 0 && remembered > 0)
+    throw InputError("every text of " + a.input + " (" + std::to_string(remembered) +
+                     ") is answered from the memory tier; the drift check compares the "
+                     "surrogate's scores and has none to compare");
   if (lines == 0) throw InputError(a.input + " holds no texts");
   DriftReport rep = compare_drift(ref, sample, a.options);
 
@@ -56,6 +61,8 @@ int run_drift(const DriftArgs& a) {
   nlohmann::json out = rep.to_json();
   out["policy"] = a.policy;
   out["input"] = a.input;
+  out["scored_texts"] = lines;
+  out["memory_answers"] = remembered;  // routed from memory: not scored, not in the KS test
   if (labelled > 0) {
     const int n = static_cast<int>(handled_labelled), k = static_cast<int>(agree);
     nlohmann::json lab{{"labelled_rows", labelled},
@@ -72,8 +79,13 @@ int run_drift(const DriftArgs& a) {
   if (a.json) {
     std::cout << out.dump(2) << "\n";
   } else {
-    std::cout << fmt::format("Drift check: {} texts from {} against the policy in {}\n", lines,
-                             a.input, a.policy);
+    std::cout << fmt::format("Drift check: {} texts from {} against the policy in {}{}\n", lines,
+                             a.input, a.policy,
+                             remembered ? fmt::format(" ({} more answered from memory: not "
+                                                      "scored; the label agreement below "
+                                                      "includes them)",
+                                                      remembered)
+                                        : std::string());
     std::cout << fmt::format(
         "  stage-1 acceptor score: median {:.4f} (calibrate {:.4f}); one-sided KS D = {:.4f}, "
         "p = {:.2g}\n",

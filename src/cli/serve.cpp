@@ -19,7 +19,8 @@ namespace {
 struct ServeArgs {
   serve::ServeOptions opt;
   std::string text_from = "last-user";
-  std::string memory_ttl;  // "" : never expires
+  std::string memory_ttl;
+  bool memory_ttl_given = false;  // absent: never expires
 };
 
 std::string url_host(const std::string& host) {
@@ -29,7 +30,7 @@ std::string url_host(const std::string& host) {
 int run_serve(ServeArgs& a) {
   serve::ServeOptions& o = a.opt;
   o.text_from = serve::parse_text_from(a.text_from);
-  if (!a.memory_ttl.empty()) o.memory.ttl_s = parse_duration_seconds(a.memory_ttl, "--memory-ttl");
+  if (a.memory_ttl_given) o.memory.ttl_s = parse_duration_seconds(a.memory_ttl, "--memory-ttl");
   if (o.api_key.empty())
     if (const char* k = std::getenv("TRACER_API_KEY")) o.api_key = k;
   // Large blocks (a policy's weight matrices, a read model file) always come from mmap and go
@@ -176,10 +177,15 @@ Command add_serve_command(CLI::App& app) {
                   "Probability that a policy version ever reports drift while traffic has not "
                   "moved: look k is tested at level / ((k+1)(k+2)), which sums to this")
       ->capture_default_str();
-  sub->add_option("--memory-ttl", args->memory_ttl,
-                  "Stop using the memory tier's remembered answers this long after the fit "
-                  "(e.g. 7d, 12h, 3600): requests then go through the surrogate gate until a "
-                  "refit (`tracer update`) rebuilds the table. Default: no expiry");
+  sub->add_option_function<std::string>(
+      "--memory-ttl",
+      [args](const std::string& v) {
+        args->memory_ttl = v;
+        args->memory_ttl_given = true;
+      },
+      "Stop using the memory tier's remembered answers this long after the fit "
+      "(e.g. 7d, 12h, 3600): requests then go through the surrogate gate until a "
+      "refit (`tracer update`) rebuilds the table. Default: no expiry");
   return {sub, [args] { return run_serve(*args); }};
 }
 

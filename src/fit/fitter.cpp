@@ -308,7 +308,7 @@ FitResult fit_policy(const TraceSet& set, const FitOptions& o, Progress& progres
   MemoryCertificate memory = certify_memory(set, u.units, o.target, o.delta, o.memory, o.seed);
   progress.note("memory tier: " + memory_summary(memory));
   FitOptions gate_options = o;
-  gate_options.delta = o.delta - memory.delta;
+  gate_options.delta = std::round((o.delta - memory.delta) * 1e12) / 1e12;
   return fit_gate(set, o, gate_options, std::move(u), std::move(memory), total_time, progress);
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <unordered_set>
 
 #include "gate/bounds.hpp"
 #include "util/error.hpp"
@@ -34,6 +35,20 @@ double uniform_of(uint64_t seed, uint64_t i) {
   return double(z >> 11) * 0x1.0p-53;
 }
 
+// Which traces count as LLM calls for the memory tier: not a second record of a call already
+// logged (same non-empty `id` and same input), and not an input that normalises to nothing
+// (punctuation only: its key would stand for every such request).
+std::vector<uint8_t> calls_of(const TraceSet& set, const TraceUnits& units) {
+  std::vector<uint8_t> used(set.size(), 1);
+  std::unordered_set<std::string> ids;
+  for (size_t i = 0; i < set.size(); ++i) {
+    const Trace& t = set.traces[i];
+    if (units.blank[units.unit_of_trace[i]]) used[i] = 0;
+    if (!t.id.empty() && !ids.insert(t.id + '\x1f' + t.input).second) used[i] = 0;
+  }
+  return used;
+}
+
 // Per unit, what the memory share M says about it.
 struct Entry {
   size_t unit = 0;
@@ -45,11 +60,12 @@ struct Entry {
 };
 
 std::vector<Entry> build_table(const TraceSet& set, const TraceUnits& units,
+                               const std::vector<uint8_t>& used,
                                const std::vector<uint8_t>& held_out) {
   std::vector<Entry> e(units.size());
   std::vector<std::vector<std::pair<int, uint32_t>>> counts(units.size());
   for (size_t i = 0; i < set.size(); ++i) {
-    if (held_out[i]) continue;
+    if (held_out[i] || !used[i]) continue;
     const size_t u = units.unit_of_trace[i];
     auto& c = counts[u];
     auto it = std::find_if(c.begin(), c.end(), [&](auto& p) { return p.first == set.y[i]; });
@@ -148,17 +164,19 @@ MemoryCertificate certify_memory(const TraceSet& set, const TraceUnits& units, d
     m.reason = "off (--memory off)";
     return m;
   }
-  const double delta_m = delta * o.delta_share;
+  // Rounded to 12 decimals so manifest.json says 0.01, not 0.010000000000000002.
+  const double delta_m = std::round(delta * o.delta_share * 1e12) / 1e12;
   m.min_hits = static_cast<size_t>(min_rows_to_certify(target, delta_m));
 
   // 1. Hold out a share of the traces (one logged call each) at random.
+  std::vector<uint8_t> used = calls_of(set, units);
   std::vector<uint8_t> held_out(set.size());
   for (size_t i = 0; i < set.size(); ++i) {
-    held_out[i] = uniform_of(seed ^ 0x6d656d6f7279ULL, i) < o.holdout;
+    held_out[i] = used[i] && uniform_of(seed ^ 0x6d656d6f7279ULL, i) < o.holdout;
     m.holdout_traces += held_out[i];
   }
   // 2. The table from the rest; 3. the held-out hits on it (labels counted, not yet read).
-  std::vector<Entry> table = build_table(set, units, held_out);
+  std::vector<Entry> table = build_table(set, units, used, held_out);
   for (size_t i = 0; i < set.size(); ++i) {
     if (!held_out[i]) continue;
     Entry& e = table[units.unit_of_trace[i]];

@@ -68,9 +68,11 @@ TraceUnits group_units(const TraceSet& set, const Featurizer& normalizer, uint64
   u.majority.resize(u.size());
   u.drawn.resize(u.size());
   u.key.resize(u.size());
+  u.blank.resize(u.size());
   for (size_t k = 0; k < u.size(); ++k) {
     const auto& c = counts[k];
     u.key[k] = fnv1a64(keys[k]);
+    u.blank[k] = keys[k].find_first_not_of(' ') == std::string::npos;
     u.conflicting_units += c.size() > 1;
     u.majority[k] = std::max_element(c.begin(), c.end(), [](auto& a, auto& b) {
                       return a.second < b.second;  // first maximum wins: seen first

@@ -40,8 +40,9 @@ struct TraceUnits {
   std::vector<std::vector<std::pair<int, uint32_t>>> label_counts;
   std::vector<uint32_t> unit_of_trace;  // per trace of the TraceSet: its unit
   std::vector<uint64_t> key;            // per unit: fnv1a64 of its normalisation (known_input_key)
-  size_t duplicate_traces = 0;          // traces beyond the first copy of their unit
-  size_t conflicting_units = 0;         // units whose copies carry more than one teacher label
+  std::vector<uint8_t> blank;    // per unit: 1 when its normalisation is empty (punctuation only)
+  size_t duplicate_traces = 0;   // traces beyond the first copy of their unit
+  size_t conflicting_units = 0;  // units whose copies carry more than one teacher label
   size_t size() const { return first.size(); }
 };
 

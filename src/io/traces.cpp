@@ -676,6 +676,15 @@ TraceSet read_traces(const std::string& path, const ReadOptions& options, ReadRe
 TraceSet read_trace_files(const std::vector<std::string>& paths, const ReadOptions& options,
                           ReadReport* report) {
   if (paths.empty()) throw InputError("no trace files given");
+  // One file given twice would log every call twice: the gate counts copies once, but the
+  // memory tier would take them for repeated LLM calls that agree with each other.
+  for (size_t i = 0; i < paths.size(); ++i)
+    for (size_t j = 0; j < i; ++j) {
+      std::error_code ec;
+      if (std::filesystem::equivalent(paths[i], paths[j], ec) && !ec)
+        throw InputError("trace file \"" + paths[i] + "\" is given twice (as \"" + paths[j] +
+                         "\"); give each file once: every line is read as one LLM call");
+    }
   TraceSet set;
   ReadReport total;
   for (const auto& path : paths) {

@@ -111,7 +111,11 @@ RouteResult Router::route(std::string_view text, RouteScratch& s,
 
 int Router::memory_index(std::string_view text, RouteScratch& s) const {
   if (policy_.memory_inputs.empty()) return -1;
-  return policy_.memory_index(input_key(text, s));
+  const std::string_view normalised = policy_.featurizer->normalize_into(text, s.key);
+  // An input that normalises to nothing (punctuation only, empty) is never remembered: its key
+  // would stand for every such request.
+  if (normalised.find_first_not_of(' ') == std::string_view::npos) return -1;
+  return policy_.memory_index(fnv1a64(normalised));
 }
 
 uint64_t Router::input_key(std::string_view text, RouteScratch& s) const {

@@ -154,10 +154,9 @@ bool LoadedPolicy::evict_if_stale(std::string_view text, std::string_view llm_la
   if (!memory_->evict(static_cast<size_t>(index))) return false;
   const uint64_t n = memory_->evictions();
   if (n > 10 && n % 1000 != 0) return true;  // the first ten, then one line per thousand
-  std::cerr << "(eviction " << n << ") ";
   std::cerr << "memory: policy " << version() << ": evicted a remembered answer ("
             << router_.label_name(remembered) << ") the LLM now answers as '"
-            << std::string(llm_label.substr(0, 64)) << "'\n";
+            << std::string(llm_label.substr(0, 64)) << "' (eviction " << n << ")\n";
   return true;
 }
 

@@ -14,7 +14,12 @@ int64_t parse_duration_seconds(std::string_view text, std::string_view what) {
                            std::string(text.substr(0, 64)) + "'";
   int64_t n = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (ec != std::errc() || n <= 0) throw InputError(help);
+  if (ec == std::errc() && n <= 0)
+    throw InputError(std::string(what) + " must be a positive duration (at least 1 second); got '" +
+                     std::string(text.substr(0, 64)) + "'");
+  if (ec == std::errc::result_out_of_range)
+    throw InputError(std::string(what) + " is longer than 100 years");
+  if (ec != std::errc()) throw InputError(help);
   std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
   int64_t scale = 0;
   if (unit.empty() || unit == "s")

@@ -164,6 +164,31 @@ TEST(Memory, TheSizeCapKeepsTheMostLoggedInputs) {
   EXPECT_GE(p.memory_label(known_input_key(*f, t.text(0))), 0);  // the most popular input
 }
 
+// Two records of one call (same id and input) count once; an input that normalises to nothing
+// (punctuation only) is never remembered, since its key would stand for every such request.
+TEST(Memory, DuplicateRecordsAndBlankInputsAreNotCalls) {
+  TraceSet s;
+  s.labels = {"a", "b"};
+  for (int i = 0; i < 400; ++i) {
+    Trace t = trace("request " + std::to_string(i % 100), s.labels[i % 2]);
+    t.id = "call-" + std::to_string(i % 100);  // every call recorded four times
+    s.traces.push_back(t);
+    s.y.push_back(i % 2);
+  }
+  MemoryCertificate dup = certify_memory(s, units_of(s), 0.9, 0.05, MemoryOptions{}, 1);
+  EXPECT_FALSE(dup.active) << "copies of one record are not repeated calls: " << dup.reason;
+
+  TraceSet blank;
+  blank.labels = {"a", "b"};
+  for (int i = 0; i < 400; ++i) {
+    blank.traces.push_back(trace(i % 2 ? "???" : "!!! ...", "a"));
+    blank.y.push_back(0);
+  }
+  MemoryCertificate b = certify_memory(blank, units_of(blank), 0.9, 0.05, MemoryOptions{}, 1);
+  EXPECT_EQ(b.candidates, 0u);
+  EXPECT_FALSE(b.certified);
+}
+
 TEST(Memory, OptionsOutOfRangeAreRefused) {
   TraceSet s;
   s.labels = {"a", "b"};

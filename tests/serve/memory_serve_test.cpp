@@ -87,6 +87,10 @@ TEST(MemoryServe, FitPredictRouteAndProxyAnswerRepeatsFromMemory) {
   json never = body(
       c->Post("/v1/route", json{{"text", "zzqx never logged vvkw"}}.dump(), "application/json"));
   EXPECT_NE(never.value("reason", ""), "memory");
+  for (const char* blank : {"", "???", "...", " "}) {
+    json b = body(c->Post("/v1/route", json{{"text", blank}}.dump(), "application/json"));
+    EXPECT_NE(b.value("reason", ""), "memory") << blank;
+  }
 
   auto r = c->Post("/v1/chat/completions", chat_body(first_remembered), "application/json");
   ASSERT_TRUE(r);
@@ -203,6 +207,11 @@ TEST(MemoryServe, OffLeavesTheWholeDeltaToTheGate) {
   CommandResult nan =
       run_cli("fit " + dir.file("t.jsonl") + " -o " + dir.file("q") + " --memory-holdout nan");
   EXPECT_EQ(nan.exit_code, 2) << nan.err;
+  // One file given twice would log every call twice: refused.
+  CommandResult twice =
+      run_cli("fit " + dir.file("t.jsonl") + " " + dir.file("t.jsonl") + " -o " + dir.file("q"));
+  EXPECT_EQ(twice.exit_code, 2) << twice.err;
+  EXPECT_NE(twice.err.find("given twice"), std::string::npos) << twice.err;
 }
 
 }  // namespace
