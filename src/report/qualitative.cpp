@@ -567,8 +567,21 @@ std::string clip_text(std::string_view text, size_t max_bytes) {
   return out;
 }
 
+// The memory tier's sentence for the headline ("" when it answers nothing).
+std::string memory_sentence(const json& m) {
+  const json mem = m.value("memory", json::object());
+  if (!mem.is_object() || !mem.value("certified", false)) return "";
+  return fmt::format(
+      " Before any surrogate runs, the memory tier answers requests the traces repeat with the "
+      "LLM's own remembered label: about {:.1f}% of traffic (the LLM agreed with its remembered "
+      "answer on {:.2f}% of held-out repeats; lowest plausible {:.2f}%).",
+      mem.value("hit_share", 0.0) * 100, mem.value("self_consistency", 0.0) * 100,
+      mem.value("bound", 0.0) * 100);
+}
+
 json report_headline(const json& m, const json& frontier) {
   json h;
+  const std::string memory = memory_sentence(m);
   const json& g = m.at("gate");
   const bool deployed = g.value("deployed", false);
   const double target = g.value("target", 0.0), delta = g.value("delta", 0.05);
@@ -589,11 +602,17 @@ json report_headline(const json& m, const json& frontier) {
         (1 - cov) * 100, target * 100, (1 - delta) * 100, c.value("rows", 0),
         c.value("accepted", 0), c.value("agreeing", 0), c.value("agreement", 0.0) * 100,
         c.value("lower_bound", 0.0) * 100);
+    h["explanation"] = h["explanation"].get<std::string>() + memory;
     h["advice"] = "";
     return h;
   }
   const json r = g.value("refusal", json::object());
-  h["verdict"] = "Not deployed: every input goes to the LLM";
+  h["verdict"] = memory.empty()
+                     ? "Not deployed: every input goes to the LLM"
+                     : fmt::format(
+                           "Memory tier only: remembered LLM answers cover about {:.1f}% "
+                           "of traffic; every other input goes to the LLM",
+                           m["memory"].value("hit_share", 0.0) * 100);
   std::string why = fmt::format(
       "tracer could not prove that the surrogate agrees with the LLM at least {:g}% of the time "
       "on any share of traffic (with {:g}% confidence), so it refused to deploy it",
@@ -621,7 +640,7 @@ json report_headline(const json& m, const json& frontier) {
           100 * most / total);
     why += ".";
   }
-  h["explanation"] = why;
+  h["explanation"] = why + memory;
   std::string advice = r.value("advice", std::string());
   // The highest lower target the select split expects to certify. Only the select dry run
   // (never the calibrate walk) picks the suggestion: a target chosen on calibrate results and

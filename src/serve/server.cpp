@@ -124,7 +124,8 @@ json audit_json(const LoadedPolicy& p) {
 // The memory tier's gauges (tracer_memory_answers_total is counted with the decisions).
 std::string memory_metrics(const ServedMemory& m) {
   return fmt::format(
-      "# HELP tracer_memory_entries Remembered answers of the served policy (memory tier).\n"
+      "# HELP tracer_memory_entries Remembered answers of the served policy still in use (memory "
+      "tier; evicted ones left out).\n"
       "# TYPE tracer_memory_entries gauge\ntracer_memory_entries {}\n"
       "# HELP tracer_memory_evictions_total Remembered answers evicted because a shadow audit or "
       "feedback found the LLM now answers otherwise.\n"
@@ -132,7 +133,8 @@ std::string memory_metrics(const ServedMemory& m) {
       "# HELP tracer_memory_expired 1 when --memory-ttl has passed since the fit: no remembered "
       "answer is used until a refit.\n"
       "# TYPE tracer_memory_expired gauge\ntracer_memory_expired {}\n",
-      m.entries(), m.evictions(), m.expired() ? 1 : 0);
+      m.entries() - std::min<uint64_t>(m.entries(), m.evictions()), m.evictions(),
+      m.expired() ? 1 : 0);
 }
 
 json drift_json(const LoadedPolicy& p, const DriftOptions& o) {
@@ -578,10 +580,11 @@ struct ApiServer::Impl {
     const std::string& surrogate = p->router().label_name(d.route.label);
     json j{{"surrogate_label", surrogate},
            {"label", ar.label},
-           {"decision", d.route.handled ? "handled" : "deferred"}};
+           {"decision", d.route.handled ? "handled" : "deferred"},
+           {"answered_by", d.route.stage == 0 ? "memory" : "surrogate"}};
     if (d.route.handled) {
       record_audit(*p, ar.label, surrogate, AuditSource::kFeedback);
-      if (d.route.stage == 0) j["evicted"] = p->evict_if_stale(ar.text, ar.label);
+      j["evicted"] = d.route.stage == 0 && p->evict_if_stale(ar.text, ar.label);
       j["recorded"] = true;
       j["agreed"] = ar.label == surrogate;
     } else {

@@ -42,6 +42,10 @@ TEST(MemoryServe, FitPredictRouteAndProxyAnswerRepeatsFromMemory) {
   EXPECT_EQ(m["memory"]["self_consistency"].get<double>(), 1.0);
   EXPECT_NEAR(m["gate"]["delta"].get<double>() + m["memory"]["delta"].get<double>(), 0.05, 1e-12);
   EXPECT_NE(m["gate"]["guarantee"].get<std::string>().find("remembered"), std::string::npos);
+  // The report's headline says what the memory tier answers.
+  const json q = json::parse(read_file(f.policy + "/qualitative_report.json"));
+  EXPECT_NE(q["headline"]["explanation"].get<std::string>().find("memory tier"), std::string::npos)
+      << q["headline"].dump();
 
   // The summary says so.
   CommandResult fit_again = run_cli("fit " + f.traces + " -o " + f.dir.file("again") +
@@ -151,11 +155,13 @@ TEST(MemoryServe, AStaleRememberedAnswerIsEvictedByTheAuditOrFeedback) {
                          json{{"text", remembered[1]}, {"label", changed[remembered[1]]}}.dump(),
                          "application/json"));
   EXPECT_EQ(fb["evicted"], true) << fb.dump();
+  EXPECT_EQ(fb["answered_by"], "memory") << fb.dump();
   json after = body(c->Post("/v1/route", json{{"text", remembered[1]}}.dump(), "application/json"));
   EXPECT_NE(after.value("reason", ""), "memory") << after.dump();
   const std::string mt = c->Get("/metrics")->body;
   EXPECT_EQ(metric(mt, "tracer_memory_evictions_total"), 2) << mt;
-  EXPECT_GT(metric(mt, "tracer_memory_entries"), 100) << mt;
+  const json mem = json::parse(read_file(f.policy + "/manifest.json"))["memory"];
+  EXPECT_EQ(metric(mt, "tracer_memory_entries"), mem["entries"].get<double>() - 2) << mt;
 }
 
 // --memory-ttl: remembered answers are used until the fit is that old, then not at all.
