@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cli/commands.hpp"
+#include "cli/fit.hpp"
 #include "cli/summary.hpp"
 #include "fit/fitter.hpp"
 #include "report/qualitative.hpp"
@@ -37,10 +38,12 @@ int run_demo(const DemoArgs& a) {
   fo.target = a.target;
   FitResult fit = fit_policy(train, fo, progress);
   fit.manifest["traces"] = {{"path", a.train}, {"accepted", train.size()}, {"skipped", 0}};
-  write_artifact(a.out, fit);
-  ReportOptions ro;
-  ro.fit = fo;
-  write_report_files(a.out, train, fit, ro);
+  FitRun run;
+  run.out = a.out;
+  run.fit = fo;
+  run.quiet = true;
+  run.promotion.mode = PromotionRule::Mode::kAlways;  // the demo shows the fit it just made
+  write_policy_version(run, train, fit, progress);
 
   print_fit_summary(std::cout, fit.manifest, fit.frontier);
   std::cout << "\n";

@@ -14,8 +14,10 @@
 #include "cli/summary.hpp"
 #include "fit/fitter.hpp"
 #include "models/surrogate.hpp"
+#include "policy/versions.hpp"
 #include "report/qualitative.hpp"
 #include "util/error.hpp"
+#include "util/progress.hpp"
 
 namespace tracer::cli {
 namespace {
@@ -28,6 +30,7 @@ struct FitArgs {
   std::vector<double> split;  // empty: chosen from the number of distinct inputs
   bool no_ood = false;
   std::string memory = "auto";
+  std::string promote = "auto";
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -56,12 +59,90 @@ int run_fit(FitArgs& a) {
   if (fit.methods.empty()) throw InputError("--methods needs at least one of global, l2d, rsb");
   fit.ood = !a.no_ood;
   fit.memory.enabled = a.memory != "off";
-  return fit_and_write(a.run);
+  a.run.promotion.mode = parse_promotion_mode(a.promote);
+  return fit_and_write(a.run).exit_code;
 }
 
 }  // namespace
 
-int fit_and_write(const FitRun& a) {
+namespace {
+
+// One line of history.json for a written version.
+nlohmann::json history_entry(const nlohmann::json& m) {
+  const nlohmann::json& g = m["gate"];
+  const nlohmann::json& v = m["version"];
+  return {{"version", v["number"]},
+          {"event", v["event"]},
+          {"policy_version", m["policy_version"]},
+          {"created_at", m["created_at"]},
+          {"deployed", g["deployed"]},
+          {"method", g["method"]},
+          {"target", g["target"]},
+          {"coverage", g["certified"]["coverage"]},
+          {"agreement", g["certified"]["agreement"]},
+          {"lower_bound", g["certified"]["lower_bound"]},
+          {"handled_share", handled_share(m)},
+          {"traces", m.value("/traces/accepted"_json_pointer, nlohmann::json())},
+          {"activated", v["activated"]},
+          {"reason", v["reason"]}};
+}
+
+// The report of a version, into its staging folder. A report failure warns: the version is
+// still written.
+void write_version_report(const FitRun& a, const std::filesystem::path& staging,
+                          const TraceSet& set, const FitResult& result, const Progress& progress) {
+  ReportOptions ro_report;
+  ro_report.fit = a.fit;
+  ro_report.learning_curve = a.learning_curve;
+  if (progress.enabled())
+    ro_report.note = [](const std::string& l) { std::cerr << "      " << l << "\n"; };
+  try {
+    write_report_files(staging.string(), set, result, ro_report);
+  } catch (const std::exception& e) {
+    std::cerr << "warning: the policy was written but its report failed: " << e.what() << "\n";
+  }
+}
+
+}  // namespace
+
+// Everything under the folder's lock: the next writer waits rather than racing for a number.
+FitOutcome write_policy_version(const FitRun& a, const TraceSet& set, FitResult& result,
+                                Progress& progress) {
+  PolicyFolder folder(a.out, /*create=*/true);
+  folder.clean_leftovers();
+  if (const int adopted = folder.adopt_flat_policy(); adopted > 0 && !a.quiet)
+    std::cerr << "note: " << a.out << " held a policy from before versions; it is now version "
+              << adopted << "\n";
+  const int previous = folder.active();
+  const Promotion promotion =
+      decide_promotion(result.manifest, folder.active_manifest(), a.promotion);
+  const PolicyFolder::Draft draft = folder.begin_version();
+  result.manifest["version"] = {
+      {"number", draft.number},
+      {"event", a.event},
+      {"previous_active", previous > 0 ? nlohmann::json(previous) : nlohmann::json()},
+      {"activated", promotion.activate},
+      {"reason", promotion.reason}};
+  write_artifact(draft.staging.string(), result);
+  nlohmann::json history = folder.read_history();
+  history.push_back(history_entry(result.manifest));
+  write_file_atomic((draft.staging / "history.json").string(), history.dump(2) + "\n");
+  if (!a.no_report) write_version_report(a, draft.staging, set, result, progress);
+  folder.commit_version(draft);
+  folder.write_history(history);
+  if (promotion.activate) folder.activate(draft.number);
+  folder.prune(std::max<size_t>(a.keep, 1));
+
+  FitOutcome out;
+  out.version = draft.number;
+  out.activated = promotion.activate;
+  out.active = folder.active();
+  out.reason = promotion.reason;
+  out.exit_code = !result.deployed ? kExitRefused : promotion.activate ? 0 : kExitNotActivated;
+  return out;
+}
+
+FitOutcome fit_and_write(const FitRun& a) {
   Progress progress(!a.quiet, 6, ::isatty(STDERR_FILENO));
   std::string names;
   for (const auto& t : a.traces) names += (names.empty() ? "" : ", ") + t;
@@ -93,28 +174,46 @@ int fit_and_write(const FitRun& a) {
   if (!a.store_path.empty())
     result.manifest["traces"]["store"] = {
         {"path", std::filesystem::absolute(a.store_path).string()}, {"rows", a.store_rows}};
-  write_artifact(a.out, result);
-  if (!a.no_report) {
-    // The policy is already in place; a report failure warns instead of failing the fit.
-    ReportOptions ro_report;
-    ro_report.fit = a.fit;
-    ro_report.learning_curve = a.learning_curve;
-    if (progress.enabled())
-      ro_report.note = [](const std::string& l) { std::cerr << "      " << l << "\n"; };
-    try {
-      write_report_files(a.out, set, result, ro_report);
-    } catch (const std::exception& e) {
-      std::cerr << "warning: the policy was written but its report failed: " << e.what() << "\n";
-    }
-  }
+  const FitOutcome out = write_policy_version(a, set, result, progress);
+  progress.finish();
   if (a.json) {
     std::cout << result.manifest.dump(2) << "\n";
   } else if (!a.quiet) {
     print_fit_summary(std::cout, result.manifest, result.frontier);
-    std::cout << "\nwrote " << a.out << "/ (manifest.json, model.bin, frontier.json, history.json"
+    std::cout << "\nwrote version " << out.version << " of " << a.out << "/ (versions/"
+              << out.version << "/: manifest.json, model.bin, frontier.json"
               << (a.no_report ? "" : ", qualitative_report.json, report.html") << ")\n";
+    if (out.activated)
+      std::cout << "version " << out.version << " is active: " << out.reason << "\n";
+    else
+      std::cout << "version " << out.version << " is NOT active, "
+                << (out.active > 0 ? "version " + std::to_string(out.active) + " stays active"
+                                   : std::string("no version is active"))
+                << ": " << out.reason << "\n  activate it anyway with `tracer rollback " << a.out
+                << " " << out.version << "`\n";
   }
-  return result.deployed ? 0 : 4;
+  return out;
+}
+
+void add_version_options(CLI::App* sub, FitRun& run, std::string& promote) {
+  sub->add_option("--promote", promote,
+                  "When the new version becomes the active one. auto: when it certifies and, "
+                  "against an active version certified at the same target, answers at least its "
+                  "share of traffic less --max-coverage-drop (a version certifying nothing never "
+                  "replaces one that certifies); always; never (activate later with `tracer "
+                  "rollback`)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "always", "never"}));
+  sub->add_option("--max-coverage-drop", run.promotion.max_coverage_drop,
+                  "--promote auto: largest drop in the share of traffic answered, versus the "
+                  "active version at the same target, that still activates the new version")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--keep", run.keep,
+                  "Versions kept in the folder (the newest ones; the active version is never "
+                  "removed)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{100000}));
 }
 
 Command add_fit_command(CLI::App& app) {
@@ -123,7 +222,10 @@ Command add_fit_command(CLI::App& app) {
       "fit",
       "Fit surrogates on LLM traces, choose a routing method on the select split and certify it "
       "on the calibrate split.\nExit code 0: a policy was certified; 4: nothing could be "
-      "certified (the policy defers everything, see manifest.json gate.refusal).");
+      "certified (the policy defers everything, see manifest.json gate.refusal); 5: certified, "
+      "but not activated (--promote).\nEach fit writes a new version DIR/versions/N/ and "
+      "activates it by --promote: a refused fit never replaces an active policy that certifies "
+      "(see `tracer versions`, `tracer rollback`).");
   sub->add_option("traces", args->run.traces,
                   "Trace file(s): JSONL (one {\"input\":..., \"teacher\":...} object per line) or "
                   "CSV with a header row; several files are read as one set")
@@ -206,6 +308,7 @@ Command add_fit_command(CLI::App& app) {
                   "Size cap of the memory table: the most-logged inputs are kept")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{100000000}));
+  add_version_options(sub, args->run, args->promote);
   sub->add_flag("--skip-invalid", args->run.skip_invalid,
                 "Skip invalid trace lines (reporting how many) instead of rejecting the file");
   sub->add_flag("--learning-curve", args->run.learning_curve,

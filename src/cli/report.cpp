@@ -9,6 +9,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/summary.hpp"
+#include "policy/versions.hpp"
 #include "report/html.hpp"
 #include "report/qualitative.hpp"
 #include "util/error.hpp"
@@ -144,7 +145,7 @@ int run_report(const ReportArgs& a) {
     json curve = build_learning_curve(set, in.manifest, per_label, o);
     if (in.qualitative.is_object()) {
       in.qualitative["learning_curve"] = curve;
-      write_file_atomic((fs::path(a.dir) / "qualitative_report.json").string(),
+      write_file_atomic((fs::path(resolve_policy_dir(a.dir)) / "qualitative_report.json").string(),
                         in.qualitative.dump(1) + "\n");
     } else {
       in.qualitative = json{{"learning_curve", curve}};  // shown, not saved: the rest is missing
@@ -152,7 +153,9 @@ int run_report(const ReportArgs& a) {
   }
   if (a.text) print_text(std::cout, in);
   if (!a.text || !a.out.empty()) {
-    const std::string out = a.out.empty() ? (fs::path(a.dir) / "report.html").string() : a.out;
+    // The active version's report (DIR/report.html links to it).
+    const std::string out =
+        a.out.empty() ? (fs::path(resolve_policy_dir(a.dir)) / "report.html").string() : a.out;
     write_file_atomic(out, render_report_html(in));
     if (!a.quiet) std::cerr << "wrote " << out << "\n";
   }

@@ -10,11 +10,12 @@
 
 #include "cli/commands.hpp"
 #include "cli/fit.hpp"
+#include "cli/reload_client.hpp"
 #include "io/trace_store.hpp"
 #include "io/traces.hpp"
 #include "policy/manifest.hpp"
 #include "policy/policy.hpp"
-#include "serve/http.hpp"
+#include "policy/versions.hpp"
 #include "util/error.hpp"
 
 namespace tracer::cli {
@@ -34,6 +35,8 @@ struct UpdateArgs {
   bool quiet = false;
   bool json = false;
   bool no_report = false;
+  std::string promote = "auto";
+  FitRun run;  // the version options (--promote, --max-coverage-drop, --keep)
 };
 
 json read_json(const fs::path& p) {
@@ -95,22 +98,6 @@ StoreExport export_llm_traces(const std::string& db, const std::vector<std::stri
   return e;
 }
 
-void reload_server(const std::string& url, const std::string& api_key) {
-  httplib::Client client(url);
-  client.set_connection_timeout(5);
-  client.set_read_timeout(60);
-  httplib::Headers headers;
-  if (!api_key.empty()) headers.emplace("Authorization", "Bearer " + api_key);
-  auto res = client.Post("/v1/admin/reload", headers, "", "application/json");
-  if (!res)
-    throw InputError("the policy was updated, but the server at " + url +
-                     " could not be reached to reload it (" + httplib::to_string(res.error()) +
-                     "); reload it with SIGHUP or POST /v1/admin/reload");
-  if (res->status != 200)
-    throw InputError("the policy was updated, but the server at " + url + " refused to reload (" +
-                     std::to_string(res->status) + ": " + res->body + ")");
-}
-
 int run_update(const UpdateArgs& a) {
   const fs::path dir(a.policy);
   if (!fs::exists(dir / "manifest.json"))
@@ -118,13 +105,18 @@ int run_update(const UpdateArgs& a) {
                      " has no manifest.json; create the policy with `tracer fit "
                      "TRACES -o " +
                      a.policy + "` first");
-  const json manifest = read_json(dir / "manifest.json");
-  check_manifest(manifest, (dir / "manifest.json").string());
+  const fs::path active(resolve_policy_dir(a.policy));
+  const json manifest = read_json(active / "manifest.json");
+  check_manifest(manifest, (active / "manifest.json").string());
   const json frontier =
-      fs::exists(dir / "frontier.json") ? read_json(dir / "frontier.json") : json();
-  if (!frontier.is_null()) check_frontier(frontier, (dir / "frontier.json").string());
+      fs::exists(active / "frontier.json") ? read_json(active / "frontier.json") : json();
+  if (!frontier.is_null()) check_frontier(frontier, (active / "frontier.json").string());
   FitRun run;
   run.out = a.policy;
+  run.event = "update";
+  run.promotion = a.run.promotion;
+  run.promotion.mode = parse_promotion_mode(a.promote);
+  run.keep = a.run.keep;
   run.fit = fit_options_from(manifest.value("options", json()), manifest, frontier);
   run.fit.threads = a.threads;
   run.quiet = a.quiet;
@@ -178,17 +170,23 @@ int run_update(const UpdateArgs& a) {
     }
     std::cerr << " (target " << run.fit.target << ", delta " << run.fit.delta << ")\n";
   }
-  const int code = fit_and_write(run);
-  if (!a.quiet && !a.json) {
-    const json now = read_json(dir / "manifest.json");
+  const FitOutcome out = fit_and_write(run);
+  if (!a.quiet && !a.json)
     std::cout << "policy " << manifest.value("policy_version", std::string("?")) << " -> "
-              << now.value("policy_version", std::string("?")) << "\n";
-  }
+              << (out.activated ? "version " + std::to_string(out.version)
+                                : "unchanged (version " + std::to_string(out.version) +
+                                      " written, not activated)")
+              << "\n";
   if (!a.reload.empty()) {
-    reload_server(a.reload, a.api_key);
-    if (!a.quiet && !a.json) std::cout << "reloaded " << a.reload << "\n";
+    if (!out.activated) {
+      if (!a.quiet && !a.json)
+        std::cout << "not reloading " << a.reload << ": the active version did not change\n";
+    } else {
+      reload_server(a.reload, a.api_key, "the policy was updated");
+      if (!a.quiet && !a.json) std::cout << "reloaded " << a.reload << "\n";
+    }
   }
-  return code;
+  return out.exit_code;
 }
 
 }  // namespace
@@ -201,8 +199,11 @@ Command add_update_command(CLI::App& app) {
       "traces the proxy recorded in DIR/traces.db (requests it deferred and shadow audits; not "
       "answers of the surrogate itself; a store trace with the input and label of a line of the "
       "trace files is that line, used once), with the options of the last fit (target, delta, zoo, "
-      "split, seed). Writes the folder atomically file by file, like `tracer fit`; "
-      "history.json gains an entry. Exit codes as `tracer fit`: 0 certified, 4 refused.");
+      "split, seed). Writes a new version DIR/versions/N/ and activates it only when it "
+      "certifies at least the active version's share of traffic (--promote, "
+      "--max-coverage-drop): a worse refit never replaces the good policy. history.json gains "
+      "an entry either way. Exit codes: 0 certified and activated, 4 refused, 5 certified but "
+      "not activated; --reload only reloads when the active version changed.");
   sub->add_option("policy", args->policy, "Policy folder written by `tracer fit`")
       ->required()
       ->check(CLI::ExistingDirectory);
@@ -215,6 +216,8 @@ Command add_update_command(CLI::App& app) {
                   "After writing, POST /v1/admin/reload to this running `tracer serve`, e.g. "
                   "http://127.0.0.1:8000");
   sub->add_option("--api-key", args->api_key, "API key of that server, if it has one");
+  args->run.promotion.max_coverage_drop = 0.0;
+  add_version_options(sub, args->run, args->promote);
   args->threads = std::max(1u, std::thread::hardware_concurrency());
   sub->add_option("--threads", args->threads, "Worker threads")
       ->capture_default_str()

@@ -127,29 +127,8 @@ void write_artifact(const std::string& dir, FitResult& r) {
   r.manifest["model"] = {{"file", "model.bin"}, {"bytes", model.size()}, {"checksum", sum}};
   r.policy.policy_version = r.manifest["policy_version"];
 
-  json history = json::array();
-  auto hist_path = (fs::path(dir) / "history.json").string();
-  if (fs::exists(hist_path)) {
-    try {
-      history = json::parse(read_whole_file(hist_path));
-      if (!history.is_array()) history = json::array();
-    } catch (const json::exception&) {
-      history = json::array();  // an unreadable history is replaced rather than blocking a fit
-    }
-  }
-  const json& g = r.manifest["gate"];
-  history.push_back({{"policy_version", r.manifest["policy_version"]},
-                     {"created_at", r.manifest["created_at"]},
-                     {"deployed", g["deployed"]},
-                     {"method", g["method"]},
-                     {"target", g["target"]},
-                     {"coverage", g["certified"]["coverage"]},
-                     {"agreement", g["certified"]["agreement"]},
-                     {"lower_bound", g["certified"]["lower_bound"]}});
-
   write_file_atomic((fs::path(dir) / "model.bin").string(), model);
   write_file_atomic((fs::path(dir) / "frontier.json").string(), r.frontier.dump(2) + "\n");
-  write_file_atomic(hist_path, history.dump(2) + "\n");
   write_file_atomic((fs::path(dir) / "manifest.json").string(), r.manifest.dump(2) + "\n");
 }
 

@@ -8,20 +8,12 @@
 
 #include "gate/bounds.hpp"
 #include "runtime/drift.hpp"
+#include "util/time_text.hpp"
 
 namespace tracer {
 namespace {
 
 using nlohmann::json;
-
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 json units_json(const FitFacts& f) {
   const Policy& p = f.result.policy;

@@ -75,9 +75,10 @@ nlohmann::json fit_options_json(const FitOptions& options);
 FitOptions fit_options_from(const nlohmann::json& recorded, const nlohmann::json& manifest,
                             const nlohmann::json& frontier);
 
-// Writes model.bin, frontier.json, history.json and manifest.json (last) into `dir`, each
-// atomically. A refused fit still writes its manifest (deployed: false) and a model that defers
-// everything, so a stale policy never keeps serving.
+// Writes model.bin, frontier.json and manifest.json (last) into `dir`, each atomically, and sets
+// the manifest's policy_version and model checksum. A refused fit still writes its manifest
+// (deployed: false) and a model that defers everything. `dir` is a version's staging folder
+// (policy/versions.hpp): whether it becomes the active policy is decided there.
 void write_artifact(const std::string& dir, FitResult& result);
 
 }  // namespace tracer

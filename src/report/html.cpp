@@ -11,6 +11,7 @@
 
 #include "policy/manifest.hpp"
 #include "policy/policy.hpp"
+#include "policy/versions.hpp"
 #include "report/qualitative.hpp"
 #include "util/error.hpp"
 
@@ -827,11 +828,27 @@ std::string examples_section(const json& q) {
   return s + "</div></section>";
 }
 
-std::string history_section(const json& history) {
-  if (!history.is_array() || history.size() < 2) return "";
+// The versions written (fit and update entries of history.json); rollbacks are events, not fits.
+json fit_entries(const json& all) {
+  json out = json::array();
+  if (!all.is_array()) return out;
+  for (const auto& h : all)
+    if (h.is_object() && str(h, "event") != "rollback") out.push_back(h);
+  return out;
+}
+
+std::string history_section(const json& all) {
+  const json history = fit_entries(all);
+  if (history.size() < 2) return "";
+  size_t rollbacks = 0;
+  for (const auto& h : all) rollbacks += h.is_object() && str(h, "event") == "rollback";
   std::string s =
       "<section id='history'><h2>Refit history</h2><p class='explain'>One point per "
-      "fit written to this folder: certified coverage over time.</p>";
+      "version written to this folder: certified coverage over time. Hollow points certified "
+      "nothing. A version that was not activated (it certified less than the active one, see "
+      "<code>tracer versions</code>) is marked in the table." +
+      (rollbacks > 0 ? fmt::format(" {} rollback(s) are not drawn.", rollbacks) : std::string()) +
+      "</p>";
   Chart ch;
   ch.name = "history";
   ch.aria = "certified coverage per refit";
@@ -855,16 +872,21 @@ std::string history_section(const json& history) {
   }
   ch.axis_titles("refit", "certified coverage");
   s += ch.svg();
-  s += "<table class='compact'><thead><tr><th>created</th><th>policy</th><th>deployed</th>"
-       "<th>method</th><th>target</th><th>coverage</th><th>agreement</th><th>lower bound</th>"
-       "</tr></thead><tbody>";
-  for (auto it = history.rbegin(); it != history.rend(); ++it)
+  s += "<table class='compact'><thead><tr><th>version</th><th>created</th><th>policy</th>"
+       "<th>deployed</th><th>activated</th><th>method</th><th>target</th><th>coverage</th>"
+       "<th>agreement</th><th>lower bound</th></tr></thead><tbody>";
+  for (auto it = history.rbegin(); it != history.rend(); ++it) {
+    const bool kept_out = it->contains("activated") && !flag(*it, "activated");
     s += fmt::format(
-        "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:g}</td>"
-        "<td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td{}>{}</td><td>{}</td>"
+        "<td>{:g}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        it->contains("version") ? fmt::format("{:g}", num(*it, "version", 0)) : "-",
         esc(str(*it, "created_at")), esc(str(*it, "policy_version")),
-        flag(*it, "deployed") ? "yes" : "no", esc(str(*it, "method")), num(*it, "target", 0),
+        flag(*it, "deployed") ? "yes" : "no",
+        kept_out ? " title='" + esc(str(*it, "reason")) + "'" : std::string(),
+        kept_out ? "no" : "yes", esc(str(*it, "method")), num(*it, "target", 0),
         pct(num(*it, "coverage")), pct(num(*it, "agreement"), 2), pct(num(*it, "lower_bound"), 2));
+  }
   return s + "</tbody></table></section>";
 }
 
@@ -1022,7 +1044,7 @@ ReportInputs load_report_inputs(const std::string& dir) {
                      " does not exist; create it with `tracer fit "
                      "TRACES -o " +
                      dir + "`");
-  const fs::path base(dir);
+  const fs::path base(resolve_policy_dir(dir));
   if (!fs::exists(base / "manifest.json"))
     throw InputError(dir + " has no manifest.json; is it a policy folder written by `tracer fit`?");
   ReportInputs in;
@@ -1056,7 +1078,7 @@ std::string render_report_html(const ReportInputs& in) {
     s += "<a href='#pairs'>confusions</a><a href='#defer'>deferrals</a><a href='#slices'>slices"
          "</a><a href='#curve'>learning curve</a><a href='#map'>map</a><a href='#examples'>"
          "examples</a>";
-  if (in.history.is_array() && in.history.size() > 1) s += "<a href='#history'>history</a>";
+  if (fit_entries(in.history).size() > 1) s += "<a href='#history'>history</a>";
   s += "<a href='#zoo'>surrogates</a></nav></header>";
   s += headline_section(in);
   if (!have_q)

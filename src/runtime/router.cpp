@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "policy/manifest.hpp"
+#include "policy/versions.hpp"
 #include "util/error.hpp"
 
 namespace tracer {
@@ -45,17 +46,26 @@ StageView evaluate_stage(const Stage& stage, SparseRow x, const FeatureStats& st
 Router::Router(Policy policy, nlohmann::json manifest)
     : policy_(std::move(policy)), manifest_(std::move(manifest)) {}
 
-Router Router::load(const std::string& dir) {
+Router Router::load(const std::string& folder) {
   namespace fs = std::filesystem;
-  if (!fs::is_directory(dir))
-    throw InputError("policy folder " + dir +
-                     " does not exist; create it with `tracer fit TRACES -o " + dir + "`");
+  if (!fs::is_directory(folder))
+    throw InputError("policy folder " + folder +
+                     " does not exist; create it with `tracer fit TRACES -o " + folder + "`");
+  // Both files from the active version's own folder: a version switched meanwhile is never
+  // read half old, half new.
+  const std::string dir = resolve_policy_dir(folder);
   std::string manifest_path = (fs::path(dir) / "manifest.json").string();
   std::string model_path = (fs::path(dir) / "model.bin").string();
-  if (!fs::exists(manifest_path) || !fs::exists(model_path))
-    throw InputError(dir +
+  if (!fs::exists(manifest_path) || !fs::exists(model_path)) {
+    if (!list_versions(folder).empty() && active_version(folder) == 0)
+      throw InputError(folder +
+                       " has versions but none is active; activate one with `tracer "
+                       "rollback " +
+                       folder + " N` (list them with `tracer versions " + folder + "`)");
+    throw InputError(folder +
                      " is not a complete tracer policy (needs manifest.json and model.bin); "
                      "run `tracer fit` again");
+  }
   nlohmann::json manifest;
   try {
     manifest = nlohmann::json::parse(read_whole_file(manifest_path));

@@ -69,4 +69,15 @@ int64_t parse_utc_timestamp(std::string_view text) {
   return static_cast<int64_t>(t);
 }
 
+std::string format_utc_timestamp(int64_t unix_s) {
+  const std::time_t t = static_cast<std::time_t>(unix_s);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string utc_now() { return format_utc_timestamp(static_cast<int64_t>(std::time(nullptr))); }
+
 }  // namespace tracer

@@ -101,12 +101,13 @@ TEST(CliFitPredict, CorruptedModelIsAClearError) {
   EXPECT_NE(r.err.find("not a tracer model file"), std::string::npos) << r.err;
 }
 
-TEST(CliFitPredict, RefusalReplacesAStalePolicyAndDefersEverything) {
+TEST(CliFitPredict, ARefusalKeepsTheActivePolicyUnlessPromotedAndThenDefersEverything) {
   TempDir dir;
   std::string good = banking_subset(dir, 5, 80);
   std::string out = dir.file("policy");
   auto fit = run_cli("fit " + good + " -o " + out + " --quiet --target 0.8" + fast_zoo());
-  ASSERT_TRUE(fit.exit_code == 0 || fit.exit_code == 4) << fit.err;
+  ASSERT_EQ(fit.exit_code, 0) << fit.err;
+  const json first = json::parse(read_file(out + "/manifest.json"));
   // Same texts, random labels: nothing can be certified.
   std::istringstream in(read_file(good));
   std::mt19937 rng(5);
@@ -121,11 +122,27 @@ TEST(CliFitPredict, RefusalReplacesAStalePolicyAndDefersEverything) {
   auto refit = run_cli("fit " + bad + " -o " + out + " --target 0.95" + fast_zoo());
   EXPECT_EQ(refit.exit_code, 4) << refit.out << refit.err;
   EXPECT_NE(refit.out.find("REFUSED"), std::string::npos) << refit.out;
+  // Written as version 2, not activated: version 1 keeps answering.
+  EXPECT_NE(refit.out.find("version 2 is NOT active, version 1 stays active"), std::string::npos)
+      << refit.out;
+  const json kept = json::parse(read_file(out + "/versions/2/manifest.json"));
+  EXPECT_FALSE(kept["gate"]["deployed"].get<bool>());
+  EXPECT_FALSE(kept["version"]["activated"].get<bool>());
+  EXPECT_EQ(json::parse(read_file(out + "/manifest.json"))["policy_version"],
+            first["policy_version"]);
+  json h = json::parse(read_file(out + "/history.json"));
+  ASSERT_EQ(h.size(), 2u);
+  EXPECT_FALSE(h[1]["activated"].get<bool>());
+  EXPECT_NE(h[1]["reason"].get<std::string>().find("nothing was certified"), std::string::npos);
+
+  // Promoted anyway, the refused policy replaces the stale one and defers everything.
+  auto forced =
+      run_cli("fit " + bad + " -o " + out + " --quiet --target 0.95 --promote always" + fast_zoo());
+  EXPECT_EQ(forced.exit_code, 4) << forced.err;
   json m = json::parse(read_file(out + "/manifest.json"));
   EXPECT_FALSE(m["gate"]["deployed"].get<bool>());
   EXPECT_TRUE(m["gate"]["refusal"]["reason"].is_string());
-  json h = json::parse(read_file(out + "/history.json"));
-  EXPECT_EQ(h.size(), 2u);
+  EXPECT_EQ(m["version"]["number"], 3);
   auto r = run_cli("predict " + out + " 'my card has not arrived'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json d = json::parse(r.out);

@@ -117,12 +117,14 @@ TEST(HostileInputs, DamagedModelFilesAreExitThreeNamingTheFile) {
     EXPECT_NE(r.err.find("model.bin"), std::string::npos) << c.name << ": " << r.err;
     EXPECT_NE(r.err.find(c.marker), std::string::npos) << c.name << ": " << r.err;
   }
-  // Missing files are an incomplete folder (exit 2), not a damaged one.
-  std::filesystem::remove(model);
+  // Missing files are an incomplete folder (exit 2), not a damaged one. (The folder's
+  // model.bin is a link to the active version's file: remove the file itself.)
+  const std::string active_model = policy + "/active/model.bin";
+  std::filesystem::remove(active_model);
   auto missing = run_cli("predict " + policy + " hi");
   EXPECT_EQ(missing.exit_code, 2) << missing.err;
   EXPECT_NE(missing.err.find("model.bin"), std::string::npos) << missing.err;
-  std::filesystem::create_directory(model);
+  std::filesystem::create_directory(active_model);
   auto dir_model = run_cli("predict " + policy + " hi");
   EXPECT_NE(dir_model.exit_code, 0) << dir_model.err;
   EXPECT_NE(dir_model.exit_code, 1)

@@ -54,7 +54,7 @@ class CliUpdate : public ::testing::Test {
 };
 
 TEST_F(CliUpdate, RefitsOnTracesPlusStoreWithTheLastOptions) {
-  auto r = run_cli("update " + policy_ + " -q --no-report");
+  auto r = run_cli("update " + policy_ + " -q --no-report --promote always");
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
   json m = manifest();
   // The first file's traces plus the store's LLM-labelled ones; the 7 handled rows are left out.
@@ -71,7 +71,7 @@ TEST_F(CliUpdate, RefitsOnTracesPlusStoreWithTheLastOptions) {
     EXPECT_EQ(e.path().filename().string().rfind(".update-traces", 0), std::string::npos)
         << "temporary export left behind: " << e.path();
   // A second update reads the same sources again (the store is cumulative, not consumed).
-  auto again = run_cli("update " + policy_ + " -q --no-report");
+  auto again = run_cli("update " + policy_ + " -q --no-report --promote always");
   ASSERT_TRUE(again.exit_code == 0 || again.exit_code == 4) << again.err;
   EXPECT_EQ(manifest()["traces"]["accepted"], m["traces"]["accepted"]);
   EXPECT_EQ(json::parse(read_file(policy_ + "/history.json")).size(), 3u);
@@ -106,7 +106,7 @@ TEST_F(CliUpdate, TracesInBothTheFilesAndTheStoreAreUsedOnce) {
       store.append(row);
     }
   }
-  auto r = run_cli("update " + policy_ + " --no-report --threads 2");
+  auto r = run_cli("update " + policy_ + " --no-report --threads 2 --promote always");
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
   // The file's lines are in the store too: each is used once. The question's store copies are
   // its imported line (dropped) and the two recorded since (kept).
@@ -123,11 +123,11 @@ TEST_F(CliUpdate, TracesInBothTheFilesAndTheStoreAreUsedOnce) {
 }
 
 TEST_F(CliUpdate, NoDbAndExplicitTraces) {
-  auto r = run_cli("update " + policy_ + " -q --no-report --no-db");
+  auto r = run_cli("update " + policy_ + " -q --no-report --no-db --promote always");
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
   EXPECT_EQ(manifest()["traces"]["accepted"], first_["traces"]["accepted"]);
   EXPECT_FALSE(manifest()["traces"].contains("store"));
-  auto both = run_cli("update " + policy_ + " -q --no-report --no-db --traces " + a_ + " " +
+  auto both = run_cli("update " + policy_ + " -q --no-report --no-db --promote always --traces " + a_ + " " +
                       dir_.file("b.jsonl"));
   ASSERT_TRUE(both.exit_code == 0 || both.exit_code == 4) << both.err;
   // Given files are read whole (the handled rows too: they are the user's choice here).
@@ -158,12 +158,12 @@ TEST_F(CliUpdate, ReloadsARunningServer) {
   auto c = server.client();
   EXPECT_EQ(testing::body(c->Get("/v1/policy"))["policy_version"], first_["policy_version"]);
   const std::string url = "http://127.0.0.1:" + std::to_string(server.port());
-  auto r = run_cli("update " + policy_ + " -q --no-report --reload " + url);
+  auto r = run_cli("update " + policy_ + " -q --no-report --promote always --reload " + url);
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
   EXPECT_EQ(testing::body(c->Get("/v1/policy"))["policy_version"], manifest()["policy_version"]);
   EXPECT_NE(manifest()["policy_version"], first_["policy_version"]);
   // A server that is not there: the policy is still updated, and the error says how to reload.
-  auto dead = run_cli("update " + policy_ + " -q --no-report --reload http://127.0.0.1:9");
+  auto dead = run_cli("update " + policy_ + " -q --no-report --promote always --reload http://127.0.0.1:9");
   EXPECT_EQ(dead.exit_code, 2);
   EXPECT_NE(dead.err.find("SIGHUP"), std::string::npos) << dead.err;
 }

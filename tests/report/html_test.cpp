@@ -105,8 +105,21 @@ TEST(ReportHtml, HeadlineAndChartsComeFromTheFolder) {
   EXPECT_EQ(diff, later.size()) << "first difference: " << later.substr(diff, 200) << "\n vs "
                                 << html.substr(std::min(diff, html.size()), 200);
 
-  // A refit appends to history.json: the history section appears.
-  write_artifact(out, s.fit);
+  // A second version appends to the folder's history.json: the history section appears.
+  const nlohmann::json& g = s.fit.manifest["gate"];
+  nlohmann::json entry{{"version", 1},
+                       {"event", "fit"},
+                       {"created_at", s.fit.manifest["created_at"]},
+                       {"deployed", g["deployed"]},
+                       {"method", g["method"]},
+                       {"target", g["target"]},
+                       {"coverage", g["certified"]["coverage"]},
+                       {"agreement", g["certified"]["agreement"]},
+                       {"lower_bound", g["certified"]["lower_bound"]},
+                       {"activated", true}};
+  nlohmann::json second = entry;
+  second["version"] = 2;
+  testing::write_file(out + "/history.json", nlohmann::json::array({entry, second}).dump());
   const std::string again = render_report_html(load_report_inputs(out));
   EXPECT_NE(again.find("<section id='history'>"), std::string::npos);
   EXPECT_GT(charts(again)["history"].first, 1);
