@@ -335,11 +335,18 @@ void PolicyFolder::activate(int number) {
   replace_symlink(base / "active", "versions/" + std::to_string(number));
   // File links by name. They go through `active`, so they only change once (and when a flat
   // folder is adopted, its regular files are replaced by links to the same content).
+  // Only for files the version has: no dangling links (a version fit with --no-report has no
+  // report), which tools that copy by following links trip over.
   for (const char* name : kLinkedFiles) {
     const fs::path link = base / name;
     const std::string target = std::string("active/") + name;
-    if (fs::is_symlink(link, ec) && fs::read_symlink(link, ec).string() == target) continue;
-    if (fs::is_directory(link, ec)) continue;  // not ours to replace
+    const bool is_link = fs::is_symlink(link, ec);
+    if (!fs::exists(version / name, ec)) {
+      if (is_link) ::unlink(link.c_str());
+      continue;
+    }
+    if (is_link && fs::read_symlink(link, ec).string() == target) continue;
+    if (!is_link && fs::is_directory(link, ec)) continue;  // not ours to replace
     replace_symlink(link, target);
   }
   fsync_path(base, true);
