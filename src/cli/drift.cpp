@@ -37,8 +37,14 @@ int run_drift(const DriftArgs& a) {
                      "with `tracer fit`");
   RouteScratch scratch = router.make_scratch();
   DriftSample sample;
-  size_t labelled = 0, handled_labelled = 0, agree = 0, remembered = 0;
+  size_t labelled = 0, handled_labelled = 0, agree = 0, remembered = 0, not_traffic = 0;
   for_each_input_line(a.input, [&](InputLine&& l, size_t) {
+    // Like with like: the calibrate split is a sample of traffic, so only rows that are one
+    // (not the deferred requests a trace store records at full rate) are compared.
+    if (!l.represents_traffic) {
+      ++not_traffic;
+      return;
+    }
     RouteResult r = router.route(l.text, scratch);
     sample.add(r);  // memory answers are not scored, so not in the sample
     remembered += r.stage == 0;
@@ -53,6 +59,15 @@ int run_drift(const DriftArgs& a) {
     throw InputError("every text of " + a.input + " (" + std::to_string(remembered) +
                      ") is answered from the memory tier; the drift check compares the "
                      "surrogate's scores and has none to compare");
+  if (lines == 0 && not_traffic > 0)
+    throw InputError(
+        "all " + std::to_string(not_traffic) + " rows of " + a.input +
+        " are trace-store rows outside the traffic sample (deferred requests, recorded at full "
+        "rate, or handled ones not audited): they are not a sample of traffic, so comparing them "
+        "with the calibrate split would report drift that is not there. Run `tracer serve "
+        "--audit-share R` so the proxy marks a uniform sample (\"sampled\": true), or check a "
+        "file of texts sampled from traffic (docs/trace_store.md, \"Which traces certify a "
+        "refit\")");
   if (lines == 0) throw InputError(a.input + " holds no texts");
   DriftReport rep = compare_drift(ref, sample, a.options);
 
@@ -62,7 +77,8 @@ int run_drift(const DriftArgs& a) {
   out["policy"] = a.policy;
   out["input"] = a.input;
   out["scored_texts"] = lines;
-  out["memory_answers"] = remembered;  // routed from memory: not scored, not in the KS test
+  out["memory_answers"] = remembered;     // routed from memory: not scored, not in the KS test
+  out["not_traffic_rows"] = not_traffic;  // store rows outside the traffic sample: left out
   if (labelled > 0) {
     const int n = static_cast<int>(handled_labelled), k = static_cast<int>(agree);
     nlohmann::json lab{{"labelled_rows", labelled},
@@ -86,6 +102,11 @@ int run_drift(const DriftArgs& a) {
                                                       "includes them)",
                                                       remembered)
                                         : std::string());
+    if (not_traffic > 0)
+      std::cout << fmt::format(
+          "  left out {} trace-store rows outside the traffic sample (deferred requests and "
+          "unaudited handled ones are not a sample of traffic; \"sampled\" rows are kept)\n",
+          not_traffic);
     std::cout << fmt::format(
         "  stage-1 acceptor score: median {:.4f} (calibrate {:.4f}); one-sided KS D = {:.4f}, "
         "p = {:.2g}\n",

@@ -44,6 +44,7 @@ std::vector<std::string> split_list(const std::string& s) {
 
 int run_fit(FitArgs& a) {
   FitOptions& fit = a.run.fit;
+  a.run.selection.seed = fit.seed;
   if (!a.split.empty()) {
     if (a.split.size() != 3)
       throw InputError("--split needs three fractions: TRAIN,SELECT,CALIBRATE");
@@ -157,6 +158,15 @@ FitOutcome fit_and_write(const FitRun& a) {
               << "; first reasons:\n";
     for (const auto& e : report.errors) std::cerr << "  " << e << "\n";
   }
+  nlohmann::json selection;
+  if (a.selection.active()) {
+    const SelectionReport sr = select_traces(set, a.selection);
+    progress.note(sr.summary(a.selection));
+    selection = {{"read", sr.read},     {"kept", sr.kept},
+                 {"older", sr.older},   {"undated", sr.undated},
+                 {"capped", sr.capped}, {"max_traces", a.selection.max_traces}};
+    if (a.selection.since_ms != INT64_MIN) selection["since_ms"] = a.selection.since_ms;
+  }
   if (set.labels.size() < 2)
     throw InputError(fmt::format(
         "{}: all {} traces have the same label \"{}\"; a classifier needs at least two labels to "
@@ -171,6 +181,7 @@ FitOutcome fit_and_write(const FitRun& a) {
                                {"paths", paths},
                                {"accepted", report.accepted},
                                {"skipped", report.skipped}};
+  if (!selection.is_null()) result.manifest["traces"]["selection"] = selection;
   if (!a.store_path.empty())
     result.manifest["traces"]["store"] = {
         {"path", std::filesystem::absolute(a.store_path).string()}, {"rows", a.store_rows}};
@@ -214,6 +225,16 @@ void add_version_options(CLI::App* sub, FitRun& run, std::string& promote) {
                   "removed)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{100000}));
+}
+
+void add_selection_options(CLI::App* sub, FitRun& run) {
+  sub->add_option("--max-traces", run.selection.max_traces,
+                  "Fit on at most this many traces (0: all): a uniform random sample (seeded), "
+                  "drawn in proportion among the traces that stand for traffic and the recorded "
+                  "deferred ones, so both keep their share of the mix (docs/versions.md, "
+                  "\"Windows and caps\")")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{1} << 40));
 }
 
 Command add_fit_command(CLI::App& app) {
@@ -309,6 +330,7 @@ Command add_fit_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{100000000}));
   add_version_options(sub, args->run, args->promote);
+  add_selection_options(sub, args->run);
   sub->add_flag("--skip-invalid", args->run.skip_invalid,
                 "Skip invalid trace lines (reporting how many) instead of rejecting the file");
   sub->add_flag("--learning-curve", args->run.learning_curve,

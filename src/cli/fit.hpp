@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "fit/fitter.hpp"
+#include "io/trace_selection.hpp"
 #include "policy/versions.hpp"
 #include "util/progress.hpp"
 
@@ -29,7 +30,12 @@ struct FitRun {
   PromotionRule promotion;
   size_t keep = 10;
   std::string event = "fit";
+  // Which of the traces read to fit on (update --window, --max-traces); applied after reading.
+  TraceSelection selection;
 };
+
+// --max-traces (fit and update).
+void add_selection_options(CLI::App* sub, FitRun& run);
 
 // Exit codes of fit and update (docs/usage.md#exit-codes).
 inline constexpr int kExitRefused = 4;       // nothing certified

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <vector>
 
+#include "io/traces.hpp"
 #include "util/error.hpp"
 
 namespace tracer::cli {
@@ -28,6 +29,11 @@ InputLine parse_input_line(const std::string& line, const std::string& file, siz
   }
   if (!j.is_object()) throw InputError(where + "expected a JSON object with an \"input\" field");
   if (j.contains("id")) out.id = j["id"];
+  if (auto m = j.find("metadata"); m != j.end() && m->is_object()) {
+    Trace t;
+    t.metadata = m->dump();
+    out.represents_traffic = represents_traffic(t);
+  }
   for (const char* key : {"teacher", "label"}) {
     auto it = j.find(key);
     if (it != j.end() && it->is_string()) {

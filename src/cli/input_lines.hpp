@@ -14,6 +14,9 @@ struct InputLine {
   std::string text;
   nlohmann::json id;                   // null when absent
   std::optional<std::string> teacher;  // the LLM's label, when the line carries one
+  // false for a trace-store row outside the traffic sample (a deferred request, or a handled
+  // one not audited): see represents_traffic in io/traces.hpp. `tracer drift` leaves them out.
+  bool represents_traffic = true;
 };
 
 // Throws InputError naming file:line and what to fix.

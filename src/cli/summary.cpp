@@ -34,6 +34,11 @@ void print_traces(std::ostream& os, const json& m) {
                    : std::string()) +
               ")";
   os << "\n";
+  if (t.contains("train_only") && t["train_only"].value("traces", 0L) > 0)
+    os << fmt::format(
+        "  {} recorded traces ({} distinct inputs) train only: deferred requests outside the "
+        "traffic sample cannot certify\n",
+        t["train_only"].value("traces", 0L), t["train_only"].value("inputs", 0L));
   if (s.value("folds", 1) >= 2)
     os << fmt::format(
         "  calibrate {} inputs; the other {} train the surrogates, {}-fold "

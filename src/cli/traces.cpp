@@ -9,6 +9,7 @@
 #include "cli/commands.hpp"
 #include "io/trace_store.hpp"
 #include "util/error.hpp"
+#include "util/time_text.hpp"
 
 namespace tracer::cli {
 namespace {
@@ -20,6 +21,8 @@ struct TracesArgs {
   std::string output;
   bool include_unknown = false;
   int64_t since_ms = -1;
+  std::string since;  // --since / --until: parse_time_point_ms forms
+  std::string until;
   std::string file;
   bool skip_invalid = false;
 };
@@ -34,13 +37,44 @@ void require_store(const std::string& db) {
   }
 }
 
+struct TimeRange {
+  int64_t since_ms = INT64_MIN;
+  int64_t until_ms = INT64_MAX;
+  bool bounded() const { return since_ms != INT64_MIN || until_ms != INT64_MAX; }
+};
+
+// --since / --until (and count's --since-ms) as one half-open range [since, until).
+TimeRange time_range(const TracesArgs& a) {
+  TimeRange r;
+  const int64_t now = unix_now_ms();
+  if (!a.since.empty()) r.since_ms = parse_time_point_ms(a.since, now, "--since");
+  if (a.since_ms >= 0) r.since_ms = a.since_ms;
+  if (!a.until.empty()) r.until_ms = parse_time_point_ms(a.until, now, "--until");
+  if (r.since_ms >= r.until_ms)
+    throw InputError("--since (" + format_utc_timestamp(r.since_ms / 1000) +
+                     ") must be before --until (" + format_utc_timestamp(r.until_ms / 1000) + ")");
+  return r;
+}
+
+std::string describe(const TimeRange& r) {
+  std::string s;
+  if (r.since_ms != INT64_MIN) s += " since " + format_utc_timestamp(r.since_ms / 1000);
+  if (r.until_ms != INT64_MAX) s += " until " + format_utc_timestamp(r.until_ms / 1000);
+  return s;
+}
+
 int run_export(const TracesArgs& a) {
   require_store(a.db);
+  const TimeRange range = time_range(a);
   TraceStore store(a.db);
-  const int64_t total = store.count();
+  const int64_t total = store.count_between(range.since_ms, range.until_ms);
+  TraceStore::ExportOptions eo;
+  eo.include_unknown = a.include_unknown;
+  eo.since_ms = range.since_ms;
+  eo.until_ms = range.until_ms;
   size_t written = 0;
   if (a.output.empty()) {
-    written = store.export_jsonl(std::cout, a.include_unknown);
+    written = store.export_jsonl(std::cout, eo);
   } else {
     // Temporary file + rename: a failed export never leaves a truncated trace file behind.
     const std::string tmp = a.output + ".tmp";
@@ -48,7 +82,7 @@ int run_export(const TracesArgs& a) {
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
       if (!out) throw InputError("cannot write " + tmp + "; check that the folder exists");
       try {
-        written = store.export_jsonl(out, a.include_unknown);
+        written = store.export_jsonl(out, eo);
       } catch (...) {
         out.close();
         std::filesystem::remove(tmp);
@@ -59,7 +93,7 @@ int run_export(const TracesArgs& a) {
     std::filesystem::rename(tmp, a.output, ec);
     if (ec) throw InputError("cannot rename " + tmp + " to " + a.output + ": " + ec.message());
   }
-  std::cerr << "exported " << written << " of " << total << " stored traces"
+  std::cerr << "exported " << written << " of " << total << " stored traces" << describe(range)
             << (a.output.empty() ? std::string() : " to " + a.output);
   if (static_cast<int64_t>(written) < total)
     std::cerr << " (" << total - static_cast<int64_t>(written)
@@ -70,8 +104,11 @@ int run_export(const TracesArgs& a) {
 
 int run_count(const TracesArgs& a) {
   require_store(a.db);
+  const TimeRange range = time_range(a);
   TraceStore store(a.db);
-  std::cout << (a.since_ms >= 0 ? store.count_since(a.since_ms) : store.count()) << "\n";
+  std::cout << (range.bounded() ? store.count_between(range.since_ms, range.until_ms)
+                                : store.count())
+            << "\n";
   return 0;
 }
 
@@ -94,6 +131,7 @@ LineMetadata apply_metadata(const std::string& metadata, StoredTrace& row) {
     row.decision = it->get<std::string>();
   if (auto it = j.find("source"); it != j.end() && it->is_string())
     m.source = it->get<std::string>();
+  if (auto it = j.find("sampled"); it != j.end() && it->is_boolean()) row.sampled = it->get<bool>();
   return m;
 }
 
@@ -161,6 +199,15 @@ void add_db_option(CLI::App* app, TracesArgs& args) {
   app->add_option("--db", args.db, "Trace store (SQLite file) to use")->default_str(kDefaultDb);
 }
 
+void add_time_options(CLI::App* app, TracesArgs& args) {
+  app->add_option("--since", args.since,
+                  "Only traces recorded at or after this time: a duration back from now (7d, "
+                  "12h, 2w), a date (2026-11-30, UTC midnight) or an ISO-8601 date-time "
+                  "(2026-11-30T14:05:09Z, 2026-11-30T16:05+02:00; no zone = UTC)");
+  app->add_option("--until", args.until,
+                  "Only traces recorded before this time (same forms as --since)");
+}
+
 }  // namespace
 
 Command add_traces_command(CLI::App& app) {
@@ -183,11 +230,14 @@ Command add_traces_command(CLI::App& app) {
                 "Also write traces whose LLM answer was outside the label space, with "
                 "\"teacher\": null, \"label_known\": false and \"raw_output\"; `tracer fit` then "
                 "needs --skip-invalid");
+  add_time_options(exp, *args);
 
   auto* cnt = sub->add_subcommand("count", "Print the number of stored traces");
   add_db_option(cnt, *args);
+  add_time_options(cnt, *args);
   cnt->add_option("--since-ms", args->since_ms,
-                  "Count only traces recorded at or after this time (unix epoch milliseconds)")
+                  "Count only traces recorded at or after this time (unix epoch milliseconds; "
+                  "overrides --since)")
       ->check(CLI::NonNegativeNumber);
 
   auto* imp = sub->add_subcommand(

@@ -11,12 +11,14 @@
 #include "cli/commands.hpp"
 #include "cli/fit.hpp"
 #include "cli/reload_client.hpp"
+#include "io/trace_selection.hpp"
 #include "io/trace_store.hpp"
 #include "io/traces.hpp"
 #include "policy/manifest.hpp"
 #include "policy/policy.hpp"
 #include "policy/versions.hpp"
 #include "util/error.hpp"
+#include "util/time_text.hpp"
 
 namespace tracer::cli {
 namespace {
@@ -36,7 +38,8 @@ struct UpdateArgs {
   bool json = false;
   bool no_report = false;
   std::string promote = "auto";
-  FitRun run;  // the version options (--promote, --max-coverage-drop, --keep)
+  std::string window;  // --window: a duration, e.g. 30d
+  FitRun run;          // the version options (--promote, --max-coverage-drop, --keep), --max-traces
 };
 
 json read_json(const fs::path& p) {
@@ -72,26 +75,34 @@ struct StoreExport {
 // label are one trace (the store imported the file, or the file is an export of the store), so
 // each line of the files cancels one such store row; store rows beyond the files' copies
 // (traffic the proxy recorded again since) are kept.
+// With a window (since_ms), only store rows and file lines recorded since then count: a file
+// line the window leaves out cancels nothing.
 StoreExport export_llm_traces(const std::string& db, const std::vector<std::string>& files,
-                              bool skip_invalid, const fs::path& out) {
+                              bool skip_invalid, int64_t since_ms, const fs::path& out) {
   std::unordered_map<std::string, uint32_t> in_files;
   ReadOptions ro;
   ro.skip_invalid = skip_invalid;
   for (const auto& file : files)
-    stream_traces(file, ro, [&](Trace&& t) { ++in_files[pair_key(t.input, t.teacher)]; });
+    stream_traces(file, ro, [&](Trace&& t) {
+      if (since_ms == INT64_MIN || trace_time_ms(t) >= since_ms)
+        ++in_files[pair_key(t.input, t.teacher)];
+    });
   std::ofstream f(out);
   if (!f) throw InputError("cannot write " + out.string());
   StoreExport e;
   {
     TraceStore store(db);
-    e.rows = store.export_jsonl(f, /*include_unknown=*/false, /*llm_labels_only=*/true,
-                                [&](const std::string& input, const std::string& teacher) {
-                                  auto it = in_files.find(pair_key(input, teacher));
-                                  if (it == in_files.end() || it->second == 0) return true;
-                                  --it->second;
-                                  ++e.dropped;
-                                  return false;
-                                });
+    TraceStore::ExportOptions eo;
+    eo.llm_labels_only = true;
+    eo.since_ms = since_ms;
+    eo.keep = [&](const std::string& input, const std::string& teacher) {
+      auto it = in_files.find(pair_key(input, teacher));
+      if (it == in_files.end() || it->second == 0) return true;
+      --it->second;
+      ++e.dropped;
+      return false;
+    };
+    e.rows = store.export_jsonl(f, eo);
   }
   f.close();
   if (!f) throw InputError("failed writing " + out.string());
@@ -122,6 +133,10 @@ int run_update(const UpdateArgs& a) {
   run.quiet = a.quiet;
   run.json = a.json;
   run.no_report = a.no_report;
+  run.selection.max_traces = a.run.selection.max_traces;
+  run.selection.seed = run.fit.seed;
+  if (!a.window.empty())
+    run.selection.since_ms = unix_now_ms() - parse_duration_seconds(a.window, "--window") * 1000;
 
   if (!a.traces.empty()) {
     run.traces = a.traces;
@@ -148,7 +163,8 @@ int run_update(const UpdateArgs& a) {
   if (!a.no_db) {
     if (fs::exists(db)) {
       exported.path = dir / (".update-traces-" + std::to_string(::getpid()) + ".jsonl");
-      const StoreExport e = export_llm_traces(db, run.traces, run.skip_invalid, exported.path);
+      const StoreExport e = export_llm_traces(db, run.traces, run.skip_invalid,
+                                              run.selection.since_ms, exported.path);
       from_store = e.rows;
       dropped = e.dropped;
       if (from_store > 0) {
@@ -168,7 +184,11 @@ int run_update(const UpdateArgs& a) {
       std::cerr << " + " << from_store << " trace(s) from " << db;
       if (dropped > 0) std::cerr << " (" << dropped << " dropped as already in the trace files)";
     }
-    std::cerr << " (target " << run.fit.target << ", delta " << run.fit.delta << ")\n";
+    std::cerr << " (target " << run.fit.target << ", delta " << run.fit.delta;
+    if (!a.window.empty())
+      std::cerr << "; traces recorded in the last " << a.window << " only, since "
+                << format_utc_timestamp(run.selection.since_ms / 1000);
+    std::cerr << ")\n";
   }
   const FitOutcome out = fit_and_write(run);
   if (!a.quiet && !a.json)
@@ -216,8 +236,14 @@ Command add_update_command(CLI::App& app) {
                   "After writing, POST /v1/admin/reload to this running `tracer serve`, e.g. "
                   "http://127.0.0.1:8000");
   sub->add_option("--api-key", args->api_key, "API key of that server, if it has one");
+  sub->add_option("--window", args->window,
+                  "Refit on recent traces only: those recorded in this last duration (30d, 12h, "
+                  "2w), by their metadata.time_ms. Trace-file lines without a time are left out "
+                  "too. Use it when the LLM's answers changed, so old labels stop counting "
+                  "(docs/versions.md, \"Windows and caps\")");
   args->run.promotion.max_coverage_drop = 0.0;
   add_version_options(sub, args->run, args->promote);
+  add_selection_options(sub, args->run);
   args->threads = std::max(1u, std::thread::hardware_concurrency());
   sub->add_option("--threads", args->threads, "Worker threads")
       ->capture_default_str()

@@ -22,6 +22,14 @@ json units_json(const FitFacts& f) {
               {"distinct_inputs", f.units.size()},
               {"duplicate_traces", f.units.duplicate_traces},
               {"conflicting_inputs", f.units.conflicting_units},
+              {"train_only",
+               {{"traces", f.units.train_only_traces},
+                {"inputs", f.units.train_only_units},
+                {"rule",
+                 "traces the proxy recorded (metadata decision deferred/handled) stand for "
+                 "traffic only when their metadata says sampled: true (they drew the audit "
+                 "coin); the others are deferred, harder requests, not a sample of traffic, "
+                 "so they train the surrogates and never calibrate or test the memory tier"}}},
               {"known_inputs",
                {{"inputs", p.known_inputs.size()},
                 {"without_agreeing_label", no_agreeing},

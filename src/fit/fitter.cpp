@@ -52,6 +52,15 @@ Units split_stage(const TraceSet& set, const FitOptions& o) {
     if (u.units.duplicate_traces > 0)
       dup = fmt::format(" ({} of the {} traces repeat an input already seen)",
                         u.units.duplicate_traces, set.size());
+    if (u.units.train_only_units > 0 && u.split.pool.size() >= 10)
+      throw InputError(fmt::format(
+          "too few traces that stand for traffic to certify anything: of {} distinct inputs, "
+          "{} are only in recorded deferred traffic (not a sample of traffic, so they train "
+          "but cannot calibrate), which leaves {} for calibration, and a test needs at least "
+          "--min-rows {}; add traces sampled from traffic (your LLM's log), or run `tracer "
+          "serve --audit-share` so the proxy records a uniform sample (docs/trace_store.md, "
+          "\"Which traces certify a refit\")",
+          u.units.size(), u.units.train_only_units, n_cal, o.min_rows));
     throw InputError(fmt::format(
         "too few distinct inputs to certify anything: {} distinct inputs{} leave {} for "
         "calibration, and a test needs at least --min-rows {}; collect traces of more distinct "

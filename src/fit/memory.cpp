@@ -172,7 +172,10 @@ MemoryCertificate certify_memory(const TraceSet& set, const TraceUnits& units, d
   std::vector<uint8_t> used = calls_of(set, units);
   std::vector<uint8_t> held_out(set.size());
   for (size_t i = 0; i < set.size(); ++i) {
-    held_out[i] = used[i] && uniform_of(seed ^ 0x6d656d6f7279ULL, i) < o.holdout;
+    // Only traces that stand for traffic test the table (a recorded deferred request repeats
+    // at its full rate, not at its traffic share); the others only build it.
+    const bool represents = units.trace_represents.empty() || units.trace_represents[i];
+    held_out[i] = used[i] && represents && uniform_of(seed ^ 0x6d656d6f7279ULL, i) < o.holdout;
     m.holdout_traces += held_out[i];
   }
   // 2. The table from the rest; 3. the held-out hits on it (labels counted, not yet read).

@@ -57,6 +57,11 @@ TraceUnits group_units(const TraceSet& set, const Featurizer& normalizer, uint64
     }
     const size_t unit = it->second;
     u.unit_of_trace.push_back(static_cast<uint32_t>(unit));
+    const bool represents = represents_traffic(set.traces[i]);
+    u.trace_represents.push_back(represents);
+    u.train_only_traces += !represents;
+    if (inserted) u.unit_represents.push_back(0);
+    u.unit_represents[unit] |= represents;
     ++u.copies[unit];
     auto& c = counts[unit];
     auto hit = std::find_if(c.begin(), c.end(), [&](auto& p) { return p.first == set.y[i]; });
@@ -91,6 +96,7 @@ TraceUnits group_units(const TraceSet& set, const Featurizer& normalizer, uint64
     }
   }
   u.label_counts = std::move(counts);
+  for (uint8_t r : u.unit_represents) u.train_only_units += !r;
   return u;
 }
 
@@ -132,11 +138,20 @@ UnitSplit split_units(const TraceUnits& units, const SplitPlan& plan, uint64_t s
 
   UnitSplit s;
   s.folds = plan.folds;
+  // Calibrate: the first n_cal units of the shuffled order that stand for traffic (with every
+  // unit representative, simply the first n_cal units).
+  // Calibrate holds as many units as it would if every unit stood for traffic, drawn from
+  // those that do (all of them when they are fewer): the train-only units supply training data,
+  // so the representative ones are best spent on the test.
+  const size_t n_rep = n - units.train_only_units;
   size_t n_cal = static_cast<size_t>(std::llround(double(n) * plan.calibrate));
   if (n >= 3) n_cal = std::clamp<size_t>(n_cal, 1, n - 2);
-  n_cal = std::min(n_cal, n);
-  s.calibrate.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n_cal));
-  s.pool.assign(order.begin() + static_cast<std::ptrdiff_t>(n_cal), order.end());
+  n_cal = std::min(n_cal, n_rep);
+  const bool all_represent = units.unit_represents.size() != n || n_rep == n;
+  for (size_t u : order) {
+    const bool eligible = all_represent || units.unit_represents[u];
+    (eligible && s.calibrate.size() < n_cal ? s.calibrate : s.pool).push_back(u);
+  }
   std::sort(s.calibrate.begin(), s.calibrate.end());
 
   // Deal the pool into folds, label by label in the shuffled order (stratified by the label the

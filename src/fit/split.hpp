@@ -40,7 +40,14 @@ struct TraceUnits {
   std::vector<std::vector<std::pair<int, uint32_t>>> label_counts;
   std::vector<uint32_t> unit_of_trace;  // per trace of the TraceSet: its unit
   std::vector<uint64_t> key;            // per unit: fnv1a64 of its normalisation (known_input_key)
-  std::vector<uint8_t> blank;    // per unit: 1 when its normalisation is empty (punctuation only)
+  std::vector<uint8_t> blank;  // per unit: 1 when its normalisation is empty (punctuation only)
+  // Per trace: 1 when it stands for traffic and may certify (represents_traffic); per unit: 1
+  // when any of its traces does. Calibrate and the memory tier's held-out share draw only from
+  // these; the others train.
+  std::vector<uint8_t> trace_represents;
+  std::vector<uint8_t> unit_represents;
+  size_t train_only_traces = 0;  // traces that do not stand for traffic
+  size_t train_only_units = 0;   // units none of whose traces does
   size_t duplicate_traces = 0;   // traces beyond the first copy of their unit
   size_t conflicting_units = 0;  // units whose copies carry more than one teacher label
   size_t size() const { return first.size(); }
@@ -73,10 +80,12 @@ struct UnitSplit {
   int folds = 1;
 };
 
-// Draws calibrate as a simple random sample of round(share × units) units (at least one when
-// there are three units or more), then deals the pool's units into folds stratified by majority
-// label. With one fold, select takes about `select / (1 - calibrate)` of each label's pool units;
-// a label with fewer than three pool units keeps them all for training.
+// Draws calibrate as a simple random sample of round(share × units) units among those that
+// stand for traffic (unit_represents; all of them when they are fewer; at least one when there
+// are three units or more, and never more than leaves two in the pool), then deals the pool's units
+// into folds stratified by majority label. With one fold, select takes about `select / (1 -
+// calibrate)` of each label's pool units; a label with fewer than three pool units keeps them all
+// for training.
 UnitSplit split_units(const TraceUnits& units, const SplitPlan& plan, uint64_t seed);
 
 }  // namespace tracer

@@ -23,8 +23,9 @@ namespace {
 
 // PRAGMA user_version of the schema below; bump it (and migrate) when the schema changes.
 // 1: the table and its time index. 2: import_key (the identity of imported records) and its
-// UNIQUE index; migrate_to_2 upgrades a version-1 store in place.
-constexpr int kSchemaVersion = 2;
+// UNIQUE index; migrate_to_2 upgrades a version-1 store in place. 3: sampled (the row is part
+// of the proxy's uniform traffic sample); older rows get 0.
+constexpr int kSchemaVersion = 3;
 // Each text field must stay far below SQLite's 1e9-byte row limit, so that no queued row can
 // make every later batch fail.
 constexpr size_t kMaxFieldBytes = size_t{16} << 20;
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS traces (
   source TEXT NOT NULL,
   policy_version TEXT NOT NULL,
   decision TEXT NOT NULL,
-  import_key BLOB
+  import_key BLOB,
+  sampled INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_time ON traces(time_ms);
 )sql";
@@ -56,7 +58,7 @@ constexpr const char* kCreateImportKeyIndex =
 // A row whose import_key is already stored is skipped (sqlite3_changes() = 0), not an error.
 constexpr const char* kInsert =
     "INSERT INTO traces (time_ms, input, teacher, label_known, raw_output, source, "
-    "policy_version, decision, import_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "policy_version, decision, import_key, sampled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(import_key) DO NOTHING";
 
 struct DbClose {
@@ -203,8 +205,11 @@ void create_schema(sqlite3* db, const std::string& path) {
     }
     exec(db, path, kCreateSchema, "create the schema");
     exec(db, path, kCreateImportKeyIndex, "create the import key index");
-  } else if (version == 1) {
-    migrate_to_2(db, path);
+  } else {
+    if (version == 1) migrate_to_2(db, path);
+    if (version <= 2)
+      exec(db, path, "ALTER TABLE traces ADD COLUMN sampled INTEGER NOT NULL DEFAULT 0",
+           "add the sampled column");
   }
   if (version < kSchemaVersion) {
     const std::string set_version = "PRAGMA user_version = " + std::to_string(kSchemaVersion);
@@ -314,6 +319,7 @@ struct TraceStore::Impl {
         sqlite3_bind_blob(s, col++, t.import_key.data(), static_cast<int>(t.import_key.size()),
                           SQLITE_STATIC);
       }
+      sqlite3_bind_int(s, col++, t.sampled ? 1 : 0);
       if (sqlite3_step(s) != SQLITE_DONE) {
         std::string msg = db_message(db);
         sqlite3_reset(s);
@@ -471,10 +477,16 @@ int64_t TraceStore::count() {
   return query_int(impl_->reader.get(), impl_->path, "SELECT COUNT(*) FROM traces");
 }
 
-int64_t TraceStore::count_since(int64_t since_ms) {
+int64_t TraceStore::count_between(int64_t since_ms, int64_t until_ms) {
   std::lock_guard lock(impl_->read_mu);
-  return query_int(impl_->reader.get(), impl_->path,
-                   "SELECT COUNT(*) FROM traces WHERE time_ms >= ?", since_ms, true);
+  sqlite3* db = impl_->reader.get();
+  Stmt s =
+      prepare(db, impl_->path, "SELECT COUNT(*) FROM traces WHERE time_ms >= ? AND time_ms < ?");
+  sqlite3_bind_int64(s.get(), 1, since_ms);
+  sqlite3_bind_int64(s.get(), 2, until_ms);
+  if (sqlite3_step(s.get()) != SQLITE_ROW)
+    throw InputError(where(impl_->path) + ": cannot read: " + db_message(db));
+  return sqlite3_column_int64(s.get(), 0);
 }
 
 uint64_t TraceStore::already_stored() {
@@ -500,24 +512,26 @@ bool TraceStore::has_row(int64_t id, const StoredTrace& t) {
   return rc == SQLITE_ROW;
 }
 
-size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown, bool llm_labels_only,
-                                const ExportFilter& keep) {
+size_t TraceStore::export_jsonl(std::ostream& out, const ExportOptions& o) {
   using Json = nlohmann::ordered_json;
   std::lock_guard lock(impl_->read_mu);
   sqlite3* db = impl_->reader.get();
   Stmt s = prepare(db, impl_->path,
                    "SELECT id, time_ms, input, teacher, label_known, raw_output, source, "
-                   "policy_version, decision FROM traces ORDER BY id");
+                   "policy_version, decision, sampled FROM traces "
+                   "WHERE time_ms >= ? AND time_ms < ? ORDER BY id");
+  sqlite3_bind_int64(s.get(), 1, o.since_ms);
+  sqlite3_bind_int64(s.get(), 2, o.until_ms);
   size_t written = 0;
   int rc = SQLITE_ROW;
   while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
     std::string input = column_text(s.get(), 2);
     std::string teacher = column_text(s.get(), 3);
     const bool known = sqlite3_column_int(s.get(), 4) != 0 && !is_blank_text(teacher);
-    if (!include_unknown && (!known || is_blank_text(input))) continue;
+    if (!o.include_unknown && (!known || is_blank_text(input))) continue;
     std::string source = column_text(s.get(), 6), decision = column_text(s.get(), 8);
-    if (llm_labels_only && decision == "handled" && source != "audit") continue;
-    if (keep && !keep(input, teacher)) continue;
+    if (o.llm_labels_only && decision == "handled" && source != "audit") continue;
+    if (o.keep && !o.keep(input, teacher)) continue;
     Json j;
     j["input"] = std::move(input);
     if (known) {
@@ -532,6 +546,7 @@ size_t TraceStore::export_jsonl(std::ostream& out, bool include_unknown, bool ll
                          {"source", std::move(source)},
                          {"policy_version", column_text(s.get(), 7)},
                          {"decision", std::move(decision)}};
+    if (sqlite3_column_int(s.get(), 9) != 0) j["metadata"]["sampled"] = true;
     // Invalid UTF-8 (from a misbehaving client) becomes U+FFFD rather than failing the export.
     out << j.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
     ++written;

@@ -29,6 +29,11 @@ struct StoredTrace {
   std::string source;          // "proxy", "import", ...
   std::string policy_version;  // policy that routed it
   std::string decision;        // "handled", "deferred"
+  // Part of the proxy's uniform sample of traffic: the request drew the audit coin (probability
+  // --audit-share), so it is an audited handled request or a deferred one recorded anyway. These
+  // rows, and only these of the recorded traffic, may certify a refit (docs/trace_store.md,
+  // "Which traces certify a refit").
+  bool sampled = false;
   // The identity of an imported record (import_key()); empty for recorded traffic. A row whose
   // key is already stored is not stored again (counted by already_stored()); rows without a
   // key are always stored, so the LLM's genuinely repeated answers are kept.
@@ -86,8 +91,9 @@ class TraceStore {
   // Blocks until every row queued before the call is committed. Throws InputError when a commit
   // fails meanwhile (e.g. disk full); the rows stay queued and are retried.
   void flush();
-  int64_t count();                        // committed rows (call flush() first to see your own)
-  int64_t count_since(int64_t since_ms);  // committed rows with time_ms >= since_ms
+  int64_t count();  // committed rows (call flush() first to see your own)
+  // Committed rows with since_ms <= time_ms < until_ms (unix epoch milliseconds).
+  int64_t count_between(int64_t since_ms, int64_t until_ms);
   // Rows appended since the store was opened that were not stored because a row with their
   // import_key already was (counted when their batch commits; flush() first).
   uint64_t already_stored();
@@ -95,17 +101,25 @@ class TraceStore {
   // lines of this store's own export (their "id" is the row id), so re-importing it adds nothing.
   bool has_row(int64_t id, const StoredTrace& t);
   // Writes committed rows in id order as JSONL trace lines readable by read_traces:
-  // {"input","teacher","id":<row id>,"metadata":{"time_ms","source","policy_version","decision"}}.
-  // Returns rows written. Rows with unknown labels (or a blank input) are skipped unless
-  // include_unknown; then unknown-label rows are written with "teacher": null,
-  // "label_known": false and "raw_output", which read_traces rejects unless skip_invalid.
-  // llm_labels_only leaves out rows the surrogate answered itself (decision "handled", source
-  // other than "audit"): their label is the surrogate's, not the LLM's, so not training data.
-  // `keep`, when given, is asked about every row that would be written (its input and teacher)
-  // and leaves it out when it returns false.
+  // {"input","teacher","id":<row id>,"metadata":{"time_ms","source","policy_version","decision",
+  // "sampled"}} ("sampled" only when true). Returns rows written; see ExportOptions for which.
   using ExportFilter = std::function<bool(const std::string& input, const std::string& teacher)>;
-  size_t export_jsonl(std::ostream& out, bool include_unknown = false, bool llm_labels_only = false,
-                      const ExportFilter& keep = {});
+  struct ExportOptions {
+    // Rows with unknown labels (or a blank input) are skipped unless include_unknown; then
+    // unknown-label rows are written with "teacher": null, "label_known": false and
+    // "raw_output", which read_traces rejects unless skip_invalid.
+    bool include_unknown = false;
+    // Leaves out rows the surrogate answered itself (decision "handled", source other than
+    // "audit"): their label is the surrogate's, not the LLM's, so not training data.
+    bool llm_labels_only = false;
+    int64_t since_ms = INT64_MIN;  // only rows with since_ms <= time_ms < until_ms
+    int64_t until_ms = INT64_MAX;
+    // When given, asked about every row that would be written (its input and teacher); leaves
+    // it out when it returns false.
+    ExportFilter keep;
+  };
+  size_t export_jsonl(std::ostream& out, const ExportOptions& options);
+  size_t export_jsonl(std::ostream& out) { return export_jsonl(out, ExportOptions{}); }
 
   const std::string& path() const;
 

@@ -759,4 +759,14 @@ void check_label_counts(const TraceSet& set, size_t min_per_label) {
       rare.size() == 1 ? "it" : "them"));
 }
 
+bool represents_traffic(const Trace& t) {
+  if (t.metadata.find("\"decision\"") == std::string::npos) return true;
+  const auto m = nlohmann::json::parse(t.metadata, nullptr, false);
+  if (!m.is_object()) return true;
+  const auto d = m.find("decision");
+  if (d == m.end() || !d->is_string() || d->get_ref<const std::string&>().empty()) return true;
+  const auto s = m.find("sampled");
+  return s != m.end() && s->is_boolean() && s->get<bool>();
+}
+
 }  // namespace tracer

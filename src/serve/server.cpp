@@ -479,8 +479,10 @@ struct ApiServer::Impl {
   }
 
   void record(const LoadedPolicy& p, std::string input, std::string teacher, bool known,
-              std::string raw, const char* decision, const char* source = "proxy") {
+              std::string raw, const char* decision, const char* source = "proxy",
+              bool sampled = false) {
     StoredTrace t;
+    t.sampled = sampled;
     t.time_ms = unix_ms();
     t.input = std::move(input);
     t.teacher = std::move(teacher);
@@ -557,7 +559,7 @@ struct ApiServer::Impl {
           if (from_memory) p->evict_if_stale(text, a.label);
         }
         record(*p, std::move(text), a.known ? std::move(a.label) : std::string(), a.known,
-               std::move(a.raw), "handled", "audit");
+               std::move(a.raw), "handled", "audit", /*sampled=*/true);
       } catch (const std::exception& e) {
         count_lost_audit(*p, AuditOutcome::kUnusable);
         std::cerr << "warning: shadow audit failed: " << e.what() << "\n";
@@ -648,6 +650,10 @@ struct ApiServer::Impl {
     }
     res.set_header("X-Tracer-Decision", "deferred");
     res.set_header("X-Tracer-Reason", d.reason());
+    // The audit coin is drawn for deferred requests too: the audited handled requests and the
+    // deferred ones that draw it form a uniform sample of traffic, the only recorded traces
+    // that may certify a refit (docs/trace_store.md, "Which traces certify a refit").
+    const bool sampled = audits && p->audit() && p->audit()->should_audit();
     UpstreamReply up = upstream->chat_completions(req.body, forwarded(req));
     metrics.count_upstream(up.outcome, up.seconds, up.retries);
     if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);
@@ -658,7 +664,7 @@ struct ApiServer::Impl {
     if (up.outcome != UpstreamOutcome::kOk) return;  // 4xx passed through; nothing learned
     LlmAnswer a = read_answer(*p, up.body);
     record(*p, std::move(cr.text), a.known ? std::move(a.label) : std::string(), a.known,
-           std::move(a.raw), "deferred");
+           std::move(a.raw), "deferred", "proxy", sampled);
   }
 
   ReloadResult reload() {

@@ -1,7 +1,9 @@
 #include "util/time_text.hpp"
 
 #include <charconv>
+#include <chrono>
 #include <ctime>
+#include <optional>
 #include <string>
 
 #include "util/error.hpp"
@@ -69,6 +71,87 @@ int64_t parse_utc_timestamp(std::string_view text) {
   return static_cast<int64_t>(t);
 }
 
+namespace {
+
+// Reads exactly `len` digits at `at` into v; false when they are not all digits or v is not in
+// [lo, hi].
+bool digits(std::string_view t, size_t at, size_t len, int lo, int hi, int& v) {
+  if (at + len > t.size()) return false;
+  for (size_t i = at; i < at + len; ++i)
+    if (t[i] < '0' || t[i] > '9') return false;
+  std::from_chars(t.data() + at, t.data() + at + len, v);
+  return v >= lo && v <= hi;
+}
+
+// "YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|±HH[:]MM]" as Unix milliseconds, or nullopt.
+std::optional<int64_t> parse_iso8601_ms(std::string_view t) {
+  std::tm tm{};
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  if (t.size() < 10 || t[4] != '-' || t[7] != '-' || !digits(t, 0, 4, 1970, 9999, year) ||
+      !digits(t, 5, 2, 1, 12, month) || !digits(t, 8, 2, 1, 31, day))
+    return std::nullopt;
+  size_t at = 10;
+  int64_t millis = 0, offset_s = 0;
+  if (at < t.size() && (t[at] == 'T' || t[at] == ' ')) {
+    if (at + 6 > t.size() || t[at + 3] != ':' || !digits(t, at + 1, 2, 0, 23, hour) ||
+        !digits(t, at + 4, 2, 0, 59, minute))
+      return std::nullopt;
+    at += 6;
+    if (at < t.size() && t[at] == ':') {
+      if (!digits(t, at + 1, 2, 0, 59, second)) return std::nullopt;
+      at += 3;
+      if (at < t.size() && t[at] == '.') {
+        size_t n = 0;
+        for (++at; at < t.size() && t[at] >= '0' && t[at] <= '9'; ++at, ++n)
+          if (n < 3) millis = millis * 10 + (t[at] - '0');
+        if (n == 0) return std::nullopt;
+        for (; n < 3; ++n) millis *= 10;
+      }
+    }
+    if (at < t.size() && t[at] == 'Z') {
+      ++at;
+    } else if (at < t.size() && (t[at] == '+' || t[at] == '-')) {
+      const int sign = t[at] == '-' ? -1 : 1;
+      int oh = 0, om = 0;
+      if (!digits(t, at + 1, 2, 0, 23, oh)) return std::nullopt;
+      at += 3;
+      if (at < t.size() && t[at] == ':') ++at;
+      if (!digits(t, at, 2, 0, 59, om)) return std::nullopt;
+      at += 2;
+      offset_s = sign * (oh * 3600 + om * 60);
+    }
+  }
+  if (at != t.size()) return std::nullopt;
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second;
+  const std::time_t s = timegm(&tm);
+  std::tm back{};
+  // timegm normalises 2026-02-31 to March 3rd: refuse dates that do not exist.
+  if (!gmtime_r(&s, &back) || back.tm_mday != day || back.tm_mon != month - 1) return std::nullopt;
+  return (static_cast<int64_t>(s) - offset_s) * 1000 + millis;
+}
+
+}  // namespace
+
+int64_t parse_time_point_ms(std::string_view text, int64_t now_ms, std::string_view what) {
+  const std::string shown(text.substr(0, 64));
+  if (!text.empty() && text.front() >= '0' && text.front() <= '9' && text.back() >= 'a' &&
+      text.back() <= 'z' && text.size() <= 24 && text.find('-') == std::string_view::npos) {
+    const int64_t back_s = parse_duration_seconds(text, what);
+    return now_ms - back_s * 1000;
+  }
+  if (auto ms = parse_iso8601_ms(text)) return *ms;
+  throw InputError(std::string(what) +
+                   " takes a time: a duration back from now (30d, 12h, 45m, 2w), a date "
+                   "(2026-11-30) or an ISO-8601 date-time (2026-11-30T14:05:09Z, "
+                   "2026-11-30T16:05+02:00); got '" +
+                   shown + "'");
+}
+
 std::string format_utc_timestamp(int64_t unix_s) {
   const std::time_t t = static_cast<std::time_t>(unix_s);
   std::tm tm{};
@@ -79,5 +162,11 @@ std::string format_utc_timestamp(int64_t unix_s) {
 }
 
 std::string utc_now() { return format_utc_timestamp(static_cast<int64_t>(std::time(nullptr))); }
+
+int64_t unix_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 }  // namespace tracer

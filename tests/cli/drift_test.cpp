@@ -3,6 +3,7 @@
 
 #include <map>
 #include <nlohmann/json.hpp>
+#include <ranges>
 
 #include "test_util.hpp"
 
@@ -82,6 +83,53 @@ TEST_F(CliDrift, OtherTopicsAreDriftAndFailOnDriftExitsFive) {
   EXPECT_EQ(strict.exit_code, 5) << strict.err;
   auto calm = run_cli("drift " + policy_ + " -i " + like_ + " --min-rows 50 --fail-on-drift");
   EXPECT_EQ(calm.exit_code, 0) << calm.out;
+}
+
+// A trace-store export holds the deferred requests at full rate: only its rows of the traffic
+// sample ("sampled": true) are compared, like with like (docs/trace_store.md).
+TEST_F(CliDrift, StoreRowsOutsideTheTrafficSampleAreLeftOut) {
+  std::vector<std::string> rows;
+  size_t sampled = 0, i = 0;
+  for (const auto& l : read_file(like_) | std::views::split('\n')) {
+    std::string line(l.begin(), l.end());
+    if (line.empty()) continue;
+    json j = json::parse(line);
+    // Other topics, recorded because the policy deferred them: not a sample of traffic.
+    j["metadata"] = {{"decision", "deferred"}, {"source", "proxy"}};
+    if (i++ % 2 == 0) {
+      j["metadata"]["sampled"] = true;  // the requests that drew the audit coin
+      ++sampled;
+    }
+    rows.push_back(j.dump());
+  }
+  for (const auto& l : read_file(other_) | std::views::split('\n')) {
+    std::string line(l.begin(), l.end());
+    if (line.empty()) continue;
+    json j = json::parse(line);
+    j["metadata"] = {{"decision", "deferred"}, {"source", "proxy"}};
+    rows.push_back(j.dump());
+  }
+  const std::string store = lines_file(dir_, "store_export.jsonl", rows);
+  auto r = run_cli("drift " + policy_ + " -i " + store + " --min-rows 50 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["rows"], sampled);
+  EXPECT_EQ(j["not_traffic_rows"], rows.size() - sampled);
+  EXPECT_FALSE(j["drift"].get<bool>()) << j.dump(2);
+  auto text = run_cli("drift " + policy_ + " -i " + store + " --min-rows 50");
+  EXPECT_NE(text.out.find("left out " + std::to_string(rows.size() - sampled) +
+                          " trace-store rows outside the traffic sample"),
+            std::string::npos)
+      << text.out;
+
+  // Nothing sampled at all: a clear error rather than a false alarm.
+  std::vector<std::string> deferred_only(rows.begin() + 1, rows.begin() + 2);
+  deferred_only.push_back(rows.back());
+  auto none =
+      run_cli("drift " + policy_ + " -i " + lines_file(dir_, "deferred.jsonl", deferred_only));
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+  EXPECT_NE(none.err.find("not a sample of traffic"), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("--audit-share"), std::string::npos) << none.err;
 }
 
 TEST_F(CliDrift, UnlabelledAndTooFewTexts) {

@@ -108,6 +108,48 @@ TEST(CliTraces, ImportCountExportRoundTrip) {
   EXPECT_EQ(run_cli("traces count --db " + q(db)).out, "6\n");
 }
 
+// --since / --until: relative durations, dates and ISO-8601 times select a half-open range;
+// "sampled" survives export and import.
+TEST(CliTraces, ExportAndCountTakeATimeRange) {
+  TempDir dir;
+  const std::string file = dir.file("dated.jsonl");
+  // 2023-11-14T22:13:20Z, one day later, and one trace recorded now-ish (no time: import time).
+  write_file(file,
+             R"({"input": "old one", "teacher": "a", "metadata": {"time_ms": 1700000000000}})"
+             "\n"
+             R"({"input": "next day", "teacher": "b", "metadata": {"time_ms": 1700086400000, )"
+             R"("decision": "deferred", "sampled": true}})"
+             "\n"
+             R"({"input": "fresh", "teacher": "a"})"
+             "\n");
+  const std::string db = dir.file("t.db");
+  ASSERT_EQ(run_cli("traces import " + q(file) + " --db " + q(db)).exit_code, 0);
+  EXPECT_EQ(run_cli("traces count --since 2023-11-15 --db " + q(db)).out, "2\n");
+  EXPECT_EQ(run_cli("traces count --since 2023-11-14T22:13:20Z --until 2023-11-15T22:13:20Z "
+                    "--db " +
+                    q(db))
+                .out,
+            "1\n");  // [since, until): the second trace is at `until` exactly
+  EXPECT_EQ(run_cli("traces count --since 1h --db " + q(db)).out, "1\n");
+  EXPECT_EQ(run_cli("traces count --until 2023-11-15T00:13:21+02:00 --db " + q(db)).out, "1\n");
+  auto exp = run_cli("traces export --since 2023-11-15 --until 1h --db " + q(db));
+  ASSERT_EQ(exp.exit_code, 0) << exp.err;
+  auto lines = jsonl(exp.out);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["input"], "next day");
+  EXPECT_EQ(lines[0]["metadata"]["sampled"], true);
+  EXPECT_THAT(exp.err, HasSubstr("exported 1 of 1 stored traces since 2023-11-15T00:00:00Z"));
+  for (const char* bad :
+       {"--since 30", "--since yesterday", "--since 2023-02-30", "--since 1h --until 2h"}) {
+    auto r = run_cli(std::string("traces export ") + bad + " --db " + q(db));
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(std::string(bad).find("until") != std::string::npos
+                                     ? "must be before --until"
+                                     : "--since takes a time"))
+        << bad;
+  }
+}
+
 TEST(CliTraces, ImportingAFileTwiceStoresItOnce) {
   TempDir dir;
   const std::string db = dir.file("t.db");

@@ -122,13 +122,44 @@ TEST_F(CliUpdate, TracesInBothTheFilesAndTheStoreAreUsedOnce) {
   EXPECT_EQ(m["units"]["traces"], m["traces"]["accepted"]);
 }
 
+// --window: only traces recorded in the window (by metadata.time_ms); the first fit's file has no
+// times, so it is left out. --max-traces caps what is left.
+TEST_F(CliUpdate, WindowAndCapSelectRecentTraces) {
+  auto r = run_cli("update " + policy_ + " --no-report --promote always --window 1h");
+  ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
+  EXPECT_NE(r.err.find("traces recorded in the last 1h only"), std::string::npos) << r.err;
+  const size_t a_rows = first_["traces"]["accepted"].get<size_t>();
+  EXPECT_NE(
+      r.err.find("kept " + std::to_string(b_rows_) + " of " + std::to_string(a_rows + b_rows_) +
+                 " traces: " + std::to_string(a_rows) + " without a time"),
+      std::string::npos)
+      << r.err;
+  json m = manifest();
+  EXPECT_EQ(m["traces"]["selection"]["kept"].get<size_t>(), b_rows_);
+  EXPECT_EQ(m["traces"]["selection"]["undated"].get<size_t>(), a_rows);
+  EXPECT_TRUE(m["traces"]["selection"].contains("since_ms"));
+  EXPECT_EQ(m["units"]["traces"].get<size_t>(), b_rows_);
+
+  auto capped = run_cli("update " + policy_ + " -q --no-report --promote always --max-traces 300");
+  ASSERT_TRUE(capped.exit_code == 0 || capped.exit_code == 4) << capped.err;
+  m = manifest();
+  EXPECT_EQ(m["traces"]["selection"]["kept"], 300);
+  EXPECT_EQ(m["traces"]["selection"]["capped"].get<size_t>(), a_rows + b_rows_ - 300);
+  EXPECT_EQ(m["units"]["traces"], 300);
+
+  auto future = run_cli("update " + policy_ + " -q --no-report --window 0d");
+  EXPECT_EQ(future.exit_code, 2) << future.err;
+  EXPECT_NE(future.err.find("--window must be a positive duration"), std::string::npos)
+      << future.err;
+}
+
 TEST_F(CliUpdate, NoDbAndExplicitTraces) {
   auto r = run_cli("update " + policy_ + " -q --no-report --no-db --promote always");
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
   EXPECT_EQ(manifest()["traces"]["accepted"], first_["traces"]["accepted"]);
   EXPECT_FALSE(manifest()["traces"].contains("store"));
-  auto both = run_cli("update " + policy_ + " -q --no-report --no-db --promote always --traces " + a_ + " " +
-                      dir_.file("b.jsonl"));
+  auto both = run_cli("update " + policy_ + " -q --no-report --no-db --promote always --traces " +
+                      a_ + " " + dir_.file("b.jsonl"));
   ASSERT_TRUE(both.exit_code == 0 || both.exit_code == 4) << both.err;
   // Given files are read whole (the handled rows too: they are the user's choice here).
   EXPECT_EQ(manifest()["traces"]["accepted"].get<size_t>(),
@@ -163,7 +194,8 @@ TEST_F(CliUpdate, ReloadsARunningServer) {
   EXPECT_EQ(testing::body(c->Get("/v1/policy"))["policy_version"], manifest()["policy_version"]);
   EXPECT_NE(manifest()["policy_version"], first_["policy_version"]);
   // A server that is not there: the policy is still updated, and the error says how to reload.
-  auto dead = run_cli("update " + policy_ + " -q --no-report --promote always --reload http://127.0.0.1:9");
+  auto dead =
+      run_cli("update " + policy_ + " -q --no-report --promote always --reload http://127.0.0.1:9");
   EXPECT_EQ(dead.exit_code, 2);
   EXPECT_NE(dead.err.find("SIGHUP"), std::string::npos) << dead.err;
 }

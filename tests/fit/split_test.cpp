@@ -98,6 +98,54 @@ TEST(Split, EveryUnitOnceAndCalibrateOfTheRequestedSize) {
   EXPECT_NEAR(double(select), 75.0, 5.0);  // 0.15 / 0.75 of each label's 75 pool units
 }
 
+// Recorded traces that are not in the traffic sample train only (docs/trace_store.md, "Which
+// traces certify a refit").
+TEST(Units, OnlyTracesThatStandForTrafficCertify) {
+  auto meta = [](std::string m) {
+    Trace t;
+    t.metadata = std::move(m);
+    return t;
+  };
+  EXPECT_TRUE(represents_traffic(meta("")));
+  EXPECT_TRUE(represents_traffic(meta(R"({"time_ms":5,"source":"import"})")));
+  EXPECT_TRUE(represents_traffic(meta(R"({"decision":""})")));
+  EXPECT_TRUE(represents_traffic(meta(R"({"decision":"deferred","sampled":true})")));
+  EXPECT_TRUE(represents_traffic(meta(R"({"decision":"handled","sampled":true})")));
+  EXPECT_FALSE(represents_traffic(meta(R"({"decision":"deferred"})")));
+  EXPECT_FALSE(represents_traffic(meta(R"({"decision":"deferred","sampled":false})")));
+  EXPECT_FALSE(represents_traffic(meta(R"({"decision":"handled","sampled":"yes"})")));
+  EXPECT_TRUE(represents_traffic(meta(R"({"note":"the word \"decision\" in a string"})")));
+}
+
+TEST(Split, CalibrateDrawsOnlyFromUnitsThatStandForTraffic) {
+  auto f = make_featurizer("tfidf");
+  TraceSet s = distinct_set(4, 250);
+  // Every third trace is a recorded deferred request outside the sample; one unit has a
+  // train-only copy and a sampled copy, so it may calibrate.
+  for (size_t i = 0; i < s.size(); i += 3) s.traces[i].metadata = R"({"decision":"deferred"})";
+  Trace twin = s.traces[0];
+  twin.metadata = R"({"decision":"deferred","sampled":true})";
+  s.traces.push_back(twin);
+  s.y.push_back(s.y[0]);
+  TraceUnits u = group_units(s, *f, 1);
+  EXPECT_EQ(u.train_only_traces, 334u);
+  EXPECT_EQ(u.train_only_units, 333u);
+  EXPECT_TRUE(u.unit_represents[u.unit_of_trace[0]]);
+  for (uint64_t seed : {1, 2, 3}) {
+    UnitSplit sp = split_units(u, plan_split(u.size(), nullptr, 0), seed);
+    // Calibrate keeps the size it would have (30% of 1000 units), drawn from the 667 that may.
+    EXPECT_EQ(sp.calibrate.size(), 300u);
+    for (size_t unit : sp.calibrate) EXPECT_TRUE(u.unit_represents[unit]);
+    EXPECT_EQ(sp.calibrate.size() + sp.pool.size(), u.size());
+  }
+  // Fewer representative units than calibrate would take: all of them calibrate.
+  for (size_t i = 0; i < s.size(); ++i)
+    if (i % 10 != 0) s.traces[i].metadata = R"({"decision":"deferred"})";
+  u = group_units(s, *f, 1);
+  UnitSplit sp = split_units(u, plan_split(u.size(), nullptr, 0), 1);
+  EXPECT_EQ(sp.calibrate.size(), u.size() - u.train_only_units);
+}
+
 TEST(Split, CrossFittingFoldsAreBalancedAndCoverThePool) {
   auto f = make_featurizer("tfidf");
   TraceSet s = distinct_set(7, 50);

@@ -29,6 +29,7 @@ namespace {
 
 using nlohmann::json;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using tracer::testing::TempDir;
 using tracer::testing::write_file;
 using namespace std::chrono_literals;
@@ -55,7 +56,9 @@ StoredTrace trace(const std::string& input, const std::string& teacher, int64_t 
 
 std::vector<json> export_lines(TraceStore& store, bool include_unknown = false) {
   std::stringstream ss;
-  const size_t n = store.export_jsonl(ss, include_unknown);
+  TraceStore::ExportOptions o;
+  o.include_unknown = include_unknown;
+  const size_t n = store.export_jsonl(ss, o);
   std::vector<json> lines;
   std::string line;
   while (std::getline(ss, line)) lines.push_back(json::parse(line));
@@ -136,8 +139,9 @@ TEST(TraceStore, MissingTimeIsNowAndEmptyTeacherIsUnknown) {
   EXPECT_LT(lines[0]["metadata"]["time_ms"].get<int64_t>(), before + 600000);
   EXPECT_TRUE(lines[1]["teacher"].is_null());
   EXPECT_EQ(lines[1]["label_known"], false);
-  EXPECT_EQ(store.count_since(before), 1);
-  EXPECT_EQ(store.count_since(0), 2);
+  EXPECT_EQ(store.count_between(before, INT64_MAX), 1);
+  EXPECT_EQ(store.count_between(0, INT64_MAX), 2);
+  EXPECT_EQ(store.count_between(0, before), 1);
 }
 
 TEST(TraceStore, UnknownLabelsSkippedUnlessAsked) {
@@ -198,7 +202,9 @@ TEST(TraceStore, ExportIsReadableByReadTraces) {
   const std::string all = dir.file("all.jsonl");
   {
     std::ofstream out(all);
-    EXPECT_EQ(store.export_jsonl(out, true), 32u);
+    TraceStore::ExportOptions o;
+    o.include_unknown = true;
+    EXPECT_EQ(store.export_jsonl(out, o), 32u);
   }
   EXPECT_THROW(read_traces(all), InputError);
   ReadOptions skip;
@@ -333,7 +339,7 @@ TEST(TraceStore, SchemaVersionWalAndTimeIndex) {
   { TraceStore store(path); }
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.column("PRAGMA user_version"), std::vector<std::string>{"2"});
+    EXPECT_EQ(raw.column("PRAGMA user_version"), std::vector<std::string>{"3"});
     EXPECT_EQ(raw.column("PRAGMA journal_mode"), std::vector<std::string>{"wal"});
     EXPECT_EQ(raw.column("SELECT name FROM sqlite_schema WHERE type='index' AND "
                          "tbl_name='traces' ORDER BY name"),
@@ -501,12 +507,13 @@ TEST(TraceStore, MigratesAVersion1StoreThatHoldsDuplicateImports) {
     EXPECT_EQ(store.already_stored(), 4u);
   }
   RawDb raw(path);
-  EXPECT_EQ(raw.column("PRAGMA user_version"), std::vector<std::string>{"2"});
+  EXPECT_EQ(raw.column("PRAGMA user_version"), std::vector<std::string>{"3"});
   EXPECT_EQ(raw.column("PRAGMA integrity_check"), std::vector<std::string>{"ok"});
-  EXPECT_EQ(raw.column("SELECT source || ':' || (import_key IS NULL) FROM traces ORDER BY id"),
-            (std::vector<std::string>{"import:0", "import:0", "proxy:1", "import:0", "import:0",
-                                      "proxy:1", "import:0"}));
-  { TraceStore again(path); }  // version 2 opens without migrating again
+  EXPECT_EQ(raw.column("SELECT source || ':' || (import_key IS NULL) || sampled FROM traces "
+                       "ORDER BY id"),
+            (std::vector<std::string>{"import:00", "import:00", "proxy:10", "import:00",
+                                      "import:00", "proxy:10", "import:00"}));
+  { TraceStore again(path); }  // version 3 opens without migrating again
   EXPECT_EQ(raw.column("SELECT COUNT(*) FROM traces"), std::vector<std::string>{"7"});
 }
 
@@ -536,15 +543,57 @@ TEST(TraceStore, ExportFilterLeavesRowsOut) {
   store.flush();
   std::stringstream ss;
   std::vector<std::string> asked;
-  const size_t n = store.export_jsonl(ss, false, false,
-                                      [&](const std::string& input, const std::string& teacher) {
-                                        asked.push_back(input + "/" + teacher);
-                                        return teacher != "a";
-                                      });
+  TraceStore::ExportOptions o;
+  o.keep = [&](const std::string& input, const std::string& teacher) {
+    asked.push_back(input + "/" + teacher);
+    return teacher != "a";
+  };
+  const size_t n = store.export_jsonl(ss, o);
   EXPECT_EQ(n, 2u);
   EXPECT_EQ(asked, (std::vector<std::string>{"x/a", "x/b", "x/a", "x/c"}));
   const std::string text = ss.str();
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
+}
+
+TEST(TraceStore, MigratesAVersion2StoreAddingSampled) {
+  TempDir dir;
+  const std::string path = dir.file("t.db");
+  {
+    TraceStore store(path);
+    store.append(trace("a", "x", 10));
+  }
+  {
+    // Turn it back into what schema version 2 wrote: no sampled column.
+    RawDb raw(path);
+    raw.exec("ALTER TABLE traces DROP COLUMN sampled; PRAGMA user_version = 2;");
+  }
+  TraceStore store(path);
+  StoredTrace t = trace("b", "x", 20);
+  t.sampled = true;
+  store.append(t);
+  store.flush();
+  auto lines = export_lines(store);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_FALSE(lines[0]["metadata"].contains("sampled"));  // older rows are not in the sample
+  EXPECT_EQ(lines[1]["metadata"]["sampled"], true);
+  RawDb raw(path);
+  EXPECT_EQ(raw.column("PRAGMA user_version"), std::vector<std::string>{"3"});
+}
+
+TEST(TraceStore, ExportAndCountTakeAHalfOpenTimeRange) {
+  TempDir dir;
+  TraceStore store(dir.file("t.db"));
+  for (int64_t t : {100, 200, 300, 400}) store.append(trace("q" + std::to_string(t), "x", t));
+  store.flush();
+  EXPECT_EQ(store.count_between(200, 400), 2);
+  std::stringstream ss;
+  TraceStore::ExportOptions o;
+  o.since_ms = 200;
+  o.until_ms = 400;
+  EXPECT_EQ(store.export_jsonl(ss, o), 2u);
+  EXPECT_THAT(ss.str(), HasSubstr("q200"));
+  EXPECT_THAT(ss.str(), HasSubstr("q300"));
+  EXPECT_THAT(ss.str(), Not(HasSubstr("q400")));
 }
 
 TEST(TraceStore, TimeQueriesUseTheIndex) {

@@ -156,7 +156,9 @@ TEST_F(AuditServe, DisagreeingLlmTripsTheAuditAndEverythingIsDeferred) {
   rs.stop();
   TraceStore store(o.trace_db);
   std::stringstream out;
-  store.export_jsonl(out, /*include_unknown=*/true);
+  TraceStore::ExportOptions eo;
+  eo.include_unknown = true;
+  store.export_jsonl(out, eo);
   int64_t from_audit = 0, from_deferred = 0;
   for (std::string line; std::getline(out, line);) {
     json t = json::parse(line);

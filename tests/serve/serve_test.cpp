@@ -553,7 +553,9 @@ TEST(ServeProxy, AnswersHandledLocallyForwardsDeferredAndRecordsTraces) {
   TraceStore store(db);
   EXPECT_EQ(store.count(), static_cast<int64_t>(deferred + odd_deferred));
   std::stringstream out;
-  store.export_jsonl(out, /*include_unknown=*/true);
+  TraceStore::ExportOptions eo;
+  eo.include_unknown = true;
+  store.export_jsonl(out, eo);
   size_t rows = 0, unknown = 0;
   for (std::string line; std::getline(out, line); ++rows) {
     json j = json::parse(line);

@@ -35,5 +35,29 @@ TEST(TimeText, UtcTimestampsOfTheManifestForm) {
     EXPECT_EQ(parse_utc_timestamp(bad), -1) << bad;
 }
 
+TEST(TimeText, TimePointsAreRelativeOrIso8601) {
+  const int64_t now = 1'800'000'000'000;  // 2027-01-15T08:00:00Z
+  EXPECT_EQ(parse_time_point_ms("30d", now, "--since"), now - 30LL * 86400 * 1000);
+  EXPECT_EQ(parse_time_point_ms("12h", now, "--since"), now - 12LL * 3600 * 1000);
+  EXPECT_EQ(parse_time_point_ms("2026-11-30", now, "--since"), 1'795'996'800'000);
+  EXPECT_EQ(parse_time_point_ms("2026-11-30T00:00:00Z", now, "--since"), 1'795'996'800'000);
+  EXPECT_EQ(parse_time_point_ms("2026-11-30T14:05", now, "--since"),
+            1'795'996'800'000 + (14 * 3600 + 5 * 60) * 1000LL);
+  EXPECT_EQ(parse_time_point_ms("2026-11-30T02:00:00.25+02:00", now, "--since"),
+            1'795'996'800'000 + 250);
+  EXPECT_EQ(parse_time_point_ms("2026-11-30T00:00-0530", now, "--since"),
+            1'795'996'800'000 + (5 * 3600 + 30 * 60) * 1000LL);
+  for (const char* bad : {"", "30", "yesterday", "2026-02-31", "2026-13-01", "2026-11-30T25:00",
+                          "2026-11-30T14:05:09Zjunk", "2026-11-30T14", "1969-12-31", "0d", "-5d",
+                          "2026-11-30T14:05:09."}) {
+    try {
+      parse_time_point_ms(bad, now, "--since");
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("--since"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tracer
