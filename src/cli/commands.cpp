@@ -34,10 +34,10 @@ void require_finite_numbers(CLI::App& app) {
 
 std::vector<Command> register_commands(CLI::App& app) {
   std::vector<Command> commands = {
-      add_fit_command(app),      add_predict_command(app), add_demo_command(app),
-      add_serve_command(app),    add_traces_command(app),  add_report_command(app),
-      add_drift_command(app),    add_update_command(app),  add_scan_command(app),
-      add_versions_command(app), add_rollback_command(app)};
+      add_fit_command(app),      add_predict_command(app),  add_demo_command(app),
+      add_serve_command(app),    add_traces_command(app),   add_report_command(app),
+      add_drift_command(app),    add_update_command(app),   add_scan_command(app),
+      add_versions_command(app), add_rollback_command(app), add_simulate_command(app)};
   require_finite_numbers(app);
   return commands;
 }

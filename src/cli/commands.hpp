@@ -22,6 +22,7 @@ Command add_update_command(CLI::App& app);    // update.cpp
 Command add_scan_command(CLI::App& app);      // scan.cpp
 Command add_versions_command(CLI::App& app);  // versions.cpp
 Command add_rollback_command(CLI::App& app);  // rollback.cpp
+Command add_simulate_command(CLI::App& app);  // simulate.cpp
 
 std::vector<Command> register_commands(CLI::App& app);
 
