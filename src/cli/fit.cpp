@@ -14,6 +14,7 @@
 #include "cli/summary.hpp"
 #include "fit/fitter.hpp"
 #include "models/surrogate.hpp"
+#include "policy/version_changes.hpp"
 #include "policy/versions.hpp"
 #include "report/qualitative.hpp"
 #include "util/error.hpp"
@@ -85,7 +86,8 @@ nlohmann::json history_entry(const nlohmann::json& m) {
           {"handled_share", handled_share(m)},
           {"traces", m.value("/traces/accepted"_json_pointer, nlohmann::json())},
           {"activated", v["activated"]},
-          {"reason", v["reason"]}};
+          {"reason", v["reason"]},
+          {"changes", label_changes_summary(m.value("changes", nlohmann::json()))}};
 }
 
 // The report of a version, into its staging folder. A report failure warns: the version is
@@ -115,8 +117,10 @@ FitOutcome write_policy_version(const FitRun& a, const TraceSet& set, FitResult&
     std::cerr << "note: " << a.out << " held a policy from before versions; it is now version "
               << adopted << "\n";
   const int previous = folder.active();
-  const Promotion promotion =
-      decide_promotion(result.manifest, folder.active_manifest(), a.promotion);
+  const nlohmann::json active_manifest = folder.active_manifest();
+  const Promotion promotion = decide_promotion(result.manifest, active_manifest, a.promotion);
+  if (previous > 0)
+    result.manifest["changes"] = label_changes(result.manifest, active_manifest, previous);
   const PolicyFolder::Draft draft = folder.begin_version();
   result.manifest["version"] = {
       {"number", draft.number},

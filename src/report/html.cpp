@@ -837,6 +837,44 @@ json fit_entries(const json& all) {
   return out;
 }
 
+// "+2 / -1 (v3)": labels a version answers that the version active before it did not, and
+// the reverse; the names in the tooltip.
+std::string label_changes_cell(const json& c) {
+  if (!c.is_object()) return "<td>-</td>";
+  auto names = [](const json& a) {
+    std::string out;
+    if (a.is_array())
+      for (const auto& l : a)
+        if (l.is_string()) out += (out.empty() ? "" : ", ") + l.get<std::string>();
+    return out;
+  };
+  const json gained = c.value("labels_gained", json::array());
+  const json lost = c.value("labels_lost", json::array());
+  const std::string title = "gained: " + (gained.empty() ? "none" : names(gained)) +
+                            "; lost: " + (lost.empty() ? "none" : names(lost));
+  return fmt::format("<td title='{}'>+{} / &minus;{} (v{:g})</td>", esc(title), gained.size(),
+                     lost.size(), num(c, "against_version", 0));
+}
+
+// The newest version's largest per-label changes, in words.
+std::string latest_changes(const json& h) {
+  const json c = sub(h, "changes");
+  if (!c.is_object() || !c.contains("largest_changes") || c["largest_changes"].empty()) return "";
+  std::string s = fmt::format(
+      "<p class='explain'>Largest per-label changes of version {:g} against version {:g} "
+      "(coverage on calibrate, not separately certified; distinct training inputs the new "
+      "traces added): ",
+      num(h, "version", 0), num(c, "against_version", 0));
+  bool first = true;
+  for (const json& r : c["largest_changes"]) {
+    s += fmt::format("{}<b>{}</b> {} &rarr; {} ({:+g} inputs)", first ? "" : "; ",
+                     esc(str(r, "label")), pct(num(r, "coverage_before", 0)),
+                     pct(num(r, "coverage", 0)), num(r, "training_inputs_added", 0));
+    first = false;
+  }
+  return s + ".</p>";
+}
+
 std::string history_section(const json& all) {
   const json history = fit_entries(all);
   if (history.size() < 2) return "";
@@ -874,20 +912,22 @@ std::string history_section(const json& all) {
   s += ch.svg();
   s += "<table class='compact'><thead><tr><th>version</th><th>created</th><th>policy</th>"
        "<th>deployed</th><th>activated</th><th>method</th><th>target</th><th>coverage</th>"
-       "<th>agreement</th><th>lower bound</th></tr></thead><tbody>";
+       "<th>agreement</th><th>lower bound</th><th>labels vs the version active "
+       "before</th></tr></thead><tbody>";
   for (auto it = history.rbegin(); it != history.rend(); ++it) {
     const bool kept_out = it->contains("activated") && !flag(*it, "activated");
     s += fmt::format(
         "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td{}>{}</td><td>{}</td>"
-        "<td>{:g}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<td>{:g}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
         it->contains("version") ? fmt::format("{:g}", num(*it, "version", 0)) : "-",
         esc(str(*it, "created_at")), esc(str(*it, "policy_version")),
         flag(*it, "deployed") ? "yes" : "no",
         kept_out ? " title='" + esc(str(*it, "reason")) + "'" : std::string(),
         kept_out ? "no" : "yes", esc(str(*it, "method")), num(*it, "target", 0),
-        pct(num(*it, "coverage")), pct(num(*it, "agreement"), 2), pct(num(*it, "lower_bound"), 2));
+        pct(num(*it, "coverage")), pct(num(*it, "agreement"), 2), pct(num(*it, "lower_bound"), 2),
+        label_changes_cell(sub(*it, "changes")));
   }
-  return s + "</tbody></table></section>";
+  return s + "</tbody></table>" + latest_changes(history.back()) + "</section>";
 }
 
 std::string zoo_section(const json& m) {

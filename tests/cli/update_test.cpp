@@ -67,6 +67,14 @@ TEST_F(CliUpdate, RefitsOnTracesPlusStoreWithTheLastOptions) {
   EXPECT_EQ(m["options"]["seed"], 7);
   EXPECT_EQ(m["options"], first_["options"]);
   EXPECT_EQ(json::parse(read_file(policy_ + "/history.json")).size(), 2u);
+  // Per-label changes against the version active before (temporal deltas).
+  ASSERT_TRUE(m.contains("changes"));
+  EXPECT_EQ(m["changes"]["against_version"], 1);
+  EXPECT_TRUE(m["changes"]["per_label"].is_array());
+  const json last = json::parse(read_file(policy_ + "/history.json")).back();
+  EXPECT_EQ(last["changes"]["against_version"], 1);
+  EXPECT_TRUE(last["changes"]["labels_gained"].is_array());
+  EXPECT_FALSE(first_.contains("changes"));  // the first version has nothing to compare with
   for (const auto& e : std::filesystem::directory_iterator(policy_))
     EXPECT_EQ(e.path().filename().string().rfind(".update-traces", 0), std::string::npos)
         << "temporary export left behind: " << e.path();
