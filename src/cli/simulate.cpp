@@ -163,6 +163,9 @@ Command add_simulate_command(CLI::App& app) {
                   "all (as `tracer update --window`)")
       ->capture_default_str()
       ->check(CLI::Range(0, 3650));
+  sub->add_flag("--window-after-trip", a->sim.window_after_trip,
+                "Once the audit trips on day D, refit on the traces recorded from day D on only "
+                "(as running `tracer update --window` after a trip: older labels may be stale)");
   sub->add_option("--max-traces", a->sim.max_traces, "Cap on traces per fit (0: none)")
       ->capture_default_str();
   sub->add_option("--max-coverage-drop", a->sim.promotion.max_coverage_drop,

@@ -17,6 +17,7 @@
 #include "policy/manifest.hpp"
 #include "policy/policy.hpp"
 #include "policy/versions.hpp"
+#include "serve/audit_state_file.hpp"
 #include "util/error.hpp"
 #include "util/time_text.hpp"
 
@@ -109,6 +110,20 @@ StoreExport export_llm_traces(const std::string& db, const std::vector<std::stri
   return e;
 }
 
+// Whether `tracer serve` saved a tripped shadow audit for the active version (DIR/
+// audit_state.json, serve/audit_state_file.hpp). An unreadable state file counts as not tripped
+// and is reported.
+bool active_audit_tripped(const std::string& dir, const json& manifest) {
+  try {
+    const auto saved =
+        serve::AuditStateFile(dir).load(manifest.value("policy_version", std::string()));
+    return saved && saved->state.tripped;
+  } catch (const std::exception& e) {
+    std::cerr << "warning: " << e.what() << "\n";
+    return false;
+  }
+}
+
 int run_update(const UpdateArgs& a) {
   const fs::path dir(a.policy);
   if (!fs::exists(dir / "manifest.json"))
@@ -127,6 +142,7 @@ int run_update(const UpdateArgs& a) {
   run.event = "update";
   run.promotion = a.run.promotion;
   run.promotion.mode = parse_promotion_mode(a.promote);
+  run.promotion.active_audit_tripped = active_audit_tripped(a.policy, manifest);
   run.keep = a.run.keep;
   run.fit = fit_options_from(manifest.value("options", json()), manifest, frontier);
   run.fit.threads = a.threads;

@@ -176,6 +176,10 @@ Promotion decide_promotion(const json& candidate, const json& active, const Prom
                                100 * handled_share(active))};
   }
   if (!deployed(active)) return {true, "the active version certified nothing"};
+  if (rule.active_audit_tripped)
+    return {true, fmt::format("the active version's audit tripped; this one answers {:.1f}% of "
+                              "traffic",
+                              100 * share)};
   const double target = number_at(candidate, "/gate/target", 0);
   const double active_target = number_at(active, "/gate/target", 0);
   const double active_share = handled_share(active);

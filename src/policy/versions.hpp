@@ -52,6 +52,9 @@ struct PromotionRule {
   // auto: a certified version replaces a certified active version at the same target only when
   // its handled_share is at least the active one's minus this (in [0, 1]; 1 = any coverage).
   double max_coverage_drop = 1.0;
+  // auto: the active version's shadow audit tripped (POLICY_DIR/audit_state.json): its
+  // guarantee no longer holds, so any version that certifies replaces it.
+  bool active_audit_tripped = false;
 };
 PromotionRule::Mode parse_promotion_mode(const std::string& s);  // auto|always|never, InputError
 

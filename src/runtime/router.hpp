@@ -88,6 +88,11 @@ class Router {
 
   const Policy& policy() const { return policy_; }
   const nlohmann::json& manifest() const { return manifest_; }
+  // True when the policy defers every input whatever it says: no certified gate and no memory
+  // table. Its deferred requests are then a census of traffic, not a biased subset.
+  bool answers_nothing() const {
+    return policy_.method == Method::kNone && policy_.memory_inputs.empty();
+  }
   const std::string& label_name(int i) const { return policy_.labels.at(i); }
 
  private:

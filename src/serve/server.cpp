@@ -652,8 +652,12 @@ struct ApiServer::Impl {
     res.set_header("X-Tracer-Reason", d.reason());
     // The audit coin is drawn for deferred requests too: the audited handled requests and the
     // deferred ones that draw it form a uniform sample of traffic, the only recorded traces
-    // that may certify a refit (docs/trace_store.md, "Which traces certify a refit").
-    const bool sampled = audits && p->audit() && p->audit()->should_audit();
+    // that may certify a refit (docs/trace_store.md, "Which traces certify a refit"). While the
+    // policy defers everything whatever the text says (its audit tripped, or it answers
+    // nothing), every deferred request is part of the sample: they are a census of traffic.
+    const bool defers_all = d.audit_tripped || p->router().answers_nothing();
+    const bool coin = audits && p->audit() && p->audit()->should_audit();
+    const bool sampled = coin || defers_all;
     UpstreamReply up = upstream->chat_completions(req.body, forwarded(req));
     metrics.count_upstream(up.outcome, up.seconds, up.retries);
     if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);

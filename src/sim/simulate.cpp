@@ -78,10 +78,11 @@ struct Recorded {
 
 // The traces of the fit at the end of `day`: those in the window, as a TraceSet.
 TraceSet fit_pool(const TraceSet& data, const std::vector<Recorded>& recorded, int day,
-                  const SimulationOptions& o) {
+                  int64_t since_trip, const SimulationOptions& o) {
   TraceSet s;
   s.labels = data.labels;
-  const int64_t since = o.window_days > 0 ? (day + 1 - o.window_days) * kDayMs : INT64_MIN;
+  const int64_t since =
+      std::max(o.window_days > 0 ? (day + 1 - o.window_days) * kDayMs : INT64_MIN, since_trip);
   for (const Recorded& r : recorded) {
     if (r.time_ms < since) continue;
     Trace t;
@@ -145,6 +146,7 @@ json SimulationResult::to_json(const SimulationOptions& o) const {
             {"audit_share", o.audit_share},
             {"seed", o.seed},
             {"window_days", o.window_days},
+            {"window_after_trip", o.window_after_trip},
             {"max_traces", o.max_traces},
             {"flip_labels", o.flip_labels},
             {"flip_day", o.flip_day}}},
@@ -171,12 +173,14 @@ SimulationResult simulate(const TraceSet& data, const SimulationOptions& o, Prog
   const size_t traffic_total = data.size() - o.seed_traces;
   Active active;
   int versions = 0;
+  int64_t since_trip = INT64_MIN;  // window_after_trip: refit on traces from the trip day on
 
   for (int day = 0; day <= o.days; ++day) {
     SimulatedDay d;
     d.day = day;
     d.served_by = active.router ? active.version : 0;
     d.traces_before = recorded.size();
+    const bool tripped_before = active.audit && active.audit->tripped();
     if (day > 0) {
       // The day's traffic through the active policy, recorded as the proxy records it.
       const size_t begin = o.seed_traces + traffic_total * static_cast<size_t>(day - 1) /
@@ -189,10 +193,13 @@ SimulationResult simulate(const TraceSet& data, const SimulationOptions& o, Prog
         const size_t i = order[k];
         const int llm = teacher.label(i, day);
         const int64_t time = day * kDayMs + static_cast<int64_t>(k - begin);
-        const bool sampled = coin(rng) < o.audit_share;
+        const bool tripped = active.audit && active.audit->tripped();
+        // As the proxy: the audit coin, or a policy that defers everything whatever the text
+        // (nothing certified, or its audit tripped): then every request is in the sample.
+        const bool sampled = coin(rng) < o.audit_share || !active.router || tripped;
         bool handled = false;
         int answer = -1;
-        if (active.router && !(active.audit && active.audit->tripped())) {
+        if (active.router && !tripped) {
           const RouteResult r = active.router->route(data.traces[i].input, scratch);
           handled = r.handled;
           answer = r.label;
@@ -213,6 +220,7 @@ SimulationResult simulate(const TraceSet& data, const SimulationOptions& o, Prog
         }
       }
       d.audit_tripped = active.audit && active.audit->tripped();
+      if (d.audit_tripped && !tripped_before && o.window_after_trip) since_trip = day * kDayMs;
     }
 
     // The update at the end of the day.
@@ -222,7 +230,7 @@ SimulationResult simulate(const TraceSet& data, const SimulationOptions& o, Prog
     Progress quiet(false);
     FitResult fit;
     try {
-      TraceSet pool = fit_pool(data, recorded, day, o);
+      TraceSet pool = fit_pool(data, recorded, day, since_trip, o);
       d.fit_traces = pool.size();
       progress.step(
           fmt::format("day {}: fitting version {} on {} traces", day, versions, pool.size()));

@@ -28,6 +28,9 @@ struct SimulationOptions {
   FitOptions fit;             // target, delta, zoo, ... of every fit
   PromotionRule promotion{PromotionRule::Mode::kAuto, 0.0};  // as `tracer update`
   int window_days = 0;    // refit on the last W days of traces only (0: all)
+  // Once the audit trips on day D, refit on the traces recorded from day D on only (as an
+  // operator runs `tracer update --window` after a trip): the older labels may be stale.
+  bool window_after_trip = false;
   size_t max_traces = 0;  // cap on traces per fit (0: none)
   // Label-flip stress test: from day flip_day on, the LLM answers flip_labels labels (chosen at
   // random, seeded) differently: each as the next of them, in a cycle. 0: no flip.

@@ -99,13 +99,21 @@ TEST(KillNineVersions, EveryKillLeavesALoadableActiveVersionAndTheNextWriteClean
   std::vector<double> seconds;
   for (const auto& op : ops) seconds.push_back(run_seconds(op));
 
-  const int runs = testing::sanitized() ? 60 : 330;
+  // Runs until enough kills landed (how many runs that takes depends on the machine's load),
+  // with a cap so a machine where nothing can be killed fails rather than loops.
+  const int want = testing::sanitized() ? 36 : 210;
+  const int max_runs = testing::sanitized() ? 200 : 900;
   std::mt19937_64 rng(20261201);
   std::uniform_real_distribution<double> u(0, 1);
-  int killed = 0, unloadable = 0;
+  int runs = 0, killed = 0, unloadable = 0;
   int killed_by[3] = {0, 0, 0};
-  for (int i = 0; i < runs; ++i) {
-    const int k = i % 3;
+  auto enough = [&] {
+    for (int k = 0; k < 3; ++k)
+      if (killed_by[k] < want / 6) return false;
+    return killed >= want;
+  };
+  for (; runs < max_runs && !enough(); ++runs) {
+    const int k = runs % 3;
     const double when =
         seconds[static_cast<size_t>(k)] * (u(rng) < 0.5 ? 1.1 * u(rng) : 0.7 + 0.35 * u(rng));
     const pid_t pid = spawn_cli(ops[static_cast<size_t>(k)]);
@@ -121,15 +129,14 @@ TEST(KillNineVersions, EveryKillLeavesALoadableActiveVersionAndTheNextWriteClean
       (void)r;
     } catch (const std::exception& e) {
       ++unloadable;
-      ADD_FAILURE() << "run " << i << " (" << ops[static_cast<size_t>(k)][0] << " killed after "
+      ADD_FAILURE() << "run " << runs << " (" << ops[static_cast<size_t>(k)][0] << " killed after "
                     << when << " s): the folder does not load: " << e.what();
     }
   }
   std::printf("kill -9: %d runs, %d killed (fit %d, update %d, rollback %d), %d unloadable\n", runs,
               killed, killed_by[0], killed_by[1], killed_by[2], unloadable);
   EXPECT_EQ(unloadable, 0);
-  EXPECT_GE(killed, testing::sanitized() ? 30 : 200);
-  for (int k = 0; k < 3; ++k) EXPECT_GT(killed_by[k], 0) << "op " << k;
+  EXPECT_TRUE(enough()) << killed << " kills in " << runs << " runs";
   // The next write removes what killed writers left.
   ASSERT_EQ(WEXITSTATUS(wait_for(spawn_cli(ops[0]))), 0);
   EXPECT_EQ(leftovers(p), std::vector<std::string>{});

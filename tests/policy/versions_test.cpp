@@ -77,6 +77,16 @@ TEST(Promotion, KeepsTheBetterCertifiedPolicy) {
   // The memory tier counts: less gate coverage but more traffic answered is better.
   EXPECT_TRUE(
       decide_promotion(manifest(true, 0.9, 0.4, 0.3), manifest(true, 0.9, 0.5), strict).activate);
+  // The active version's audit tripped: its guarantee is gone, any certified version replaces
+  // it (a refusal still does not).
+  PromotionRule tripped = strict;
+  tripped.active_audit_tripped = true;
+  const auto after_trip =
+      decide_promotion(manifest(true, 0.9, 0.2), manifest(true, 0.9, 0.5), tripped);
+  EXPECT_TRUE(after_trip.activate);
+  EXPECT_NE(after_trip.reason.find("audit tripped"), std::string::npos) << after_trip.reason;
+  EXPECT_FALSE(
+      decide_promotion(manifest(false, 0.9, 0), manifest(true, 0.9, 0.5), tripped).activate);
   // Another target: not comparable, a certified version is activated.
   EXPECT_TRUE(
       decide_promotion(manifest(true, 0.95, 0.2), manifest(true, 0.9, 0.5), strict).activate);

@@ -162,6 +162,9 @@ TEST_F(AuditServe, DisagreeingLlmTripsTheAuditAndEverythingIsDeferred) {
   int64_t from_audit = 0, from_deferred = 0;
   for (std::string line; std::getline(out, line);) {
     json t = json::parse(line);
+    // Audits are in the traffic sample; so is a request deferred while the audit is tripped
+    // (the policy then defers everything: a census of traffic).
+    EXPECT_EQ(t["metadata"].value("sampled", false), true) << line;
     if (t["metadata"]["source"] == "audit") {
       ++from_audit;
       EXPECT_EQ(t["metadata"]["decision"], "handled");

@@ -562,6 +562,9 @@ TEST(ServeProxy, AnswersHandledLocallyForwardsDeferredAndRecordsTraces) {
     EXPECT_EQ(j["metadata"]["source"], "proxy");
     EXPECT_EQ(j["metadata"]["decision"], "deferred");
     EXPECT_EQ(j["metadata"]["policy_version"], version);
+    // No --audit-share and a policy that answers some traffic: deferred requests are not a
+    // sample of traffic, so none is marked as one.
+    EXPECT_FALSE(j["metadata"].contains("sampled")) << line;
     if (j.value("label_known", true)) {
       EXPECT_EQ(j["teacher"], f.teacher.at(j["input"]));
     } else {
