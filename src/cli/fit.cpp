@@ -84,7 +84,8 @@ nlohmann::json history_entry(const nlohmann::json& m) {
           {"agreement", g["certified"]["agreement"]},
           {"lower_bound", g["certified"]["lower_bound"]},
           {"handled_share", handled_share(m)},
-          {"traces", m.value("/traces/accepted"_json_pointer, nlohmann::json())},
+          {"traces", m.value("/units/traces"_json_pointer,
+                             m.value("/traces/accepted"_json_pointer, nlohmann::json()))},
           {"activated", v["activated"]},
           {"reason", v["reason"]},
           {"changes", label_changes_summary(m.value("changes", nlohmann::json()))}};
@@ -147,6 +148,19 @@ FitOutcome write_policy_version(const FitRun& a, const TraceSet& set, FitResult&
   return out;
 }
 
+// fit_policy, with the cap named when too few traces are left because of it.
+FitResult fit_selected(const TraceSet& set, const FitRun& a, const SelectionReport& sr,
+                       Progress& progress) {
+  try {
+    return fit_policy(set, a.fit, progress);
+  } catch (const InputError& e) {
+    if (sr.capped == 0) throw;
+    throw InputError(std::string(e.what()) + " (--max-traces " +
+                     std::to_string(a.selection.max_traces) + " kept " + std::to_string(sr.kept) +
+                     " of " + std::to_string(sr.read) + " traces: raise --max-traces)");
+  }
+}
+
 FitOutcome fit_and_write(const FitRun& a) {
   Progress progress(!a.quiet, 6, ::isatty(STDERR_FILENO));
   std::string names;
@@ -163,20 +177,30 @@ FitOutcome fit_and_write(const FitRun& a) {
     for (const auto& e : report.errors) std::cerr << "  " << e << "\n";
   }
   nlohmann::json selection;
-  if (a.selection.active()) {
-    const SelectionReport sr = select_traces(set, a.selection);
-    progress.note(sr.summary(a.selection));
-    selection = {{"read", sr.read},     {"kept", sr.kept},
-                 {"older", sr.older},   {"undated", sr.undated},
-                 {"capped", sr.capped}, {"max_traces", a.selection.max_traces}};
+  const SelectionReport sr = select_traces(set, a.selection);
+  if (sr.kept < sr.read) progress.note(sr.summary(a.selection));
+  if (a.selection.active() || sr.surrogate > 0) {
+    selection = {{"read", sr.read},
+                 {"kept", sr.kept},
+                 {"surrogate_answers", sr.surrogate},
+                 {"older", sr.older},
+                 {"undated", sr.undated},
+                 {"capped", sr.capped},
+                 {"max_traces", a.selection.max_traces}};
     if (a.selection.since_ms != INT64_MIN) selection["since_ms"] = a.selection.since_ms;
   }
+  if (set.labels.size() < 2 && sr.kept < sr.read)
+    throw InputError(fmt::format(
+        "{}: the {} traces left to fit on have {} label ({}); a classifier needs at least two - "
+        "{}",
+        names, set.size(), set.labels.size(), sr.summary(a.selection),
+        sr.capped > 0 ? "raise --max-traces" : "widen --window or add traces"));
   if (set.labels.size() < 2)
     throw InputError(fmt::format(
         "{}: all {} traces have the same label \"{}\"; a classifier needs at least two labels to "
         "choose between - check that the label field holds the LLM's label for each trace",
         names, set.size(), set.labels.empty() ? std::string() : set.labels.front()));
-  FitResult result = fit_policy(set, a.fit, progress);
+  FitResult result = fit_selected(set, a, sr, progress);
   nlohmann::json paths = nlohmann::json::array();
   const size_t files = a.traces.size() - (a.store_path.empty() ? 0 : 1);
   for (size_t i = 0; i < files; ++i)

@@ -36,8 +36,10 @@ void print_day(std::ostream& os, const SimulatedDay& d, double target) {
   std::string update = d.certified
                            ? fmt::format("v{} answers {:.1f}%", d.version, 100 * d.version_share)
                            : fmt::format("v{} certified nothing", d.version);
-  update +=
-      d.promoted ? ": promoted (" + d.reason + ")" : ": kept the active one (" + d.reason + ")";
+  if (d.version == 0)
+    update = d.reason;
+  else
+    update += (d.promoted ? ": promoted: " : ": not promoted: ") + d.reason;
   if (d.day == 0) {
     os << fmt::format("{:>4}  {:>7}  {:>7}  {:>8}  {:>9}  {:>7}  {:>9}  {:>6}  {}\n", 0, "-",
                       d.traces_before, "-", "-", "-", "-", "-", update);
@@ -93,10 +95,10 @@ int run_simulate(SimulateArgs& a) {
       std::cout << "\n";
     }
     std::cout << fmt::format(
-        "total: {} requests, {:.1f}% handled at agreement {:.4f}, {} LLM calls ({:.1f}% saved); "
+        "total: {} requests, {:.1f}% handled at agreement {}, {} LLM calls ({:.1f}% saved); "
         "{} day(s) with handled agreement below the target {:g} ('!')\n",
         traffic, traffic ? 100.0 * double(handled) / double(traffic) : 0.0,
-        handled ? double(agreed) / double(handled) : 1.0, calls,
+        handled ? fmt::format("{:.4f}", double(agreed) / double(handled)) : std::string("-"), calls,
         traffic ? 100.0 * (1 - double(calls) / double(traffic)) : 0.0, below, target);
   }
   if (!a.json_out.empty()) {
@@ -114,7 +116,11 @@ int run_simulate(SimulateArgs& a) {
     if (ec) throw InputError("cannot rename " + tmp + " to " + a.json_out + ": " + ec.message());
     if (!a.quiet) std::cout << "wrote " << a.json_out << "\n";
   }
-  return 0;
+  // As `tracer fit`: 4 when no version ever certified anything.
+  for (const auto& d : r.days)
+    if (d.certified) return 0;
+  if (!a.quiet) std::cout << "no version certified anything: every request went to the LLM\n";
+  return 4;
 }
 
 }  // namespace
@@ -167,7 +173,8 @@ Command add_simulate_command(CLI::App& app) {
                 "Once the audit trips on day D, refit on the traces recorded from day D on only "
                 "(as running `tracer update --window` after a trip: older labels may be stale)");
   sub->add_option("--max-traces", a->sim.max_traces, "Cap on traces per fit (0: none)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{1} << 40));
   sub->add_option("--max-coverage-drop", a->sim.promotion.max_coverage_drop,
                   "Promotion: largest drop in handled share versus the active version that "
                   "still promotes (as `tracer update`)")
@@ -178,8 +185,10 @@ Command add_simulate_command(CLI::App& app) {
                   "at random) as another of them, in a cycle")
       ->capture_default_str()
       ->check(CLI::Range(0, 100000));
-  sub->add_option("--flip-day", a->sim.flip_day, "First day of the flipped answers")
-      ->capture_default_str();
+  sub->add_option("--flip-day", a->sim.flip_day,
+                  "First day of the flipped answers (default with --flip-labels: the middle "
+                  "day, days / 2 + 1)")
+      ->check(CLI::Range(1, 3650));
   sub->add_option("--zoo", a->zoo, "Comma-separated surrogates of every fit (default: fit's)")
       ->delimiter(',');
   sub->add_option("--seed", a->sim.seed, "Random seed (shuffle, audit coin, flip)")
@@ -192,6 +201,8 @@ Command add_simulate_command(CLI::App& app) {
   sub->add_flag("-q,--quiet", a->quiet, "No table (use with --json)");
   return {sub, [a] {
             a->sim.fit.seed = a->sim.seed;
+            if (a->sim.flip_labels > 0 && a->sim.flip_day == 0)
+              a->sim.flip_day = a->sim.days / 2 + 1;
             return run_simulate(*a);
           }};
 }

@@ -93,8 +93,9 @@ int run_export(const TracesArgs& a) {
     std::filesystem::rename(tmp, a.output, ec);
     if (ec) throw InputError("cannot rename " + tmp + " to " + a.output + ": " + ec.message());
   }
-  std::cerr << "exported " << written << " of " << total << " stored traces" << describe(range)
-            << (a.output.empty() ? std::string() : " to " + a.output);
+  std::cerr << "exported " << written << " of the " << total << " stored traces" << describe(range);
+  if (range.bounded()) std::cerr << " (" << store.count() << " in the store)";
+  std::cerr << (a.output.empty() ? std::string() : " to " + a.output);
   if (static_cast<int64_t>(written) < total)
     std::cerr << " (" << total - static_cast<int64_t>(written)
               << " with an unknown label or blank input skipped; --include-unknown keeps them)";
@@ -222,7 +223,8 @@ Command add_traces_command(CLI::App& app) {
       "export",
       "Write the stored traces as JSONL trace lines, oldest first, readable by `tracer fit`: "
       "{\"input\", \"teacher\", \"id\", \"metadata\": {\"time_ms\", \"source\", "
-      "\"policy_version\", \"decision\"}}. A summary goes to stderr.");
+      "\"policy_version\", \"decision\", \"sampled\" (only when true: part of the proxy's "
+      "traffic sample)}}. A summary goes to stderr.");
   add_db_option(exp, *args);
   exp->add_option("-o,--output", args->output,
                   "Write the JSONL here (atomically: temporary file + rename) instead of stdout");
@@ -243,7 +245,7 @@ Command add_traces_command(CLI::App& app) {
   auto* imp = sub->add_subcommand(
       "import",
       "Append the traces of a JSONL or CSV trace file to the store (source \"import\"; "
-      "time_ms, policy_version and decision are kept from their metadata when present). "
+      "time_ms, policy_version, decision and sampled are kept from their metadata when present). "
       "Idempotent: records already in the store (a line with the same id, input, label and "
       "metadata, or the store's own exported rows) are not stored again, so importing a file "
       "twice stores it once; repeated lines of one file are all kept. "

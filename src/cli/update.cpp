@@ -94,8 +94,8 @@ StoreExport export_llm_traces(const std::string& db, const std::vector<std::stri
   {
     TraceStore store(db);
     TraceStore::ExportOptions eo;
-    eo.llm_labels_only = true;
-    eo.since_ms = since_ms;
+    eo.llm_labels_only = true;  // all times: the window is applied when the fit reads the
+                                // export, so rows before it are counted as left out
     eo.keep = [&](const std::string& input, const std::string& teacher) {
       auto it = in_files.find(pair_key(input, teacher));
       if (it == in_files.end() || it->second == 0) return true;
@@ -256,7 +256,11 @@ Command add_update_command(CLI::App& app) {
                   "Refit on recent traces only: those recorded in this last duration (30d, 12h, "
                   "2w), by their metadata.time_ms. Trace-file lines without a time are left out "
                   "too. Use it when the LLM's answers changed, so old labels stop counting "
-                  "(docs/versions.md, \"Windows and caps\")");
+                  "(docs/versions.md, \"Windows and caps\")")
+      ->check([](const std::string& v) {
+        return v.empty() ? std::string("--window needs a duration such as 30d, 12h or 2w")
+                         : std::string();
+      });
   args->run.promotion.max_coverage_drop = 0.0;
   add_version_options(sub, args->run, args->promote);
   add_selection_options(sub, args->run);

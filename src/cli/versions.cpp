@@ -33,7 +33,9 @@ json version_row(const VersionInfo& v) {
   row["created_at"] = m.value("created_at", "");
   row["policy_version"] = m.value("policy_version", "");
   row["event"] = version.value("event", "fit");
-  row["traces"] = m.value("/traces/accepted"_json_pointer, json());
+  // The traces the version was fit on (after --window / --max-traces), not those read.
+  row["traces"] =
+      m.value("/units/traces"_json_pointer, m.value("/traces/accepted"_json_pointer, json()));
   row["deployed"] = gate.value("deployed", false);
   row["method"] = gate.value("method", "none");
   row["target"] = gate.value("target", json());

@@ -23,6 +23,9 @@ std::string SelectionReport::summary(const TraceSelection& s) const {
   std::string out = "kept " + std::to_string(kept) + " of " + std::to_string(read) + " traces";
   std::string why;
   auto add = [&](const std::string& part) { why += (why.empty() ? ": " : ", ") + part; };
+  if (surrogate > 0)
+    add(std::to_string(surrogate) +
+        " answers of the surrogate itself (decision handled, not audited: not the LLM's label)");
   if (older > 0)
     add(std::to_string(older) + " recorded before " +
         format_utc_timestamp(s.since_ms / 1000 - (s.since_ms % 1000 < 0 ? 1 : 0)));
@@ -81,6 +84,10 @@ SelectionReport select_traces(TraceSet& set, const TraceSelection& s) {
   r.read = set.size();
   std::vector<size_t> represents, train_only;
   for (size_t i = 0; i < set.size(); ++i) {
+    if (is_surrogate_answer(set.traces[i])) {
+      ++r.surrogate;
+      continue;
+    }
     if (s.since_ms != INT64_MIN) {
       const int64_t t = trace_time_ms(set.traces[i]);
       if (t == INT64_MIN) {

@@ -28,9 +28,10 @@ struct TraceSelection {
 
 struct SelectionReport {
   size_t read = 0;
-  size_t older = 0;    // left out: time_ms before the window
-  size_t undated = 0;  // left out: no time_ms, with a window
-  size_t capped = 0;   // left out by the cap
+  size_t surrogate = 0;  // left out: the surrogate's own answers (is_surrogate_answer)
+  size_t older = 0;      // left out: time_ms before the window
+  size_t undated = 0;    // left out: no time_ms, with a window
+  size_t capped = 0;     // left out by the cap
   size_t kept = 0;
   // One line for the user, e.g. "kept 4210 of 9000 traces: 1000 before 2026-11-01T00:00:00Z,
   // 3000 without a time (metadata.time_ms), 790 over --max-traces 4210".
@@ -43,9 +44,9 @@ int64_t trace_time_ms(const Trace& t);
 // Removes from set.labels the labels no trace carries, re-indexing y.
 void drop_unused_labels(TraceSet& set);
 
-// Applies `s` to `set` in place (the order of the kept traces is kept; labels no kept trace
-// carries are dropped from set.labels and y re-indexed). Throws InputError when nothing is
-// left, naming why.
+// Applies `s` to `set` in place, and always leaves out the surrogate's own answers (the order of
+// the kept traces is kept; labels no kept trace carries are dropped from set.labels and y
+// re-indexed). Throws InputError when nothing is left, naming why.
 SelectionReport select_traces(TraceSet& set, const TraceSelection& s);
 
 }  // namespace tracer

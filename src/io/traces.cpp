@@ -769,4 +769,16 @@ bool represents_traffic(const Trace& t) {
   return s != m.end() && s->is_boolean() && s->get<bool>();
 }
 
+bool is_surrogate_answer(const Trace& t) {
+  if (t.metadata.find("\"handled\"") == std::string::npos) return false;
+  const auto m = nlohmann::json::parse(t.metadata, nullptr, false);
+  if (!m.is_object()) return false;
+  const auto d = m.find("decision");
+  if (d == m.end() || !d->is_string() || *d != "handled") return false;
+  const auto src = m.find("source");
+  if (src != m.end() && src->is_string() && *src == "audit") return false;
+  const auto sm = m.find("sampled");
+  return !(sm != m.end() && sm->is_boolean() && sm->get<bool>());
+}
+
 }  // namespace tracer

@@ -76,6 +76,11 @@ TraceSet read_trace_files(const std::vector<std::string>& paths, const ReadOptio
 // they train only.
 bool represents_traffic(const Trace& t);
 
+// Whether a trace is the surrogate's own answer recorded by the proxy (metadata decision
+// "handled", source not "audit", not sampled): its label is not the LLM's, so it is never
+// trained or certified on (fits leave it out and say how many).
+bool is_surrogate_answer(const Trace& t);
+
 // Checks the label space is learnable: at least 2 labels, and every label has at least
 // `min_per_label` traces. Throws InputError naming the offending labels and counts.
 void check_label_counts(const TraceSet& set, size_t min_per_label);

@@ -1,9 +1,10 @@
 #pragma once
 // Small UTF-8 helpers for validating trace text.
+#include <utf8proc.h>
+
 #include <cstdint>
 #include <cstring>
 #include <string_view>
-#include <utf8proc.h>
 
 namespace tracer {
 

@@ -171,6 +171,10 @@ Promotion decide_promotion(const json& candidate, const json& active, const Prom
   if (active.is_null()) return {true, "the folder had no active version"};
   if (!deployed(candidate)) {
     if (!deployed(active)) return {true, "nothing was certified, as for the active version"};
+    if (rule.active_audit_tripped)
+      return {false,
+              "nothing was certified; the active version's audit tripped, so it defers "
+              "everything until a version certifies"};
     return {false, fmt::format("nothing was certified, and the active version answers "
                                "{:.1f}% of traffic",
                                100 * handled_share(active))};

@@ -29,6 +29,8 @@ void validate(const TraceSet& data, const SimulationOptions& o) {
     throw InputError(fmt::format("--flip-labels must be between 0 and the number of labels ({})",
                                  data.labels.size()));
   if (o.flip_labels == 1) throw InputError("--flip-labels needs at least 2 labels to swap");
+  if (o.flip_labels == 0 && o.flip_day != 0)
+    throw InputError("--flip-day needs --flip-labels (how many labels flip)");
   if (o.flip_labels > 0 && (o.flip_day < 1 || o.flip_day > o.days))
     throw InputError(fmt::format("--flip-day must be between 1 and --days ({})", o.days));
   if (data.size() < o.seed_traces + static_cast<size_t>(o.days))
@@ -122,7 +124,7 @@ json SimulationResult::to_json(const SimulationOptions& o) const {
                          {"handled", d.handled},
                          {"agreed", d.agreed},
                          {"coverage", d.coverage()},
-                         {"agreement_on_handled", d.agreement()},
+                         {"agreement_on_handled", d.handled ? json(d.agreement()) : json()},
                          {"audited", d.audited},
                          {"deferred", d.deferred},
                          {"llm_calls", d.llm_calls()},
@@ -224,8 +226,6 @@ SimulationResult simulate(const TraceSet& data, const SimulationOptions& o, Prog
     }
 
     // The update at the end of the day.
-    ++versions;
-    d.version = versions;
     const auto t0 = std::chrono::steady_clock::now();
     Progress quiet(false);
     FitResult fit;
@@ -233,24 +233,24 @@ SimulationResult simulate(const TraceSet& data, const SimulationOptions& o, Prog
       TraceSet pool = fit_pool(data, recorded, day, since_trip, o);
       d.fit_traces = pool.size();
       progress.step(
-          fmt::format("day {}: fitting version {} on {} traces", day, versions, pool.size()));
+          fmt::format("day {}: fitting version {} on {} traces", day, versions + 1, pool.size()));
       fit = fit_policy(pool, o.fit, quiet);
     } catch (const InputError& e) {
-      // Too few traces (e.g. a window with little in it): a refusal, as `update` would exit 2.
-      d.reason = std::string("the fit failed: ") + e.what();
+      // Too few traces (e.g. a window with little in it): no version is written, as `update`
+      // exits 2; the active one, if any, stays.
+      d.reason = std::string("no version written, the fit failed: ") + e.what();
       d.fit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       result.days.push_back(d);
       if (on_day) on_day(d);
       continue;
     }
     d.fit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    d.version = ++versions;
     d.certified = fit.deployed;
     d.version_share = handled_share(fit.manifest);
-    Promotion p;
-    if (active.audit && active.audit->tripped() && fit.deployed)
-      p = {true, "the active version's audit tripped"};
-    else
-      p = decide_promotion(fit.manifest, active.manifest, o.promotion);
+    PromotionRule rule = o.promotion;
+    rule.active_audit_tripped = active.audit && active.audit->tripped();
+    const Promotion p = decide_promotion(fit.manifest, active.manifest, rule);
     d.promoted = p.activate;
     d.reason = p.reason;
     if (p.activate) {

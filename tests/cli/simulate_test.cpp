@@ -50,10 +50,15 @@ TEST(CliSimulate, ImpossibleOptionsExitTwoAndSayWhy) {
   auto few = run_cli("simulate " + traces + " --seed-traces 500");
   EXPECT_EQ(few.exit_code, 2);
   EXPECT_NE(few.err.find("cannot give 500 seed traces"), std::string::npos) << few.err;
-  auto flip = run_cli("simulate " + traces + " --seed-traces 20 --days 2 --flip-labels 2");
+  auto flip =
+      run_cli("simulate " + traces + " --seed-traces 20 --days 2 --flip-labels 2 --flip-day 5");
   EXPECT_EQ(flip.exit_code, 2);
   EXPECT_NE(flip.err.find("--flip-day must be between 1 and --days (2)"), std::string::npos)
       << flip.err;
+  auto day_alone = run_cli("simulate " + traces + " --seed-traces 20 --days 2 --flip-day 1");
+  EXPECT_EQ(day_alone.exit_code, 2);
+  EXPECT_NE(day_alone.err.find("--flip-day needs --flip-labels"), std::string::npos)
+      << day_alone.err;
   auto target = run_cli("simulate " + traces + " --target 1.5");
   EXPECT_EQ(target.exit_code, 2) << target.err;
 }

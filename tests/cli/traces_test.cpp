@@ -71,7 +71,7 @@ TEST(CliTraces, ImportCountExportRoundTrip) {
   const std::string out = dir.file("export.jsonl");
   auto exp = run_cli("traces export --db " + q(db) + " -o " + q(out));
   ASSERT_EQ(exp.exit_code, 0) << exp.err;
-  EXPECT_THAT(exp.err, HasSubstr("exported 6 of 6"));
+  EXPECT_THAT(exp.err, HasSubstr("exported 6 of the 6"));
   EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
   auto lines = jsonl(read_file(out));
   ASSERT_EQ(lines.size(), 6u);
@@ -138,7 +138,7 @@ TEST(CliTraces, ExportAndCountTakeATimeRange) {
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0]["input"], "next day");
   EXPECT_EQ(lines[0]["metadata"]["sampled"], true);
-  EXPECT_THAT(exp.err, HasSubstr("exported 1 of 1 stored traces since 2023-11-15T00:00:00Z"));
+  EXPECT_THAT(exp.err, HasSubstr("exported 1 of the 1 stored traces since 2023-11-15T00:00:00Z"));
   for (const char* bad :
        {"--since 30", "--since yesterday", "--since 2023-02-30", "--since 1h --until 2h"}) {
     auto r = run_cli(std::string("traces export ") + bad + " --db " + q(db));

@@ -80,6 +80,21 @@ TEST(TraceSelection, TheCapKeepsTheMixOfTrainOnlyAndRepresentativeTraces) {
   for (size_t i = 0; i < s.size(); ++i) EXPECT_EQ(s.traces[i].input, again.traces[i].input);
 }
 
+// The surrogate's own answers recorded by the proxy are never fit on (their label is not the
+// LLM's); audits and sampled rows are.
+TEST(TraceSelection, TheSurrogatesOwnAnswersAreAlwaysLeftOut) {
+  TraceSet s = dated_set(4);
+  s.traces[0].metadata = R"({"decision":"handled","source":"proxy"})";
+  s.traces[1].metadata = R"({"decision":"handled","source":"audit"})";
+  s.traces[2].metadata = R"({"decision":"handled","source":"proxy","sampled":true})";
+  s.traces[3].metadata = R"({"decision":"deferred"})";
+  const SelectionReport r = select_traces(s, TraceSelection{});
+  EXPECT_EQ(r.surrogate, 1u);
+  EXPECT_EQ(r.kept, 3u);
+  EXPECT_EQ(s.traces.front().input, "text 1");
+  EXPECT_THAT(r.summary(TraceSelection{}), HasSubstr("1 answers of the surrogate itself"));
+}
+
 TEST(TraceSelection, NothingLeftIsAClearError) {
   TraceSet s = dated_set(10);
   TraceSelection sel;

@@ -96,7 +96,8 @@ TEST(Simulate, ALabelFlipTripsTheAuditAndARefitTakesOver) {
   EXPECT_TRUE(r.days[2].audit_tripped);
   EXPECT_LT(r.days[2].coverage(), r.days[1].coverage());  // deferred once tripped
   EXPECT_TRUE(r.days[2].promoted) << r.days[2].reason;
-  EXPECT_EQ(r.days[2].reason, "the active version's audit tripped");
+  EXPECT_NE(r.days[2].reason.find("the active version's audit tripped"), std::string::npos)
+      << r.days[2].reason;
   // The new version learnt the new answers: the next day's handled traffic agrees again.
   ASSERT_GT(r.days[3].handled, 100u);
   EXPECT_GE(r.days[3].agreement(), 0.85);
