@@ -1,10 +1,11 @@
 // libFuzzer target for the request-body parsers of `tracer serve` (src/serve/requests.cpp). Not
 // part of the CMake build; build with e.g.
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
-//     fuzz/fuzz_route_request.cpp src/serve/requests.cpp -o fuzz_route_request &&
+//     fuzz/fuzz_route_request.cpp src/serve/requests.cpp src/serve/completions.cpp \
+//     -o fuzz_route_request &&
 //     ./fuzz_route_request -max_total_time=60
 // The first input byte picks the parser (route, batch, chat completion, upstream answer + label
-// parsers, audit feedback) and the limits; the rest is the body. ApiError (a 4xx answer) is the expected way to
+// parsers, audit feedback, streamed upstream answer) and the limits; the rest is the body. ApiError (a 4xx answer) is the expected way to
 // refuse a body; anything else (a crash, another exception, a broken invariant) is a bug.
 #include <cctype>
 #include <cstddef>
@@ -13,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "serve/completions.hpp"
 #include "serve/requests.hpp"
 
 namespace {
@@ -43,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     limits.max_batch = 2;
   }
   try {
-    switch (mode % 5) {
+    switch (mode % 6) {
       case 0: {
         auto r = tracer::serve::parse_route_request(body, limits);
         require(r.text.size() <= limits.max_text_bytes);
@@ -60,6 +62,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         auto from = static_cast<tracer::serve::TextFrom>((mode >> 2) % 3);
         auto c = tracer::serve::parse_chat_request(body, from, limits);
         require(c.text.size() <= limits.max_text_bytes);
+        // Only a request with a user message and nothing a label cannot honour is routed.
+        require(!c.unsupported.empty() || !c.recordable || c.prompt_bytes >= c.text.size());
         break;
       }
       case 3: {
@@ -80,6 +84,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         auto a = tracer::serve::parse_audit_request(body, limits);
         require(a.text.size() <= limits.max_text_bytes);
         require(!a.label.empty());
+        break;
+      }
+      case 5: {
+        std::string answer;
+        if (tracer::serve::sse_answer_text(body, answer)) require(answer.size() <= body.size());
+        std::string audit = tracer::serve::without_streaming(body);
+        auto j = nlohmann::json::parse(audit, nullptr, false);
+        require(audit == body || (j.is_object() && !j.contains("stream") &&
+                                  !j.contains("stream_options")));
         break;
       }
     }

@@ -5,7 +5,9 @@
 #include <signal.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "cli/commands.hpp"
@@ -21,7 +23,19 @@ struct ServeArgs {
   std::string text_from = "last-user";
   std::string memory_ttl;
   bool memory_ttl_given = false;  // absent: never expires
+  std::string match_system_prompt_file;
 };
+
+// The trimmed text of --match-system-prompt's file.
+std::string read_system_prompt(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  if (!in || !(text << in.rdbuf())) throw InputError("--match-system-prompt: cannot read " + path);
+  std::string s = text.str();
+  if (s.size() > (1u << 20))
+    throw InputError("--match-system-prompt: " + path + " is over 1 MiB; give the prompt's text");
+  return std::string(serve::trim(s));
+}
 
 std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
@@ -30,6 +44,8 @@ std::string url_host(const std::string& host) {
 int run_serve(ServeArgs& a) {
   serve::ServeOptions& o = a.opt;
   o.text_from = serve::parse_text_from(a.text_from);
+  if (!a.match_system_prompt_file.empty())
+    o.match_system_prompt = read_system_prompt(a.match_system_prompt_file);
   if (a.memory_ttl_given) o.memory.ttl_s = parse_duration_seconds(a.memory_ttl, "--memory-ttl");
   if (o.api_key.empty())
     if (const char* k = std::getenv("TRACER_API_KEY")) o.api_key = k;
@@ -105,7 +121,9 @@ Command add_serve_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 34));
   sub->add_option("--max-text-bytes", o.limits.max_text_bytes,
-                  "Longest text accepted for routing (413 above)")
+                  "Longest text accepted for routing (413 above; the proxy sends a longer chat "
+                  "request to the "
+                  "LLM instead)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 34));
   sub->add_option("--max-batch", o.limits.max_batch, "Most texts in one /v1/route/batch")
@@ -137,6 +155,16 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--trace-db", o.trace_db,
                   "Trace store for proxied traffic (default: "
                   "POLICY_DIR/traces.db)");
+  sub->add_option("--match-model", o.match_models,
+                  "Scope: only chat requests for this \"model\" are the classification task "
+                  "(repeat for several); others go to the upstream untouched and are not recorded")
+      ->allow_extra_args(false)
+      ->take_all();
+  sub->add_option("--match-system-prompt", args->match_system_prompt_file,
+                  "Scope: only chat requests whose system prompt (system and developer messages "
+                  "joined by newlines, trimmed) equals this file's text (trimmed) are the task; "
+                  "others go to the upstream untouched and are not recorded")
+      ->check(CLI::ExistingFile);
   sub->add_flag("--record-handled", o.record_handled,
                 "Also record requests the surrogate answered (their label is the surrogate's)");
   sub->add_option("--audit-share", o.audit.share,

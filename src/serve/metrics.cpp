@@ -162,6 +162,15 @@ std::string Metrics::render(std::string_view policy_version, std::string_view me
   header(out, "tracer_policy_reloads_total", "counter", "Policy reloads by result.");
   out += fmt::format("tracer_policy_reloads_total{{result=\"success\"}} {}\n", load(reloads_[1]));
   out += fmt::format("tracer_policy_reloads_total{{result=\"failure\"}} {}\n", load(reloads_[0]));
+  header(out, "tracer_proxy_passthrough_total", "counter",
+         "Proxy requests sent to the upstream without routing, by why: out_of_scope (another "
+         "model or system prompt), unsupported (asks for what a label cannot give), endpoint "
+         "(another OpenAI path).");
+  for (auto [why, name] : {std::pair{Passthrough::kOutOfScope, "out_of_scope"},
+                           std::pair{Passthrough::kUnsupported, "unsupported"},
+                           std::pair{Passthrough::kEndpoint, "endpoint"}})
+    out += fmt::format("tracer_proxy_passthrough_total{{why=\"{}\"}} {}\n", name,
+                       load(passthrough_[static_cast<int>(why)]));
   header(out, "tracer_inflight_requests", "gauge", "Requests being handled now.");
   out += fmt::format("tracer_inflight_requests {}\n", inflight_.load(std::memory_order_relaxed));
   header(out, "tracer_audit_requests_total", "counter",

@@ -29,6 +29,15 @@ inline constexpr int kEndpoints = 10;
 std::string_view endpoint_path(Endpoint e);  // "other" for kOther
 Endpoint endpoint_of(std::string_view path);
 
+// Why the proxy passed a request to the upstream without routing it (docs/serve.md, "Which
+// requests the proxy answers").
+enum class Passthrough : int {
+  kOutOfScope,   // a chat request for another model or system prompt (--match-*)
+  kUnsupported,  // a chat request asking for what a label cannot give (stream aside)
+  kEndpoint,     // another OpenAI path (/v1/models, /v1/embeddings, ...)
+};
+inline constexpr int kPassthroughs = 3;
+
 enum class UpstreamOutcome : int { kOk, kHttpError, kUnreachable, kTimeout };
 inline constexpr int kUpstreamOutcomes = 4;
 
@@ -74,6 +83,9 @@ class Metrics {
   void count_upstream(UpstreamOutcome o, double seconds, int retries);
   void count_trace(bool recorded, bool label_known);
   void count_reload(bool ok);
+  void count_passthrough(Passthrough why) {
+    passthrough_[static_cast<int>(why)].fetch_add(1, std::memory_order_relaxed);
+  }
   void inflight(int delta) { inflight_.fetch_add(delta, std::memory_order_relaxed); }
 
   uint64_t requests(Endpoint e, int status) const;
@@ -100,6 +112,7 @@ class Metrics {
   std::array<std::atomic<uint64_t>, 2> traces_{};  // [label_known]
   std::atomic<uint64_t> traces_dropped_{0};
   std::array<std::atomic<uint64_t>, 2> reloads_{};  // [ok]
+  std::array<std::atomic<uint64_t>, kPassthroughs> passthrough_{};
   std::atomic<int64_t> inflight_{0};
 };
 

@@ -51,7 +51,8 @@ const json* find_first(const json& j, std::initializer_list<const char*> keys, c
 }  // namespace
 
 std::string error_body(std::string_view message, std::string_view type) {
-  json j{{"error", {{"message", message}, {"type", type}}}};
+  // OpenAI's error shape: message, type, param, code.
+  json j{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}}}};
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -147,7 +148,7 @@ std::string text_from_name(TextFrom t) {
   return "";
 }
 
-std::string content_text(const json& content) {
+std::string content_text(const json& content, std::string* other_part) {
   if (content.is_null()) return {};
   if (content.is_string()) return content.get<std::string>();
   if (!content.is_array())
@@ -159,7 +160,10 @@ std::string content_text(const json& content) {
     auto type = part.find("type");
     if (type == part.end() || !type->is_string())
       throw invalid("each content part needs a string \"type\"");
-    if (*type != "text") continue;  // images, audio, ...: not classified
+    if (*type != "text") {  // images, audio, files: not text the surrogate can read
+      if (other_part && other_part->empty()) *other_part = type->get<std::string>();
+      continue;
+    }
     auto text = part.find("text");
     if (text == part.end() || !text->is_string())
       throw invalid("a content part of type \"text\" needs a string \"text\"");
@@ -169,6 +173,56 @@ std::string content_text(const json& content) {
   }
   return out;
 }
+
+namespace {
+
+std::string join_lines(const std::vector<std::string>& parts) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? "\n" : "") + parts[i];
+  return out;
+}
+
+// The request's generation options a label cannot honour (sets r.unsupported / r.recordable).
+void screen_options(const json& j, ChatRequest& r) {
+  auto flag = [&](const std::string& what, bool recordable) {
+    if (r.unsupported.empty()) r.unsupported = what;
+    r.recordable = r.recordable && recordable;
+  };
+  auto n = j.find("n");
+  if (n != j.end() && !n->is_null()) {
+    if (!n->is_number_integer() || n->get<int64_t>() < 1)
+      throw invalid("\"n\" must be a positive integer");
+    if (n->get<int64_t>() != 1) flag("n = " + std::to_string(n->get<int64_t>()), true);
+  }
+  auto choice = j.find("tool_choice");
+  const bool tools_off = choice != j.end() && choice->is_string() && *choice == "none";
+  for (const char* key : {"tools", "functions"}) {
+    auto t = j.find(key);
+    if (t != j.end() && !t->is_null() && !(t->is_array() && t->empty()) && !tools_off)
+      flag(key, false);
+  }
+  auto format = j.find("response_format");
+  if (format != j.end() && !format->is_null()) {
+    if (!format->is_object() || !format->contains("type") || !(*format)["type"].is_string())
+      throw invalid("\"response_format\" must be an object with a string \"type\"");
+    r.response_format = (*format)["type"].get<std::string>();
+    if (r.response_format != "text" && r.response_format != "json_object")
+      flag("response_format " + r.response_format, false);
+  }
+  auto logprobs = j.find("logprobs");
+  if (logprobs != j.end() && logprobs->is_boolean() && logprobs->get<bool>())
+    flag("logprobs", true);
+  auto top = j.find("top_logprobs");
+  if (top != j.end() && top->is_number() && top->get<double>() > 0) flag("top_logprobs", true);
+  auto audio = j.find("audio");
+  bool audio_out = audio != j.end() && !audio->is_null();
+  auto modalities = j.find("modalities");
+  if (modalities != j.end() && modalities->is_array())
+    for (const json& m : *modalities) audio_out = audio_out || (m.is_string() && m == "audio");
+  if (audio_out) flag("audio output", false);
+}
+
+}  // namespace
 
 ChatRequest parse_chat_request(std::string_view body, TextFrom from, const RequestLimits& limits) {
   json j = parse_object(body);
@@ -183,11 +237,18 @@ ChatRequest parse_chat_request(std::string_view body, TextFrom from, const Reque
     if (!stream->is_boolean()) throw invalid("\"stream\" must be true or false");
     r.stream = stream->get<bool>();
   }
+  auto stream_options = j.find("stream_options");
+  if (stream_options != j.end() && stream_options->is_object()) {
+    auto usage = stream_options->find("include_usage");
+    r.include_usage = usage != stream_options->end() && usage->is_boolean() && usage->get<bool>();
+  }
   auto messages = j.find("messages");
   if (messages == j.end()) throw invalid("missing \"messages\": send an array of chat messages");
   if (!messages->is_array() || messages->empty())
     throw invalid("\"messages\" must be a non-empty array of {\"role\", \"content\"} objects");
+  screen_options(j, r);
   std::vector<std::string> user, system;
+  std::string other_part;
   for (const json& m : *messages) {
     if (!m.is_object())
       throw invalid("each message must be an object with \"role\" and \"content\"");
@@ -195,32 +256,41 @@ ChatRequest parse_chat_request(std::string_view body, TextFrom from, const Reque
     if (role == m.end() || !role->is_string())
       throw invalid("each message needs a string \"role\"");
     auto content = m.find("content");
-    std::string text = content == m.end() ? std::string() : content_text(*content);
+    std::string text = content == m.end() ? std::string() : content_text(*content, &other_part);
+    r.prompt_bytes += text.size();
     const std::string& rname = role->get_ref<const std::string&>();
     if (rname == "user")
       user.push_back(std::move(text));
     else if (rname == "system" || rname == "developer")
       system.push_back(std::move(text));
   }
-  if (user.empty())
-    throw invalid("no \"user\" message to classify; the proxy routes on the user's text");
-  auto join = [](const std::vector<std::string>& parts) {
-    std::string out;
-    for (size_t i = 0; i < parts.size(); ++i) out += (i ? "\n" : "") + parts[i];
-    return out;
-  };
+  if (!other_part.empty()) {
+    if (r.unsupported.empty()) r.unsupported = other_part + " content";
+    r.recordable = false;
+  }
+  r.system_prompt = join_lines(system);
+  if (user.empty()) {
+    if (r.unsupported.empty()) r.unsupported = "no user message";
+    r.recordable = false;
+    return r;
+  }
   switch (from) {
     case TextFrom::kLastUser:
       r.text = user.back();
       break;
     case TextFrom::kAllUser:
-      r.text = join(user);
+      r.text = join_lines(user);
       break;
     case TextFrom::kSystemLastUser:
-      r.text = system.empty() ? user.back() : join(system) + "\n" + user.back();
+      r.text = system.empty() ? user.back() : r.system_prompt + "\n" + user.back();
       break;
   }
-  check_text_size(r.text.size(), limits, "the text to classify");
+  if (r.text.size() > limits.max_text_bytes) {
+    // Too long to route or to store: the LLM answers it; nothing is recorded.
+    if (r.unsupported.empty()) r.unsupported = "a text over --max-text-bytes";
+    r.recordable = false;
+    r.text.clear();
+  }
   return r;
 }
 

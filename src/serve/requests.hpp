@@ -57,16 +57,33 @@ enum class TextFrom { kLastUser, kAllUser, kSystemLastUser };
 TextFrom parse_text_from(std::string_view name);  // throws InputError naming the choices
 std::string text_from_name(TextFrom t);
 
-// POST /v1/chat/completions (OpenAI-compatible).
+// POST /v1/chat/completions (OpenAI-compatible). Only malformed requests are errors (400); a
+// well-formed request the surrogate cannot answer in the shape it asks for is not an error but
+// `unsupported`: the proxy then sends it to the LLM unchanged (docs/serve.md, "What the proxy
+// answers").
 struct ChatRequest {
-  std::string text;   // what the router classifies
-  std::string model;  // the "model" field ("" when absent)
+  std::string text;           // what the router classifies (per TextFrom)
+  std::string model;          // the "model" field ("" when absent)
+  std::string system_prompt;  // the system and developer messages, joined by "\n" ("" when none)
   bool stream = false;
+  bool include_usage = false;   // stream_options.include_usage
+  std::string response_format;  // response_format.type ("" when absent)
+  // The first feature asked for that a label cannot honour, in words ("" when none): "n = 3",
+  // "tools", "response_format json_schema", "logprobs", "audio output", "image_url content",
+  // "no user message", "a text over --max-text-bytes". response_format json_object is left to
+  // the server (it can answer it with --label-json-field).
+  std::string unsupported;
+  // Whether the LLM's answer to this request still says the label of `text` alone (so it may
+  // become a trace): false when the input holds more than the text (images, audio, files), the
+  // answer has another shape (tools, JSON schema) or the text was too long to store.
+  bool recordable = true;
+  size_t prompt_bytes = 0;  // bytes of all message text, for the usage estimate
 };
 ChatRequest parse_chat_request(std::string_view body, TextFrom from, const RequestLimits& limits);
 
 // A message "content": a string, or an array of parts of which {"type": "text", "text"} count.
-std::string content_text(const nlohmann::json& content);
+// `other_part`, when given, receives the type of the first part that is not text ("" if none).
+std::string content_text(const nlohmann::json& content, std::string* other_part = nullptr);
 
 // The assistant's answer in an upstream chat completion (choices[0].message.content); returns
 // false when the body is not a chat completion with a text answer.

@@ -16,9 +16,11 @@
 
 #include "io/trace_store.hpp"
 #include "serve/audit_queue.hpp"
+#include "serve/completions.hpp"
 #include "serve/http_server.hpp"
 #include "serve/loaded_policy.hpp"
 #include "serve/metrics.hpp"
+#include "serve/stream_relay.hpp"
 #include "serve/upstream.hpp"
 #include "util/error.hpp"
 
@@ -69,6 +71,14 @@ std::string printable_path(const std::string& path) {
   for (char& c : p)
     if (static_cast<unsigned char>(c) < 0x20) c = '?';
   return p;
+}
+
+// A value that is safe in an HTTP header: printable ASCII, at most 200 bytes.
+std::string header_safe(std::string_view v) {
+  std::string out(v.substr(0, 200));
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+  return out;
 }
 
 int64_t unix_ms() {
@@ -341,6 +351,18 @@ struct ApiServer::Impl {
                                 [this](const auto& req, auto& res) { feedback(req, res); }));
     http.Post("/v1/chat/completions",
               wrap(Endpoint::kChat, true, [this](const auto& req, auto& res) { chat(req, res); }));
+    if (upstream) {
+      // Proxy mode: the OpenAI client's other calls reach the LLM too (docs/serve.md).
+      http.Post("/chat/completions", wrap(Endpoint::kChat, true,
+                                          [this](const auto& req, auto& res) { chat(req, res); }));
+      auto through = wrap(Endpoint::kOther, true,
+                          [this](const auto& req, auto& res) { pass_through(req, res); });
+      http.Get(R"(/v1/.+)", through);
+      http.Post(R"(/v1/.+)", through);
+      http.Delete(R"(/v1/.+)", through);
+      http.Put(R"(/v1/.+)", through);
+      http.Patch(R"(/v1/.+)", through);
+    }
 
     http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req,
                                                                    httplib::Response& res) {
@@ -542,8 +564,9 @@ struct ApiServer::Impl {
   // Queues a shadow audit of a handled chat completion: the same request goes to the LLM in a
   // worker, after the client has the surrogate's answer. Returns false when it was dropped.
   bool submit_audit(std::shared_ptr<const LoadedPolicy> p, const httplib::Request& req,
-                    std::string text, std::string surrogate_label, bool from_memory) {
-    auto job = [this, p = std::move(p), body = req.body, fwd = forwarded(req),
+                    std::string body, std::string text, std::string surrogate_label,
+                    bool from_memory) {
+    auto job = [this, p = std::move(p), body = std::move(body), fwd = forwarded(req),
                 text = std::move(text), surrogate_label = std::move(surrogate_label),
                 from_memory]() mutable {
       try {
@@ -600,52 +623,49 @@ struct ApiServer::Impl {
     res.set_content(dump(j), kJson);
   }
 
+  // Why a chat request is not the task (--match-model, --match-system-prompt); "" when it is.
+  std::string out_of_scope(const ChatRequest& cr) const {
+    if (!opt.match_models.empty() && std::find(opt.match_models.begin(), opt.match_models.end(),
+                                               cr.model) == opt.match_models.end())
+      return "model";
+    if (opt.match_system_prompt && trim(cr.system_prompt) != *opt.match_system_prompt)
+      return "system_prompt";
+    return {};
+  }
+
   void chat(const httplib::Request& req, httplib::Response& res) {
     if (!upstream)
       throw ApiError(404, "not_found",
                      "proxy mode is off: start `tracer serve POLICY_DIR --upstream URL` to serve "
                      "/v1/chat/completions");
     ChatRequest cr = parse_chat_request(req.body, opt.text_from, opt.limits);
-    if (cr.stream)
-      throw ApiError(400, kInvalid,
-                     "\"stream\": true is not supported by the tracer proxy; send \"stream\": "
-                     "false");
+    if (std::string why = out_of_scope(cr); !why.empty()) {
+      // Not the classification task: the LLM answers, untouched, and nothing is recorded.
+      metrics.count_passthrough(Passthrough::kOutOfScope);
+      res.set_header("X-Tracer-Decision", "passthrough");
+      res.set_header("X-Tracer-Reason", "out_of_scope:" + why);
+      forward_chat(req, res, cr, nullptr, false);
+      return;
+    }
     auto p = slot.get();
-    Decision d = p->decide(cr.text);
-    const RouteResult& r = d.route;
-    count(d);
     res.set_header("X-Tracer-Policy-Version", p->version());
+    std::string unsupported = cr.unsupported;
+    if (unsupported.empty() && cr.response_format == "json_object" &&
+        label_parser.json_field().empty())
+      unsupported = "response_format json_object (the labels are not JSON: --label-json-field)";
+    if (!unsupported.empty()) {
+      // A label cannot answer it in the shape it asks for: deferred whatever the text says.
+      metrics.count_passthrough(Passthrough::kUnsupported);
+      res.set_header("X-Tracer-Decision", "deferred");
+      res.set_header("X-Tracer-Reason", "unsupported");
+      res.set_header("X-Tracer-Unsupported", header_safe(unsupported));
+      forward_chat(req, res, cr, cr.recordable ? p : nullptr, false);
+      return;
+    }
+    Decision d = p->decide(cr.text);
+    count(d);
     if (d.handled()) {
-      const std::string& label = p->router().label_name(r.label);
-      std::string content = label_parser.json_field().empty()
-                                ? label
-                                : json{{label_parser.json_field(), label}}.dump();
-      int64_t now = unix_ms();
-      json message{{"role", "assistant"}, {"content", content}};
-      json j{{"id", "chatcmpl-tracer-" + std::to_string(now) + "-" +
-                        std::to_string(completion_seq.fetch_add(1) + 1)},
-             {"object", "chat.completion"},
-             {"created", now / 1000},
-             {"model", cr.model.empty() ? "tracer-surrogate" : cr.model},
-             {"choices",
-              json::array(
-                  {{{"index", 0}, {"message", std::move(message)}, {"finish_reason", "stop"}}})},
-             {"usage", {{"prompt_tokens", 0}, {"completion_tokens", 0}, {"total_tokens", 0}}},
-             {"tracer",
-              {{"served_by", r.stage == 0 ? "memory" : "surrogate"},
-               {"decision", "handled"},
-               {"label", label},
-               {"probability", r.probability},
-               {"accept_score", r.accept_score},
-               {"policy_version", p->version()}}}};
-      res.set_header("X-Tracer-Decision", "handled");
-      if (d.route.stage == 0) res.set_header("X-Tracer-Reason", "memory");
-      res.set_content(dump(j), kJson);
-      // An audited request gets the LLM's trace from the audit, which beats the surrogate's.
-      bool audited = audits && p->audit() && p->audit()->should_audit() &&
-                     submit_audit(p, req, cr.text, label, r.stage == 0);
-      if (opt.record_handled && !audited)
-        record(*p, std::move(cr.text), label, true, "", "handled");
+      answer_handled(req, res, cr, p, d.route);
       return;
     }
     res.set_header("X-Tracer-Decision", "deferred");
@@ -657,7 +677,58 @@ struct ApiServer::Impl {
     // nothing), every deferred request is part of the sample: they are a census of traffic.
     const bool defers_all = d.audit_tripped || p->router().answers_nothing();
     const bool coin = audits && p->audit() && p->audit()->should_audit();
-    const bool sampled = coin || defers_all;
+    forward_chat(req, res, cr, p, coin || defers_all);
+  }
+
+  // A handled chat completion: the label as the assistant's answer (streamed when asked), then
+  // maybe a shadow audit of it.
+  void answer_handled(const httplib::Request& req, httplib::Response& res, ChatRequest& cr,
+                      const std::shared_ptr<const LoadedPolicy>& p, const RouteResult& r) {
+    const std::string& label = p->router().label_name(r.label);
+    const int64_t now = unix_ms();
+    HandledAnswer a;
+    a.id = "chatcmpl-tracer-" + std::to_string(now) + "-" +
+           std::to_string(completion_seq.fetch_add(1) + 1);
+    a.created_s = now / 1000;
+    a.model = cr.model.empty() ? "tracer-surrogate" : cr.model;
+    a.content =
+        label_parser.json_field().empty() ? label : json{{label_parser.json_field(), label}}.dump();
+    a.prompt_bytes = cr.prompt_bytes;
+    a.tracer = {{"served_by", r.stage == 0 ? "memory" : "surrogate"},
+                {"decision", "handled"},
+                {"label", label},
+                {"probability", r.probability},
+                {"accept_score", r.accept_score},
+                {"policy_version", p->version()},
+                {"usage_estimated", true}};
+    res.set_header("X-Tracer-Decision", "handled");
+    if (r.stage == 0) res.set_header("X-Tracer-Reason", "memory");
+    if (cr.stream)
+      res.set_content(completion_sse(a, cr.include_usage), "text/event-stream");
+    else
+      res.set_content(completion_json(a), kJson);
+    // An audited request gets the LLM's trace from the audit, which beats the surrogate's.
+    bool audited = audits && p->audit() && p->audit()->should_audit() &&
+                   submit_audit(p, req, cr.stream ? without_streaming(req.body) : req.body, cr.text,
+                                label, r.stage == 0);
+    if (opt.record_handled && !audited) record(*p, std::move(cr.text), label, true, "", "handled");
+  }
+
+  // Sends the chat request to the LLM and its answer to the client (relayed as it arrives when
+  // streamed). With a policy `p`, the answer becomes a trace (`sampled`: part of the traffic
+  // sample); without, nothing is recorded.
+  void forward_chat(const httplib::Request& req, httplib::Response& res, ChatRequest& cr,
+                    std::shared_ptr<const LoadedPolicy> p, bool sampled) {
+    auto learn = [this, p, sampled, text = cr.text](const UpstreamReply& up) mutable {
+      if (!p || up.outcome != UpstreamOutcome::kOk) return;  // 4xx passed through: nothing learned
+      LlmAnswer a = read_answer(*p, up.body);
+      record(*p, std::move(text), a.known ? std::move(a.label) : std::string(), a.known,
+             std::move(a.raw), "deferred", "proxy", sampled);
+    };
+    if (cr.stream) {
+      relay_stream(req, res, std::move(learn));
+      return;
+    }
     UpstreamReply up = upstream->chat_completions(req.body, forwarded(req));
     metrics.count_upstream(up.outcome, up.seconds, up.retries);
     if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);
@@ -665,10 +736,68 @@ struct ApiServer::Impl {
       throw ApiError(502, "upstream_error", up.error);
     res.status = up.status;
     res.set_content(up.body, up.content_type.empty() ? kJson : up.content_type);
-    if (up.outcome != UpstreamOutcome::kOk) return;  // 4xx passed through; nothing learned
-    LlmAnswer a = read_answer(*p, up.body);
-    record(*p, std::move(cr.text), a.known ? std::move(a.label) : std::string(), a.known,
-           std::move(a.raw), "deferred", "proxy", sampled);
+    learn(up);
+  }
+
+  // A streamed chat completion relayed from the upstream as it arrives; `learn` gets the whole
+  // answer at its end (on the relay's worker).
+  void relay_stream(const httplib::Request& req, httplib::Response& res,
+                    std::function<void(const UpstreamReply&)> learn) {
+    auto relay = std::make_shared<StreamRelay>(
+        *upstream, "/v1/chat/completions", req.body, forwarded(req),
+        [this, learn = std::move(learn)](const UpstreamReply& up) {
+          metrics.count_upstream(up.outcome, up.seconds, up.retries);
+          UpstreamReply streamed = up;
+          std::string answer;
+          // The trace needs the answer as one completion: assemble the streamed deltas.
+          if (up.outcome == UpstreamOutcome::kOk && sse_answer_text(up.body, answer))
+            streamed.body =
+                json{{"choices", json::array({{{"message", {{"content", answer}}}}})}}.dump(
+                    -1, ' ', false, json::error_handler_t::replace);
+          learn(streamed);
+        });
+    int status = 0;
+    std::string content_type;
+    if (!relay->wait_start(status, content_type)) {
+      const UpstreamReply& f = relay->failure();
+      throw ApiError(f.outcome == UpstreamOutcome::kTimeout ? 504 : 502,
+                     f.outcome == UpstreamOutcome::kTimeout ? "upstream_timeout" : "upstream_error",
+                     f.error.empty() ? "the upstream did not answer" : f.error);
+    }
+    res.status = status;
+    res.set_chunked_content_provider(
+        content_type.empty() ? "text/event-stream" : content_type,
+        [relay](size_t, httplib::DataSink& sink) {
+          std::string piece;
+          if (!relay->next(piece)) {
+            sink.done();
+            return true;
+          }
+          return sink.write(piece.data(), piece.size());
+        },
+        [relay](bool) {});
+  }
+
+  // Any other OpenAI path in proxy mode (/v1/models, /v1/embeddings, /v1/completions, ...):
+  // passed to the upstream and its answer back, untouched; nothing is recorded.
+  void pass_through(const httplib::Request& req, httplib::Response& res) {
+    const Endpoint e = endpoint_of(req.path);
+    if (e != Endpoint::kOther) {  // one of tracer's own paths with another method
+      res.set_header("Allow", allowed_methods(e));
+      throw ApiError(405, "method_not_allowed",
+                     "method " + printable_path(req.method) + " is not allowed on " + req.path +
+                         "; use " + allowed_methods(e));
+    }
+    metrics.count_passthrough(Passthrough::kEndpoint);
+    res.set_header("X-Tracer-Decision", "passthrough");
+    const std::string target = req.target.empty() ? req.path : req.target;
+    UpstreamReply up = upstream->send(req.method, target, req.body,
+                                      req.get_header_value("Content-Type"), forwarded(req));
+    metrics.count_upstream(up.outcome, up.seconds, up.retries);
+    if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);
+    if (up.status == 0) throw ApiError(502, "upstream_error", up.error);
+    res.status = up.status;
+    res.set_content(up.body, up.content_type.empty() ? kJson : up.content_type);
   }
 
   ReloadResult reload() {

@@ -2,7 +2,9 @@
 // `tracer serve`: the HTTP API over a policy folder, and the OpenAI-compatible proxy when an
 // upstream is given. See docs/serve.md for the endpoints.
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "runtime/audit.hpp"
 #include "runtime/drift.hpp"
@@ -30,6 +32,12 @@ struct ServeOptions {
   std::string label_regex;
   std::string trace_db;  // "" = POLICY_DIR/traces.db
   bool record_handled = false;
+  // Scope (docs/serve.md, "Which requests the proxy answers"): when set, only chat requests
+  // whose "model" is one of match_models and whose system prompt (system and developer
+  // messages joined by newlines, trimmed) equals match_system_prompt are the task; every other
+  // request goes to the upstream untouched and is not recorded.
+  std::vector<std::string> match_models;
+  std::optional<std::string> match_system_prompt;
   // Shadow audit (docs/serve.md, "Shadow audit"). audit.share samples handled proxy traffic
   // (proxy mode only; 0 = off); POST /v1/audit takes LLM labels from clients in any mode.
   AuditOptions audit;

@@ -26,7 +26,7 @@ bool iequals(std::string_view a, std::string_view b) {
 struct Upstream::Impl {
   UpstreamOptions opt;
   std::string origin;  // scheme://host[:port]
-  std::string path;    // prefix + /v1/chat/completions
+  std::string prefix;  // the base URL's path without a trailing /v1 ("" or "/openai", ...)
   std::string url;
   std::mutex mu;
   std::vector<std::unique_ptr<httplib::Client>> idle;  // keep-alive connections to reuse
@@ -74,8 +74,8 @@ Upstream::Upstream(UpstreamOptions options) : impl_(std::make_unique<Impl>()) {
   if (prefix.size() >= 3 && prefix.compare(prefix.size() - 3, 3, "/v1") == 0)
     prefix.resize(prefix.size() - 3);
   impl_->origin = m[1].str() + "://" + m[2].str();
-  impl_->path = prefix + "/v1/chat/completions";
-  impl_->url = impl_->origin + impl_->path;
+  impl_->prefix = prefix;
+  impl_->url = impl_->origin + prefix + "/v1/chat/completions";
   if (!(impl_->opt.timeout_s > 0)) throw InputError("--upstream-timeout must be > 0 seconds");
   if (impl_->opt.retries < 0 || impl_->opt.retries > 10)
     throw InputError("--upstream-retries must be between 0 and 10");
@@ -89,11 +89,9 @@ Upstream::~Upstream() = default;
 
 const std::string& Upstream::url() const { return impl_->url; }
 
-UpstreamReply Upstream::chat_completions(
-    const std::string& body,
-    const std::vector<std::pair<std::string, std::string>>& headers) const {
-  using Clock = std::chrono::steady_clock;
-  const UpstreamOptions& opt = impl_->opt;
+namespace {
+
+httplib::Headers upstream_headers(const UpstreamOptions& opt, const Upstream::Headers& headers) {
   httplib::Headers h;
   for (const auto& [k, v] : headers) {
     if (!opt.api_key.empty() && iequals(k, "authorization"))
@@ -101,7 +99,61 @@ UpstreamReply Upstream::chat_completions(
     h.emplace(k, v);
   }
   if (!opt.api_key.empty()) h.emplace("Authorization", "Bearer " + opt.api_key);
+  return h;
+}
 
+}  // namespace
+
+UpstreamReply Upstream::chat_completions(const std::string& body, const Headers& headers) const {
+  return send("POST", "/v1/chat/completions", body, "application/json", headers);
+}
+
+UpstreamReply Upstream::send(const std::string& method, const std::string& target,
+                             const std::string& body, const std::string& content_type,
+                             const Headers& headers) const {
+  httplib::Request req;
+  req.method = method;
+  req.path = impl_->prefix + target;
+  req.headers = upstream_headers(impl_->opt, headers);
+  if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
+    req.body = body;
+    if (!content_type.empty()) req.headers.emplace("Content-Type", content_type);
+  }
+  return call(req, nullptr);
+}
+
+UpstreamReply Upstream::stream(const std::string& target, const std::string& body,
+                               const Headers& headers,
+                               const std::function<bool(int, const std::string&)>& on_start,
+                               const std::function<bool(const char*, size_t)>& on_data) const {
+  httplib::Request req;
+  req.method = "POST";
+  req.path = impl_->prefix + target;
+  req.headers = upstream_headers(impl_->opt, headers);
+  req.headers.emplace("Content-Type", "application/json");
+  req.body = body;
+  bool started = false;
+  std::string received;
+  req.response_handler = [&](const httplib::Response& r) {
+    started = true;
+    return on_start(r.status, r.get_header_value("Content-Type"));
+  };
+  req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+    received.append(data, size);
+    return on_data(data, size);
+  };
+  UpstreamReply reply = call(req, &started);
+  if (started) reply.body = std::move(received);
+  return reply;
+}
+
+// One request with the retry policy: connect errors (and, while nothing was passed on, 5xx
+// answers) are retried with backoff. `started`, for a streamed request, says whether the
+// client already got the upstream's answer under way: then nothing is retried.
+UpstreamReply Upstream::call(httplib::Request& req, const bool* started) const {
+  using Clock = std::chrono::steady_clock;
+  const UpstreamOptions& opt = impl_->opt;
+  const std::string url = impl_->origin + req.path;
   UpstreamReply reply;
   auto start = Clock::now();
   for (int attempt = 0; attempt <= opt.retries; ++attempt) {
@@ -112,14 +164,14 @@ UpstreamReply Upstream::chat_completions(
     bool reused = false;
     auto client = impl_->checkout(reused);
     auto t0 = Clock::now();
-    httplib::Result res = client->Post(impl_->path, h, body, "application/json");
+    httplib::Result res = client->send(req);
     double took = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (!res && reused && took < opt.timeout_s * 0.95 &&
+    if (!res && reused && took < opt.timeout_s * 0.95 && !(started && *started) &&
         (res.error() == httplib::Error::Read || res.error() == httplib::Error::Write)) {
       // Most likely a pooled keep-alive connection the upstream had closed: once more on a new one.
       client = impl_->fresh();
       t0 = Clock::now();
-      res = client->Post(impl_->path, h, body, "application/json");
+      res = client->send(req);
       took = std::chrono::duration<double>(Clock::now() - t0).count();
     }
     if (!res) {
@@ -128,17 +180,17 @@ UpstreamReply Upstream::chat_completions(
         reply.outcome = err == httplib::Error::Connection ? UpstreamOutcome::kUnreachable
                                                           : UpstreamOutcome::kTimeout;
         reply.error =
-            "cannot connect to the upstream " + impl_->url + " (" + httplib::to_string(err) + ")";
+            "cannot connect to the upstream " + url + " (" + httplib::to_string(err) + ")";
         continue;  // the request never reached the model: safe to retry
       }
       // Sent but no (complete) answer: retrying could run the model twice, so stop here.
       if (took >= opt.timeout_s * 0.95) {
         reply.outcome = UpstreamOutcome::kTimeout;
-        reply.error = "the upstream " + impl_->url + " did not answer within " +
+        reply.error = "the upstream " + url + " did not answer within " +
                       std::to_string(opt.timeout_s) + " s (--upstream-timeout)";
       } else {
         reply.outcome = UpstreamOutcome::kUnreachable;
-        reply.error = "the upstream " + impl_->url + " failed (" + httplib::to_string(err) + ")";
+        reply.error = "the upstream " + url + " failed (" + httplib::to_string(err) + ")";
       }
       break;
     }
@@ -148,7 +200,8 @@ UpstreamReply Upstream::chat_completions(
     impl_->give_back(std::move(client));
     if (reply.status >= 500) {
       reply.outcome = UpstreamOutcome::kHttpError;
-      reply.error = "the upstream " + impl_->url + " answered HTTP " + std::to_string(reply.status);
+      reply.error = "the upstream " + url + " answered HTTP " + std::to_string(reply.status);
+      if (started && *started) break;  // already passed on to the client
       continue;
     }
     reply.outcome = reply.status >= 200 && reply.status < 300 ? UpstreamOutcome::kOk

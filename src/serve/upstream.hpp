@@ -1,12 +1,17 @@
 #pragma once
 // The upstream LLM of proxy mode: an OpenAI-compatible POST /v1/chat/completions with timeouts,
 // retries with exponential backoff (connect errors and 5xx only) and pooled keep-alive clients.
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "serve/metrics.hpp"
+
+namespace httplib {
+struct Request;
+}
 
 namespace tracer::serve {
 
@@ -35,16 +40,33 @@ class Upstream {
   Upstream(const Upstream&) = delete;
   Upstream& operator=(const Upstream&) = delete;
 
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+
   // Forwards `body` unchanged with `headers` (the client's Authorization is dropped when an
   // api_key is configured). Never throws for network errors: outcome says what happened
   // (kOk: 2xx; kHttpError: any other answer, after retries for 5xx).
-  UpstreamReply chat_completions(
-      const std::string& body,
-      const std::vector<std::pair<std::string, std::string>>& headers) const;
+  UpstreamReply chat_completions(const std::string& body, const Headers& headers) const;
+
+  // Any request, passed through: `method` (GET, POST, ...), `target` the path below the
+  // upstream's base URL with its query ("/v1/models", "/v1/embeddings?x=1"), `body` and its
+  // `content_type` ("" when there is none). Retries as chat_completions.
+  UpstreamReply send(const std::string& method, const std::string& target, const std::string& body,
+                     const std::string& content_type, const Headers& headers) const;
+
+  // POST `target` and pass the answer on as it arrives (server-sent events): `on_start` gets
+  // the status and Content-Type once the upstream's headers are in, `on_data` every piece of the
+  // body; either returns false to stop (the client went away). Retried only while nothing was
+  // received. The reply's body holds everything received (for the trace).
+  UpstreamReply stream(
+      const std::string& target, const std::string& body, const Headers& headers,
+      const std::function<bool(int status, const std::string& content_type)>& on_start,
+      const std::function<bool(const char* data, size_t size)>& on_data) const;
 
   const std::string& url() const;  // the full chat-completions URL, for messages
 
  private:
+  UpstreamReply call(httplib::Request& req, const bool* started) const;
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

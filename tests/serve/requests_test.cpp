@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "serve/metrics.hpp"
 #include "util/error.hpp"
 
@@ -81,7 +84,11 @@ TEST(ServeRequests, ChatTextFollowsTextFrom) {
   ChatRequest c = parse_chat_request(body, TextFrom::kLastUser, {});
   EXPECT_EQ(c.text, "second\npart");
   EXPECT_EQ(c.model, "m");
+  EXPECT_EQ(c.system_prompt, "classify");
   EXPECT_FALSE(c.stream);
+  // The image is part of the input the surrogate cannot see: the LLM must answer, unrecorded.
+  EXPECT_EQ(c.unsupported, "image_url content");
+  EXPECT_FALSE(c.recordable);
   EXPECT_EQ(parse_chat_request(body, TextFrom::kAllUser, {}).text, "first\nsecond\npart");
   EXPECT_EQ(parse_chat_request(body, TextFrom::kSystemLastUser, {}).text, "classify\nsecond\npart");
   EXPECT_EQ(parse_text_from("system+last-user"), TextFrom::kSystemLastUser);
@@ -89,27 +96,77 @@ TEST(ServeRequests, ChatTextFollowsTextFrom) {
 }
 
 TEST(ServeRequests, ChatRejectsMalformedMessages) {
-  for (const char* body : {"{}", R"({"messages": []})", R"({"messages": {}})",
-                           R"({"messages": [1]})", R"({"messages": [{"content": "x"}]})",
-                           R"({"messages": [{"role": "system", "content": "x"}]})",
-                           R"({"messages": [{"role": "user", "content": 3}]})",
-                           R"({"messages": [{"role": "user", "content": [{"text": "no type"}]}]})",
-                           R"({"messages": [{"role": "user", "content": "x"}], "stream": "yes"})",
-                           R"({"messages": [{"role": "user", "content": "x"}], "model": 4})"}) {
+  for (const char* body :
+       {"{}", R"({"messages": []})", R"({"messages": {}})", R"({"messages": [1]})",
+        R"({"messages": [{"content": "x"}]})", R"({"messages": [{"role": "user", "content": 3}]})",
+        R"({"messages": [{"role": "user", "content": [{"text": "no type"}]}]})",
+        R"({"messages": [{"role": "user", "content": "x"}], "stream": "yes"})",
+        R"({"messages": [{"role": "user", "content": "x"}], "model": 4})",
+        R"({"messages": [{"role": "user", "content": "x"}], "n": 0})",
+        R"({"messages": [{"role": "user", "content": "x"}], "n": "2"})",
+        R"({"messages": [{"role": "user", "content": "x"}],
+                               "response_format": "json"})"}) {
     EXPECT_EQ(api_error([&] { parse_chat_request(body, TextFrom::kLastUser, {}); }).first, 400)
         << body;
   }
+  ChatRequest s = parse_chat_request(R"({"messages": [{"role": "user", "content": "x"}],
+                                         "stream": true, "stream_options": {"include_usage": true}})",
+                                     TextFrom::kLastUser, {});
+  EXPECT_TRUE(s.stream);
+  EXPECT_TRUE(s.include_usage);
+  EXPECT_EQ(s.unsupported, "");
+}
+
+// Well-formed requests a label cannot answer are not errors: they go to the LLM (unsupported),
+// and only those whose answer still says the text's label may become traces.
+TEST(ServeRequests, ChatFeaturesALabelCannotHonour) {
+  auto parse = [](const std::string& extra, RequestLimits lim = {}) {
+    return parse_chat_request(R"({"messages": [{"role": "user", "content": "card"}])" + extra + "}",
+                              TextFrom::kLastUser, lim);
+  };
+  struct Case {
+    std::string extra, unsupported;
+    bool recordable;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"", "", true},
+           {R"(, "n": 1)", "", true},
+           {R"(, "n": 3)", "n = 3", true},
+           {R"(, "tools": [{"type": "function", "function": {"name": "f"}}])", "tools", false},
+           {R"(, "tools": [{"type": "function"}], "tool_choice": "none")", "", true},
+           {R"(, "tools": [])", "", true},
+           {R"(, "functions": [{"name": "f"}])", "functions", false},
+           {R"(, "response_format": {"type": "json_schema", "json_schema": {}})",
+            "response_format json_schema", false},
+           {R"(, "response_format": {"type": "json_object"})", "", true},  // the server decides
+           {R"(, "response_format": {"type": "text"})", "", true},
+           {R"(, "logprobs": true)", "logprobs", true},
+           {R"(, "logprobs": false)", "", true},
+           {R"(, "top_logprobs": 2)", "top_logprobs", true},
+           {R"(, "modalities": ["text", "audio"])", "audio output", false},
+           {R"(, "audio": {"voice": "alloy", "format": "wav"})", "audio output", false},
+       }) {
+    ChatRequest r = parse(c.extra);
+    EXPECT_EQ(r.unsupported, c.unsupported) << c.extra;
+    EXPECT_EQ(r.recordable, c.recordable) << c.extra;
+  }
+  EXPECT_EQ(parse(R"(, "response_format": {"type": "json_object"})").response_format,
+            "json_object");
   RequestLimits lim;
   lim.max_text_bytes = 3;
-  EXPECT_EQ(api_error([&] {
-              parse_chat_request(R"({"messages": [{"role": "user", "content": "long"}]})",
-                                 TextFrom::kLastUser, lim);
-            }).first,
-            413);
-  EXPECT_TRUE(parse_chat_request(R"({"messages": [{"role": "user", "content": "x"}],
-                                     "stream": true})",
-                                 TextFrom::kLastUser, {})
-                  .stream);
+  ChatRequest long_text = parse("", lim);  // "card" is 4 bytes: the LLM answers, unrecorded
+  EXPECT_EQ(long_text.unsupported, "a text over --max-text-bytes");
+  EXPECT_FALSE(long_text.recordable);
+  EXPECT_TRUE(long_text.text.empty());
+  ChatRequest no_user = parse_chat_request(R"({"messages": [{"role": "system", "content": "x"}]})",
+                                           TextFrom::kLastUser, {});
+  EXPECT_EQ(no_user.unsupported, "no user message");
+  EXPECT_FALSE(no_user.recordable);
+  ChatRequest audio_in = parse_chat_request(
+      R"({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]})",
+      TextFrom::kLastUser, {});
+  EXPECT_EQ(audio_in.unsupported, "input_audio content");
+  EXPECT_EQ(parse("").prompt_bytes, 4u);
 }
 
 TEST(ServeRequests, UpstreamAnswerAndLabelParsing) {

@@ -76,8 +76,10 @@ inline std::string answer_of(const httplib::Result& r) {
 inline std::string fast_zoo() { return sanitized() ? " --zoo logreg_strong,complement_nb" : ""; }
 
 // An OpenAI-compatible stand-in for the LLM: answers each chat completion with `answer(last user
-// message)`. Test hooks: the headers OpenAI-Test-Delay-Ms (sleep first) and OpenAI-Test-Status
-// (answer that status); the proxy forwards OpenAI-* headers, to audits too.
+// message)`, streamed as OpenAI's chunks when asked. Test hooks: the headers OpenAI-Test-Delay-Ms
+// (sleep first), OpenAI-Test-Chunk-Delay-Ms (sleep before each streamed event) and
+// OpenAI-Test-Status (answer that status); the proxy forwards OpenAI-* headers, to audits too.
+// Other /v1/ paths answer {"method", "path", "target", "body"} (418 for /v1/teapot).
 class FakeLlm {
  public:
   using Answer = std::function<std::string(const std::string&)>;
@@ -104,19 +106,83 @@ class FakeLlm {
       json in = json::parse(req.body);
       std::string text;
       for (const auto& m : in["messages"])
-        if (m["role"] == "user")
-          text = m["content"].is_string() ? m["content"].get<std::string>()
-                                          : m["content"][0]["text"].get<std::string>();
+        if (m["role"] == "user") {
+          if (m["content"].is_string()) text = m["content"].get<std::string>();
+          for (const auto& part : m["content"])
+            if (part.is_object() && part.value("type", "") == "text") text = part["text"];
+        }
+      const std::string content = answer_(text);
+      const int n = in.value("n", 1);
+      if (in.value("stream", false)) {
+        // OpenAI's event stream: role, the answer in two pieces, finish, [usage], [DONE].
+        const bool usage =
+            in.contains("stream_options") && in["stream_options"].value("include_usage", false);
+        const int pause_ms = req.has_header("OpenAI-Test-Chunk-Delay-Ms")
+                                 ? std::stoi(req.get_header_value("OpenAI-Test-Chunk-Delay-Ms"))
+                                 : 0;
+        res.set_chunked_content_provider(
+            "text/event-stream", [content, usage, pause_ms, model = in.value("model", "fake")](
+                                     size_t, httplib::DataSink& sink) {
+              auto event = [&sink, &model, pause_ms](json choices, json extra = json::object()) {
+                if (pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+                json j{{"id", "chatcmpl-fake"},
+                       {"object", "chat.completion.chunk"},
+                       {"model", model},
+                       {"choices", std::move(choices)}};
+                j.update(extra);
+                std::string line = "data: " + j.dump() + "\n\n";
+                sink.write(line.data(), line.size());
+              };
+              auto delta = [](json d, json finish) {
+                return json::array(
+                    {{{"index", 0}, {"delta", std::move(d)}, {"finish_reason", finish}}});
+              };
+              event(delta({{"role", "assistant"}, {"content", ""}}, nullptr));
+              const size_t half = content.size() / 2;
+              event(delta({{"content", content.substr(0, half)}}, nullptr));
+              event(delta({{"content", content.substr(half)}}, nullptr));
+              event(delta(json::object(), "stop"));
+              if (usage)
+                event(json::array(),
+                      {{"usage",
+                        {{"prompt_tokens", 12}, {"completion_tokens", 2}, {"total_tokens", 14}}}});
+              const std::string done = "data: [DONE]\n\n";
+              sink.write(done.data(), done.size());
+              sink.done();
+              return true;
+            });
+        return;
+      }
+      json choices = json::array();
+      for (int i = 0; i < n; ++i)
+        choices.push_back({{"index", i},
+                           {"message", {{"role", "assistant"}, {"content", content}}},
+                           {"finish_reason", "stop"}});
       json out{{"id", "chatcmpl-fake"},
                {"object", "chat.completion"},
                {"model", in.value("model", "fake")},
-               {"choices",
-                json::array({{{"index", 0},
-                              {"message", {{"role", "assistant"}, {"content", answer_(text)}}},
-                              {"finish_reason", "stop"}}})},
+               {"choices", std::move(choices)},
                {"usage", {{"prompt_tokens", 12}, {"completion_tokens", 2}, {"total_tokens", 14}}}};
       res.set_content(out.dump(), "application/json");
     });
+    // Other OpenAI endpoints, for pass-through: they answer what they were asked.
+    auto other = [this](const httplib::Request& req, httplib::Response& res) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++other_calls_;
+        last_other_ = req.method + " " + req.target + " " + req.body;
+      }
+      nlohmann::json j{{"object", "fake"},
+                       {"method", req.method},
+                       {"path", req.path},
+                       {"target", req.target},
+                       {"body", req.body}};
+      res.status = req.path == "/v1/teapot" ? 418 : 200;
+      res.set_content(j.dump(), "application/json");
+    };
+    server_.Get(R"(/v1/(?!chat/completions).+)", other);
+    server_.Post(R"(/v1/(?!chat/completions).+)", other);
+    server_.Delete(R"(/v1/.+)", other);
     server_.set_tcp_nodelay(true);
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
@@ -148,6 +214,15 @@ class FakeLlm {
     std::lock_guard<std::mutex> lock(mu_);
     return last_body_;
   }
+  // Calls to the other endpoints, and the last one as "METHOD TARGET BODY".
+  int other_calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return other_calls_;
+  }
+  std::string last_other() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_other_;
+  }
 
  private:
   Answer answer_;
@@ -155,8 +230,8 @@ class FakeLlm {
   std::thread thread_;
   int port_ = 0;
   std::mutex mu_;
-  int calls_ = 0;
-  std::string last_auth_, last_body_;
+  int calls_ = 0, other_calls_ = 0;
+  std::string last_auth_, last_body_, last_other_;
 };
 
 // An ApiServer serving on a free loopback port from a thread; stopped and joined on destruction.

@@ -1,0 +1,69 @@
+#include "serve/stream_relay.hpp"
+
+namespace tracer::serve {
+
+StreamRelay::StreamRelay(const Upstream& upstream, std::string target, std::string body,
+                         Upstream::Headers headers,
+                         std::function<void(const UpstreamReply&)> on_finish)
+    : on_finish_(std::move(on_finish)) {
+  worker_ = std::thread([this, &upstream, target = std::move(target), body = std::move(body),
+                         headers = std::move(headers)] { run(upstream, target, body, headers); });
+}
+
+StreamRelay::~StreamRelay() {
+  {
+    std::lock_guard lock(mu_);
+    cancelled_ = true;  // the next piece from the upstream ends its read
+  }
+  worker_.join();
+}
+
+void StreamRelay::run(const Upstream& upstream, const std::string& target, const std::string& body,
+                      const Upstream::Headers& headers) {
+  UpstreamReply reply = upstream.stream(
+      target, body, headers,
+      [this](int status, const std::string& content_type) {
+        std::lock_guard lock(mu_);
+        started_ = true;
+        status_ = status;
+        content_type_ = content_type;
+        cv_.notify_all();
+        return !cancelled_;
+      },
+      [this](const char* data, size_t size) {
+        std::lock_guard lock(mu_);
+        pieces_.emplace_back(data, size);
+        cv_.notify_all();
+        return !cancelled_;
+      });
+  {
+    std::lock_guard lock(mu_);
+    if (!started_) reply_ = reply;
+    done_ = true;
+    cv_.notify_all();
+  }
+  try {
+    if (on_finish_) on_finish_(reply);
+  } catch (...) {  // recording is best effort: the client has its answer
+  }
+}
+
+bool StreamRelay::wait_start(int& status, std::string& content_type) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return started_ || done_; });
+  if (!started_) return false;
+  status = status_;
+  content_type = content_type_;
+  return true;
+}
+
+bool StreamRelay::next(std::string& piece) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return !pieces_.empty() || done_; });
+  if (pieces_.empty()) return false;
+  piece = std::move(pieces_.front());
+  pieces_.pop_front();
+  return true;
+}
+
+}  // namespace tracer::serve

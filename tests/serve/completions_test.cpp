@@ -1,0 +1,98 @@
+// The proxy's own chat completions (JSON and server-sent events) and the reading of streamed
+// upstream answers.
+#include "serve/completions.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace tracer::serve {
+namespace {
+
+using nlohmann::json;
+
+HandledAnswer answer() {
+  HandledAnswer a;
+  a.id = "chatcmpl-tracer-1";
+  a.created_s = 1700000000;
+  a.model = "m";
+  a.content = "card_arrival";  // 12 bytes: 3 tokens
+  a.prompt_bytes = 41;         // 11 tokens
+  a.tracer = {{"decision", "handled"}};
+  return a;
+}
+
+// The data lines of an event stream, parsed ("[DONE]" kept as a string).
+std::vector<json> events(const std::string& sse) {
+  std::vector<json> out;
+  size_t pos = 0;
+  while ((pos = sse.find("data: ", pos)) != std::string::npos) {
+    size_t end = sse.find("\n\n", pos);
+    std::string data = sse.substr(pos + 6, end - pos - 6);
+    out.push_back(data == "[DONE]" ? json(data) : json::parse(data));
+    pos = end;
+  }
+  return out;
+}
+
+TEST(Completions, HandledAnswerAsOneObjectWithEstimatedUsage) {
+  json j = json::parse(completion_json(answer()));
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "card_arrival");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"],
+            json({{"prompt_tokens", 11}, {"completion_tokens", 3}, {"total_tokens", 14}}));
+  EXPECT_EQ(estimated_usage(0, 1)["prompt_tokens"], 0);
+  EXPECT_EQ(estimated_usage(0, 1)["completion_tokens"], 1);
+}
+
+TEST(Completions, HandledAnswerStreamedAsOpenAiChunks) {
+  for (bool usage : {false, true}) {
+    std::vector<json> ev = events(completion_sse(answer(), usage));
+    ASSERT_EQ(ev.size(), usage ? 5u : 4u);
+    EXPECT_EQ(ev[0]["object"], "chat.completion.chunk");
+    EXPECT_EQ(ev[0]["choices"][0]["delta"]["role"], "assistant");
+    EXPECT_EQ(ev[1]["choices"][0]["delta"]["content"], "card_arrival");
+    EXPECT_TRUE(ev[1]["choices"][0]["finish_reason"].is_null());
+    EXPECT_EQ(ev[2]["choices"][0]["finish_reason"], "stop");
+    if (usage) {
+      EXPECT_TRUE(ev[3]["choices"].empty());
+      EXPECT_EQ(ev[3]["usage"]["total_tokens"], 14);
+    }
+    EXPECT_EQ(ev.back(), "[DONE]");
+    // Read back as the proxy reads a streamed upstream answer.
+    std::string text;
+    ASSERT_TRUE(sse_answer_text(completion_sse(answer(), usage), text));
+    EXPECT_EQ(text, "card_arrival");
+  }
+}
+
+TEST(Completions, StreamedUpstreamAnswerAssembled) {
+  std::string text;
+  EXPECT_TRUE(sse_answer_text(
+      "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\r\n\r\n"
+      ": keep-alive comment\n\n"
+      "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"card_\"}}]}\n\n"
+      "data: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"other choice\"}}]}\n\n"
+      "data:{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"arrival\"}}]}\n\n"
+      "data: not json\n\n"
+      "data: [DONE]\n\n"
+      "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"after done\"}}]}\n\n",
+      text));
+  EXPECT_EQ(text, "card_arrival");
+  EXPECT_FALSE(sse_answer_text("{\"choices\": []}", text));
+  EXPECT_FALSE(sse_answer_text("", text));
+  EXPECT_FALSE(
+      sse_answer_text("data: {\"choices\":[{\"index\":\"0\",\"delta\":{\"content\":1}}]}", text));
+}
+
+TEST(Completions, AuditBodyWithoutStreaming) {
+  json j = json::parse(without_streaming(
+      R"({"model": "m", "stream": true, "stream_options": {"include_usage": true}, "n": 1})"));
+  EXPECT_EQ(j, json({{"model", "m"}, {"n", 1}}));
+  EXPECT_EQ(without_streaming("not json"), "not json");
+}
+
+}  // namespace
+}  // namespace tracer::serve
