@@ -79,7 +79,8 @@ inline std::string fast_zoo() { return sanitized() ? " --zoo logreg_strong,compl
 // message)`, streamed as OpenAI's chunks when asked. Test hooks: the headers OpenAI-Test-Delay-Ms
 // (sleep first), OpenAI-Test-Chunk-Delay-Ms (sleep before each streamed event) and
 // OpenAI-Test-Status (answer that status); the proxy forwards OpenAI-* headers, to audits too.
-// Other /v1/ paths answer {"method", "path", "target", "body"} (418 for /v1/teapot).
+// Other /v1/ paths answer {"method", "path", "target", "body"} (418 for /v1/teapot), with a
+// model list for /v1/models and a 3-dimensional embedding for /v1/embeddings.
 class FakeLlm {
  public:
   using Answer = std::function<std::string(const std::string&)>;
@@ -177,6 +178,20 @@ class FakeLlm {
                        {"path", req.path},
                        {"target", req.target},
                        {"body", req.body}};
+      // The shapes the OpenAI clients parse.
+      if (req.path == "/v1/models")
+        j.update({{"object", "list"},
+                  {"data",
+                   {{{"id", "fake-model"},
+                     {"object", "model"},
+                     {"created", 0},
+                     {"owned_by", "test"}}}}});
+      if (req.path == "/v1/embeddings")
+        j.update(
+            {{"object", "list"},
+             {"model", "embed-test"},
+             {"data", {{{"object", "embedding"}, {"index", 0}, {"embedding", {0.5, 0.25, 0.125}}}}},
+             {"usage", {{"prompt_tokens", 1}, {"total_tokens", 1}}}});
       res.status = req.path == "/v1/teapot" ? 418 : 200;
       res.set_content(j.dump(), "application/json");
     };
