@@ -2,7 +2,7 @@
 // part of the CMake build; build with e.g.
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
 //     fuzz/fuzz_route_request.cpp src/serve/requests.cpp src/serve/completions.cpp \
-//     -o fuzz_route_request &&
+//     -lre2 -o fuzz_route_request &&
 //     ./fuzz_route_request -max_total_time=60
 // The first input byte picks the parser (route, batch, chat completion, upstream answer + label
 // parsers, audit feedback, streamed upstream answer) and the limits; the rest is the body. ApiError (a 4xx answer) is the expected way to

@@ -8,6 +8,7 @@ PACKAGES=(
   libeigen3-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libutf8proc-dev liblinear-dev libxgboost-dev libsqlite3-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libre2-dev  # linear-time regular expressions (--label-regex)
   chromium wrk  # headless browser test of report.html; HTTP load generator for bench/
 )
 

@@ -151,7 +151,8 @@ Command add_serve_command(CLI::App& app) {
                   "The LLM answers JSON: read the label from this field (handled answers are "
                   "JSON too)");
   sub->add_option("--label-regex", o.label_regex,
-                  "Read the label from the LLM's answer with this regex's one capture group");
+                  "Read the label from the LLM's answer with this regex's one capture group (RE2 "
+                  "syntax: linear time, no backreferences or lookarounds)");
   sub->add_option("--trace-db", o.trace_db,
                   "Trace store for proxied traffic (default: "
                   "POLICY_DIR/traces.db)");

@@ -2,12 +2,16 @@
 // Request bodies of the HTTP API and the OpenAI-compatible proxy, parsed without sockets so they
 // can be unit-tested and fuzzed. Every failure is an ApiError carrying the HTTP status to answer.
 #include <cstddef>
+#include <memory>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace re2 {
+class RE2;
+}
 
 namespace tracer::serve {
 
@@ -90,11 +94,14 @@ std::string content_text(const nlohmann::json& content, std::string* other_part 
 bool chat_answer_text(std::string_view upstream_body, std::string& answer);
 
 // Turns the LLM's answer into a candidate label: the trimmed answer, or a JSON field of it, or
-// the first capture group of a regex.
+// the first capture group of a regex. The regex is RE2's syntax (https://github.com/google/re2/
+// wiki/Syntax: no backreferences or lookarounds) and runs in time linear in the answer, whatever
+// the pattern: nested quantifiers cannot make a request hang.
 class LabelParser {
  public:
   LabelParser() = default;
-  // Throws InputError when both are given or the regex is invalid / has no capture group.
+  // Throws InputError when both are given or the regex is invalid / has not exactly one capture
+  // group.
   LabelParser(std::string json_field, const std::string& regex);
   // The candidate label ("" when the answer does not contain one).
   std::string extract(std::string_view answer) const;
@@ -102,8 +109,7 @@ class LabelParser {
 
  private:
   std::string json_field_;
-  bool use_regex_ = false;
-  std::regex regex_;
+  std::shared_ptr<const re2::RE2> regex_;  // null: no regex
 };
 
 std::string_view trim(std::string_view s);

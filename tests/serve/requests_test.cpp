@@ -192,6 +192,14 @@ TEST(ServeRequests, UpstreamAnswerAndLabelParsing) {
   EXPECT_THROW(LabelParser("", "(a)(b)"), InputError);
   EXPECT_THROW(LabelParser("", "(unclosed"), InputError);
   EXPECT_THROW(LabelParser("f", "(x)"), InputError);
+  EXPECT_THROW(LabelParser("", "(a)\\1"), InputError);  // backreferences: not in RE2's syntax
+  EXPECT_EQ(LabelParser("", "(?:x)?(\\w+)?$").extract("..."), "");  // the group did not match
+
+  // Nested quantifiers: exponential for a backtracking engine (std::regex never finished on
+  // such an answer), linear in RE2. The answer is longer than the 8 KiB the regex reads.
+  LabelParser nested("", "^((?:a+)+)b");
+  EXPECT_EQ(nested.extract(std::string(20000, 'a')), "");
+  EXPECT_EQ(nested.extract("aaab"), "aaa");
 }
 
 TEST(ServeRequests, ErrorBodyIsJsonEvenForBadUtf8) {
