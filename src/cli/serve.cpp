@@ -24,6 +24,7 @@ struct ServeArgs {
   std::string memory_ttl;
   bool memory_ttl_given = false;  // absent: never expires
   std::string match_system_prompt_file;
+  std::string log_format = "text";
 };
 
 // The trimmed text of --match-system-prompt's file.
@@ -62,13 +63,21 @@ int run_serve(ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);  // a client hanging up must not kill the server
 
+  o.log_format = serve::parse_log_format(a.log_format);
   serve::ApiServer server(o);
   int port = server.bind();
-  std::cerr << "tracer serve: policy " << server.policy_version() << " from " << o.policy_dir
-            << (server.proxy() ? ", proxy to " + o.upstream + ", traces to " + server.trace_db()
-                               : std::string())
-            << (o.api_key.empty() ? ", no API key (open)" : ", API key required") << "\n";
-  std::cout << "listening on http://" << url_host(o.host) << ":" << port << std::endl;
+  const std::string url = "http://" + url_host(o.host) + ":" + std::to_string(port);
+  nlohmann::json fields{
+      {"url", url}, {"policy_version", server.policy_version()}, {"api_key", !o.api_key.empty()}};
+  if (server.proxy()) fields.update({{"upstream", o.upstream}, {"trace_store", server.trace_db()}});
+  server.log_event(
+      "start",
+      "policy " + server.policy_version() + " from " + o.policy_dir +
+          (server.proxy() ? ", proxy to " + o.upstream + ", traces to " + server.trace_db()
+                          : std::string()) +
+          (o.api_key.empty() ? ", no API key (open)" : ", API key required"),
+      std::move(fields));
+  std::cout << "listening on " << url << std::endl;
 
   std::thread http([&server] { server.run(); });
   for (;;) {
@@ -78,13 +87,14 @@ int run_serve(ServeArgs& a) {
       server.reload();  // logs its result, like a reload over HTTP
       continue;
     }
-    std::cerr << "tracer serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-              << ", finishing in-flight requests\n";
+    const char* name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    server.log_event("signal", std::string(name) + ", finishing in-flight requests",
+                     {{"signal", name}});
     break;
   }
   server.stop();
   http.join();
-  std::cerr << "tracer serve: stopped\n";
+  server.log_event("stopped", "stopped");
   return 0;
 }
 
@@ -156,6 +166,10 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--trace-db", o.trace_db,
                   "Trace store for proxied traffic (default: "
                   "POLICY_DIR/traces.db)");
+  sub->add_option("--log-format", args->log_format,
+                  "Operational log on stderr (start, policy loads and reloads, audit trips and "
+                  "recoveries, upstream errors, shutdown): text, or json (one object per line)")
+      ->capture_default_str();
   sub->add_option("--match-model", o.match_models,
                   "Scope: only chat requests for this \"model\" are the classification task "
                   "(repeat for several); others go to the upstream untouched and are not recorded")

@@ -175,6 +175,7 @@ struct ApiServer::Impl {
   std::atomic<bool> stopping{false}, running{false};
   bool bound = false;
   int port = 0;
+  EventLog log{opt.log_format, std::cerr};
   std::unique_ptr<AuditQueue> audits;  // proxy with --audit-share > 0; uses the members above
   HttpServer http;  // last: destroyed first, while everything its handlers use is alive
 
@@ -205,6 +206,41 @@ struct ApiServer::Impl {
           "--upstream-api-key only apply in proxy mode; add --upstream URL");
     }
     configure();
+    auto p = slot.get();
+    log.event("policy_load", "policy " + p->version() + " loaded from " + opt.policy_dir,
+              {{"result", "ok"}, {"policy_version", p->version()}, {"source", opt.policy_dir}});
+    log_restored_trip(*p);
+  }
+
+  // A policy whose saved audit state says it tripped defers everything from the start.
+  void log_restored_trip(const LoadedPolicy& p) {
+    if (!p.audit() || !p.audit()->tripped()) return;
+    const AuditState a = p.audit()->state();
+    log.event("audit_tripped",
+              "policy " + p.version() + ": the shadow audit had tripped before the restart (" +
+                  std::to_string(a.agreed) + " of " + std::to_string(a.rows) +
+                  " audited rows agreed): every request is deferred until a refit is loaded",
+              {{"policy_version", p.version()},
+               {"rows", a.rows},
+               {"agreed", a.agreed},
+               {"target", a.alpha},
+               {"restored", true}});
+  }
+
+  // Logs an upstream call that failed (throttled: an upstream that is down fails at request
+  // rate). 4xx answers are the client's business and are not logged.
+  void log_upstream(const UpstreamReply& up, std::string_view what) {
+    if (up.outcome == UpstreamOutcome::kOk ||
+        (up.outcome == UpstreamOutcome::kHttpError && up.status < 500))
+      return;
+    static constexpr const char* kOutcome[] = {"ok", "http_error", "unreachable", "timeout"};
+    log.throttled("upstream_error", std::string(what) + ": " + up.error,
+                  {{"outcome", kOutcome[static_cast<int>(up.outcome)]},
+                   {"status", up.status},
+                   {"retries", up.retries},
+                   {"seconds", up.seconds},
+                   {"call", what},
+                   {"error", up.error}});
   }
 
   // Throws InputError on bad audit options even when the policy has no monitor to use them.
@@ -332,7 +368,7 @@ struct ApiServer::Impl {
                 res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
               }));
     http.Post("/v1/admin/reload", wrap(Endpoint::kReload, true, [this](const auto&, auto& res) {
-                ReloadResult r = reload();
+                ReloadResult r = reload("http");
                 json j{{"reloaded", r.ok},
                        {"policy_version", r.policy_version},
                        {"previous_policy_version", r.previous_policy_version}};
@@ -534,7 +570,21 @@ struct ApiServer::Impl {
   void record_audit(const LoadedPolicy& p, const std::string& llm_label,
                     const std::string& surrogate_label, AuditSource source) {
     bool agreed = llm_label == surrogate_label;
-    p.audit()->record(agreed, source);
+    const bool was_tripped = p.audit()->tripped();
+    if (p.audit()->record(agreed, source) && !was_tripped) {
+      const AuditState a = p.audit()->state();
+      log.event("audit_tripped",
+                "policy " + p.version() + ": the shadow audit tripped (" +
+                    std::to_string(a.checked_agreed) + " of " + std::to_string(a.checked_rows) +
+                    " audited rows agreed; upper bound " + fmt::format("{:.4f}", a.upper_bound) +
+                    " < target " + fmt::format("{:g}", a.alpha) +
+                    "): every request is deferred until a refit is loaded",
+                {{"policy_version", p.version()},
+                 {"rows", a.checked_rows},
+                 {"agreed", a.checked_agreed},
+                 {"upper_bound", a.upper_bound},
+                 {"target", a.alpha}});
+    }
     metrics.count_audit(agreed ? AuditOutcome::kAgreed : AuditOutcome::kDisagreed, source);
   }
 
@@ -572,6 +622,7 @@ struct ApiServer::Impl {
       try {
         UpstreamReply up = upstream->chat_completions(body, fwd);
         metrics.count_upstream(up.outcome, up.seconds, up.retries);
+        log_upstream(up, "shadow audit");
         LlmAnswer a;
         if (up.outcome == UpstreamOutcome::kOk) a = read_answer(*p, up.body);
         if (a.label.empty()) {
@@ -731,6 +782,7 @@ struct ApiServer::Impl {
     }
     UpstreamReply up = upstream->chat_completions(req.body, forwarded(req));
     metrics.count_upstream(up.outcome, up.seconds, up.retries);
+    log_upstream(up, "chat completion");
     if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);
     if (up.outcome == UpstreamOutcome::kUnreachable || up.status >= 500)
       throw ApiError(502, "upstream_error", up.error);
@@ -747,6 +799,7 @@ struct ApiServer::Impl {
         *upstream, "/v1/chat/completions", req.body, forwarded(req),
         [this, learn = std::move(learn)](const UpstreamReply& up) {
           metrics.count_upstream(up.outcome, up.seconds, up.retries);
+          log_upstream(up, "streamed chat completion");
           UpstreamReply streamed = up;
           std::string answer;
           // The trace needs the answer as one completion: assemble the streamed deltas.
@@ -794,13 +847,14 @@ struct ApiServer::Impl {
     UpstreamReply up = upstream->send(req.method, target, req.body,
                                       req.get_header_value("Content-Type"), forwarded(req));
     metrics.count_upstream(up.outcome, up.seconds, up.retries);
+    log_upstream(up, req.method + " " + req.path);
     if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);
     if (up.status == 0) throw ApiError(502, "upstream_error", up.error);
     res.status = up.status;
     res.set_content(up.body, up.content_type.empty() ? kJson : up.content_type);
   }
 
-  ReloadResult reload() {
+  ReloadResult reload(std::string_view trigger) {
     std::lock_guard<std::mutex> lock(reload_mu);
     ReloadResult r;
     auto old = slot.get();
@@ -817,12 +871,30 @@ struct ApiServer::Impl {
       last_reload_error = r.error;
     }
     metrics.count_reload(r.ok);
-    if (r.ok)
-      std::cerr << "tracer serve: reloaded policy " << r.previous_policy_version << " -> "
-                << r.policy_version << " from " << opt.policy_dir << "\n";
-    else
-      std::cerr << "tracer serve: reload failed, still serving " << r.policy_version << ": "
-                << r.error << "\n";
+    json fields{{"trigger", trigger},
+                {"result", r.ok ? "ok" : "failed"},
+                {"policy_version", r.policy_version},
+                {"previous_policy_version", r.previous_policy_version},
+                {"source", opt.policy_dir}};
+    if (r.ok) {
+      log.event("policy_reload",
+                "reloaded policy " + r.previous_policy_version + " -> " + r.policy_version +
+                    " from " + opt.policy_dir + " (" + std::string(trigger) + ")",
+                std::move(fields));
+      auto fresh = slot.get();
+      if (old->audit() && old->audit()->tripped() && !(fresh->audit() && fresh->audit()->tripped()))
+        log.event(
+            "audit_recovered",
+            "policy " + fresh->version() + " replaces " + old->version() +
+                ", whose shadow audit had tripped: requests are routed again",
+            {{"policy_version", fresh->version()}, {"previous_policy_version", old->version()}});
+      log_restored_trip(*fresh);
+    } else {
+      fields["error"] = r.error;
+      log.event("policy_reload",
+                "reload failed, still serving " + r.policy_version + ": " + r.error,
+                std::move(fields));
+    }
     // Give the old policy's memory back to the system. glibc keeps freed blocks in per-thread
     // arenas, and a reload runs on whichever thread took the request: without this, RSS grew
     // from 30 MB to 434 MB over 30 reloads of a 13 MB Banking77 model and stayed there. (An old
@@ -865,19 +937,28 @@ void ApiServer::run() {
   drift_watch.request_stop();
   drift_watch.join();
   // Audits finish their LLM call before the store is flushed; queued ones are dropped.
+  size_t dropped = 0;
   if (m.audits)
-    if (size_t n = m.audits->stop(); n > 0)
-      m.count_lost_audit(*m.slot.get(), AuditOutcome::kDropped, n);
+    if (dropped = m.audits->stop(); dropped > 0)
+      m.count_lost_audit(*m.slot.get(), AuditOutcome::kDropped, dropped);
   // The audit's counts since its last look, so a restart resumes them (looks save themselves).
   m.slot.get()->save_audit_state();
+  json fields{{"audits_dropped", dropped}};
+  std::string message = "requests finished";
   if (m.store) {
+    fields["trace_store"] = m.trace_db;
     try {
       m.store->flush();
+      fields["flush"] = "ok";
+      message += "; trace store " + m.trace_db + " flushed";
     } catch (const std::exception& e) {
-      std::cerr << "warning: could not flush the trace store " << m.trace_db << ": " << e.what()
-                << "\n";
+      fields["flush"] = "failed";
+      fields["error"] = e.what();
+      message += "; could not flush the trace store " + m.trace_db + ": " + e.what();
     }
   }
+  if (dropped > 0) message += fmt::format("; {} queued shadow audits dropped", dropped);
+  m.log.event("shutdown", message, std::move(fields));
 }
 
 void ApiServer::stop() {
@@ -890,7 +971,10 @@ void ApiServer::stop() {
   m.http.stop();
 }
 
-ReloadResult ApiServer::reload() { return impl_->reload(); }
+ReloadResult ApiServer::reload(std::string_view trigger) { return impl_->reload(trigger); }
+void ApiServer::log_event(std::string_view event, std::string_view message, nlohmann::json fields) {
+  impl_->log.event(event, message, std::move(fields));
+}
 std::string ApiServer::policy_version() const { return impl_->slot.get()->version(); }
 const ServeOptions& ApiServer::options() const { return impl_->opt; }
 bool ApiServer::proxy() const { return impl_->upstream != nullptr; }

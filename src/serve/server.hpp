@@ -9,6 +9,7 @@
 #include "runtime/audit.hpp"
 #include "runtime/drift.hpp"
 #include "runtime/router.hpp"
+#include "serve/event_log.hpp"
 #include "serve/requests.hpp"
 
 namespace tracer::serve {
@@ -48,6 +49,8 @@ struct ServeOptions {
   DriftOptions drift;
   // Memory tier (docs/serve.md, "Memory tier"): expiry of the remembered answers.
   ServedMemoryOptions memory;
+  // The operational log on stderr (docs/serve.md, "Logs").
+  LogFormat log_format = LogFormat::kText;
 };
 
 struct ReloadResult {
@@ -68,7 +71,12 @@ class ApiServer {
   int bind();   // binds host:port; returns the bound port; throws InputError when it cannot
   void run();   // serves until stop(); then finishes in-flight requests and flushes traces
   void stop();  // thread-safe; makes run() return
-  ReloadResult reload();  // thread-safe; loads the policy folder again and swaps it in
+  // Thread-safe; loads the policy folder again and swaps it in. `trigger` names the cause in
+  // the log ("signal", "http").
+  ReloadResult reload(std::string_view trigger = "signal");
+  // One line of the operational log (serve/event_log.hpp).
+  void log_event(std::string_view event, std::string_view message,
+                 nlohmann::json fields = nlohmann::json::object());
 
   std::string policy_version() const;
   const ServeOptions& options() const;

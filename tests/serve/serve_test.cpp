@@ -34,6 +34,7 @@ using nlohmann::json;
 using testing::answer_of;
 using testing::body;
 using testing::chat_body;
+using testing::eventually;
 using testing::Clock;
 using testing::FakeLlm;
 using testing::fast_zoo;
@@ -722,6 +723,50 @@ TEST(Serve, ChunkedUploadsAreHeldToTheBodyLimit) {
                        std::string(size_line) + body + "\r\n0\r\n\r\n");
   EXPECT_EQ(small.rfind("HTTP/1.1 200", 0), 0u) << small;
   EXPECT_EQ(server.client()->Get("/healthz")->status, 200);
+}
+
+// --log-format json: every line of stderr is one JSON object with time, event and message; the
+// events an operator acts on are all there.
+TEST(ServeProxy, JsonLogOneObjectPerEvent) {
+  ProxyFixture f;
+  ASSERT_FALSE(f.deferred_texts.empty());
+  ServeProcess server({f.policy, "--port", "0", "--log-format", "json", "--upstream",
+                       "http://127.0.0.1:" + std::to_string(dead_port()), "--upstream-retries",
+                       "0"});
+  auto c = server.client();
+  for (int i = 0; i < 3; ++i)  // three failures in a row: one line, the rest throttled
+    EXPECT_EQ(
+        c->Post("/v1/chat/completions", chat_body(f.deferred_texts[0]), "application/json")->status,
+        502);
+  EXPECT_EQ(c->Post("/v1/admin/reload", "", "application/json")->status, 200);
+  server.signal(SIGHUP);
+  ASSERT_TRUE(eventually(
+      [&] { return server.stderr_text().find("\"trigger\":\"signal\"") != std::string::npos; }));
+  server.signal(SIGTERM);
+  ASSERT_EQ(server.wait_exit(30), 0) << server.stderr_text();
+
+  std::map<std::string, std::vector<json>> events;
+  std::istringstream lines(server.stderr_text());
+  for (std::string line; std::getline(lines, line);) {
+    json j = json::parse(line, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << "not a JSON line: " << line;
+    ASSERT_TRUE(j["time"].is_string() && j["message"].is_string()) << line;
+    EXPECT_EQ(j["time"].get<std::string>().size(), 24u) << line;  // 2026-12-01T14:05:09.123Z
+    events[j["event"].get<std::string>()].push_back(j);
+  }
+  for (const char* e :
+       {"policy_load", "start", "upstream_error", "policy_reload", "signal", "shutdown", "stopped"})
+    EXPECT_EQ(events.count(e), 1u) << e << " missing";
+  EXPECT_EQ(events["upstream_error"].size(), 1u);  // throttled to one a second
+  EXPECT_EQ(events["upstream_error"][0]["outcome"], "unreachable");
+  ASSERT_EQ(events["policy_reload"].size(), 2u);
+  EXPECT_EQ(events["policy_reload"][0]["trigger"], "http");
+  EXPECT_EQ(events["policy_reload"][1]["trigger"], "signal");
+  EXPECT_EQ(events["policy_reload"][1]["result"], "ok");
+  EXPECT_EQ(events["signal"][0]["signal"], "SIGTERM");
+  EXPECT_EQ(events["shutdown"][0]["flush"], "ok");
+  EXPECT_TRUE(events["start"][0]["url"].get<std::string>().rfind("http://127.0.0.1:", 0) == 0);
+  EXPECT_EQ(run_cli("serve " + f.policy + " --log-format xml").exit_code, 2);
 }
 
 TEST(ServeProxy, UpstreamFailuresAreJsonErrors) {
