@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -25,6 +27,7 @@ struct ServeArgs {
   bool memory_ttl_given = false;  // absent: never expires
   std::string match_system_prompt_file;
   std::string log_format = "text";
+  double shutdown_timeout_s = 30;
 };
 
 // The trimmed text of --match-system-prompt's file.
@@ -40,6 +43,20 @@ std::string read_system_prompt(const std::string& path) {
 
 std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+// After stop(): waits for the server to finish its in-flight requests, at most `timeout_s`
+// seconds (0: forever) and until a second SIGTERM/SIGINT. False when it gave up.
+bool wait_or_give_up(const std::atomic<bool>& finished, const sigset_t& signals, double timeout_s) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
+  while (!finished) {
+    if (timeout_s > 0 && Clock::now() >= deadline) return false;
+    timespec tick{0, 100'000'000};  // re-check every 100 ms
+    const int sig = ::sigtimedwait(&signals, nullptr, &tick);
+    if (sig == SIGTERM || sig == SIGINT) return finished;
+  }
+  return true;
 }
 
 int run_serve(ServeArgs& a) {
@@ -79,7 +96,11 @@ int run_serve(ServeArgs& a) {
       std::move(fields));
   std::cout << "listening on " << url << std::endl;
 
-  std::thread http([&server] { server.run(); });
+  std::atomic<bool> finished{false};
+  std::thread http([&server, &finished] {
+    server.run();
+    finished = true;
+  });
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
@@ -93,6 +114,17 @@ int run_serve(ServeArgs& a) {
     break;
   }
   server.stop();
+  if (!wait_or_give_up(finished, signals, a.shutdown_timeout_s)) {
+    // Requests still stuck (an upstream that never answers): keep what was recorded and go.
+    const std::string error = server.flush_traces();
+    server.log_event("shutdown_forced",
+                     "requests still in progress after --shutdown-timeout (or a second signal): "
+                     "exiting without them" +
+                         (error.empty() ? std::string("; traces flushed")
+                                        : "; could not flush the traces: " + error),
+                     {{"shutdown_timeout_s", a.shutdown_timeout_s}, {"flush", error.empty()}});
+    std::_Exit(1);
+  }
   http.join();
   server.log_event("stopped", "stopped");
   return 0;
@@ -130,6 +162,12 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--max-body-bytes", o.max_body_bytes, "Largest request body accepted (413 above)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1} << 34));
+  sub->add_option("--request-timeout", o.request_timeout_s,
+                  "Seconds a request (line, headers and body) may take to arrive from its first "
+                  "byte; slower clients are cut (0: no limit; each read also times out after 5 s "
+                  "of silence)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
   sub->add_option("--max-text-bytes", o.limits.max_text_bytes,
                   "Longest text accepted for routing (413 above; the proxy sends a longer chat "
                   "request to the "
@@ -166,6 +204,12 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--trace-db", o.trace_db,
                   "Trace store for proxied traffic (default: "
                   "POLICY_DIR/traces.db)");
+  sub->add_option("--shutdown-timeout", args->shutdown_timeout_s,
+                  "Seconds SIGTERM/SIGINT waits for requests in progress (an upstream call may "
+                  "take --upstream-timeout); then, or at a second signal, the traces are flushed "
+                  "and the server exits 1 without them (0: wait forever)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
   sub->add_option("--log-format", args->log_format,
                   "Operational log on stderr (start, policy loads and reloads, audit trips and "
                   "recoveries, upstream errors, shutdown): text, or json (one object per line)")

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -46,6 +47,8 @@ void address_of(int fd, bool peer, std::string& ip, int& port) {
 thread_local bool t_close_after_response = false;
 // Set when the request being read ran past its byte budget; cleared before each request.
 thread_local bool t_request_over_budget = false;
+// Set when reading the request ran past its deadline; cleared before each request.
+thread_local bool t_request_timed_out = false;
 
 // One connection, read through a small buffer (httplib reads request lines byte by byte).
 class ConnectionStream : public httplib::Stream {
@@ -54,15 +57,20 @@ class ConnectionStream : public httplib::Stream {
       : sock_(sock), read_timeout_ms_(read_timeout_ms), write_timeout_ms_(write_timeout_ms) {}
 
   bool buffered() const { return off_ < len_; }
-  bool is_readable() const override {
-    return buffered() || wait_fd(sock_, POLLIN, read_timeout_ms_);
-  }
+  bool is_readable() const override { return buffered() || wait_readable(); }
   bool is_writable() const override { return wait_fd(sock_, POLLOUT, write_timeout_ms_); }
 
   // Bytes one request may deliver to httplib (request line, headers, body, chunk framing): past
   // it, reads fail and the request is refused. Bounds memory for bodies whose size is not
   // announced (Transfer-Encoding: chunked), which httplib 0.11 reads whole whatever the limit.
-  void start_request(size_t budget) { left_ = budget; }
+  // `timeout_ms` (0: none) bounds the time the whole request may take to arrive: a client that
+  // trickles bytes (one every few seconds, each within the read timeout) is cut there.
+  void start_request(size_t budget, int timeout_ms) {
+    left_ = budget;
+    has_deadline_ = timeout_ms > 0;
+    if (has_deadline_)
+      deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  }
 
   ssize_t read(char* ptr, size_t size) override {
     if (left_ == 0) {
@@ -82,7 +90,7 @@ class ConnectionStream : public httplib::Stream {
       off_ += n;
       return static_cast<ssize_t>(n);
     }
-    if (!wait_fd(sock_, POLLIN, read_timeout_ms_)) return -1;
+    if (!wait_readable()) return -1;
     if (size >= buf_.size()) return recv_some(ptr, size);
     ssize_t n = recv_some(buf_.data(), buf_.size());
     if (n <= 0) return n;
@@ -109,6 +117,21 @@ class ConnectionStream : public httplib::Stream {
   socket_t socket() const override { return sock_; }
 
  private:
+  // Waits for bytes to read: at most the read timeout, and never past the request's deadline
+  // (a wait cut by the deadline marks the request timed out).
+  bool wait_readable() const {
+    if (!has_deadline_) return wait_fd(sock_, POLLIN, read_timeout_ms_);
+    // Milliseconds left, rounded up: a wait that ends early by a fraction is still the deadline.
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now())
+            .count();
+    if (left > 0 &&
+        wait_fd(sock_, POLLIN, static_cast<int>(std::min<int64_t>(left, read_timeout_ms_))))
+      return true;
+    if (left <= read_timeout_ms_) t_request_timed_out = true;  // the deadline ended the wait
+    return false;
+  }
+
   ssize_t recv_some(char* ptr, size_t size) {
     for (;;) {
       ssize_t n = ::recv(sock_, ptr, size, 0);
@@ -122,6 +145,8 @@ class ConnectionStream : public httplib::Stream {
   std::array<char, 4096> buf_{};
   size_t off_ = 0, len_ = 0;
   size_t left_ = std::numeric_limits<size_t>::max();
+  bool has_deadline_ = false;
+  std::chrono::steady_clock::time_point deadline_{};
 };
 
 int to_ms(time_t sec, time_t usec) { return static_cast<int>(sec * 1000 + usec / 1000); }
@@ -140,6 +165,8 @@ void HttpServer::widen_backlog(int backlog) { ::listen(svr_sock_, backlog); }
 void HttpServer::close_after_response() { t_close_after_response = true; }
 
 bool HttpServer::request_over_budget() { return t_request_over_budget; }
+
+bool HttpServer::request_timed_out() { return t_request_timed_out; }
 
 void HttpServer::begin_shutdown() {
   stopping_ = true;
@@ -164,10 +191,13 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
     bool connection_closed = false;
     t_close_after_response = false;
     t_request_over_budget = false;
-    strm.start_request(request_byte_limit_);
+    t_request_timed_out = false;
+    strm.start_request(request_byte_limit_, request_timeout_ms_);
     ok = process_request(strm, close_connection, connection_closed, nullptr);
     const bool asked = std::exchange(t_close_after_response, false);
-    if (!ok || connection_closed || close_connection || asked || t_request_over_budget) break;
+    if (!ok || connection_closed || close_connection || asked || t_request_over_budget ||
+        t_request_timed_out)
+      break;
   }
   ::shutdown(sock, SHUT_RDWR);
   ::close(sock);

@@ -29,6 +29,12 @@ class HttpServer : public httplib::Server {
   void set_request_byte_limit(size_t bytes) { request_byte_limit_ = bytes; }
   // On the connection's thread, while answering: whether the current request ran past the limit.
   static bool request_over_budget();
+  // Longest time one request (request line, headers and body) may take to arrive, from its
+  // first byte (0: no limit; each read still has the read timeout). Past it the read fails and
+  // the connection is closed: a client trickling bytes cannot hold a worker thread for long.
+  void set_request_timeout_ms(int ms) { request_timeout_ms_ = ms; }
+  // On the connection's thread, while answering: whether reading the request ran out of time.
+  static bool request_timed_out();
   // After bind_to_port / bind_to_any_port.
   void widen_backlog(int backlog = 1024);
   // Wakes every idle connection and closes it; requests in progress finish. Call with stop().
@@ -45,6 +51,7 @@ class HttpServer : public httplib::Server {
   std::atomic<bool> stopping_{false};
   int idle_timeout_ms_ = 5000;
   size_t request_byte_limit_ = static_cast<size_t>(-1);
+  int request_timeout_ms_ = 0;
 };
 
 }  // namespace tracer::serve

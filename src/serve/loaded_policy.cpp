@@ -102,6 +102,7 @@ LoadedPolicy::LoadedPolicy(Router router, std::shared_ptr<AuditMonitor> audit,
       router_.manifest().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   const auto& labels = router_.policy().labels;
   for (size_t i = 0; i < labels.size(); ++i) label_index_.emplace(labels[i], static_cast<int>(i));
+  label_json_kind_ = tracer::serve::label_json_kind(labels);
 }
 
 std::shared_ptr<const LoadedPolicy> LoadedPolicy::load(const std::string& dir,

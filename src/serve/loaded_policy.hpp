@@ -12,6 +12,7 @@
 #include "runtime/audit.hpp"
 #include "runtime/drift_monitor.hpp"
 #include "runtime/router.hpp"
+#include "serve/requests.hpp"
 #include "serve/scratch_pool.hpp"
 
 namespace tracer::serve {
@@ -105,6 +106,8 @@ class LoadedPolicy {
   const std::string& manifest_json() const { return manifest_json_; }
   size_t num_labels() const { return router_.policy().labels.size(); }
   int label_index(std::string_view name) const;  // -1 when not a label of this policy
+  // How --label-json-field answers write this policy's labels (serve/requests.hpp).
+  LabelJson label_json_kind() const { return label_json_kind_; }
 
   // {label, probability, decision, accept_score, reason (deferred only), policy_version}.
   nlohmann::json decision_json(const Decision& d) const;
@@ -120,6 +123,7 @@ class LoadedPolicy {
   std::shared_ptr<ServedMemory> memory_;  // never null
   mutable ScratchPool pool_;              // internally synchronised
   std::string manifest_json_;
+  LabelJson label_json_kind_ = LabelJson::kString;
   std::string state_dir_;
   std::unordered_map<std::string, int> label_index_;
 };

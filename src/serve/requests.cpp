@@ -316,6 +316,24 @@ bool chat_answer_text(std::string_view upstream_body, std::string& answer) {
   return true;
 }
 
+LabelJson label_json_kind(const std::vector<std::string>& labels) {
+  if (labels.empty()) return LabelJson::kString;
+  bool numbers = true, booleans = true;
+  for (const std::string& l : labels) {
+    json j = json::parse(l, nullptr, false);
+    // Exactly the JSON text of a number (no padding): what extract() makes of a JSON number.
+    numbers = numbers && j.is_number() && j.dump() == l;
+    booleans = booleans && j.is_boolean() && j.dump() == l;
+  }
+  return numbers ? LabelJson::kNumber : booleans ? LabelJson::kBoolean : LabelJson::kString;
+}
+
+json label_json(const std::string& label, LabelJson kind) {
+  if (kind == LabelJson::kString) return label;
+  json j = json::parse(label, nullptr, false);
+  return j.is_discarded() ? json(label) : j;
+}
+
 LabelParser::LabelParser(std::string json_field, const std::string& regex)
     : json_field_(std::move(json_field)) {
   if (!json_field_.empty() && !regex.empty())

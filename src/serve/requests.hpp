@@ -112,6 +112,15 @@ class LabelParser {
   std::shared_ptr<const re2::RE2> regex_;  // null: no regex
 };
 
+// How a handled answer writes the label into the --label-json-field object. The label parser
+// reads {"label": 30} as the label "30" (numbers and booleans become their JSON text), so the
+// policy's labels do not say what type the LLM used; the label space does: when every label of
+// the policy is a JSON number ("30", "-1.5"), labels are written as numbers, when every label is
+// "true" or "false" as booleans, otherwise as strings.
+enum class LabelJson { kString, kNumber, kBoolean };
+LabelJson label_json_kind(const std::vector<std::string>& labels);
+nlohmann::json label_json(const std::string& label, LabelJson kind);
+
 std::string_view trim(std::string_view s);
 
 }  // namespace tracer::serve

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
@@ -186,6 +187,8 @@ struct ApiServer::Impl {
     if (opt.threads < 1) throw InputError("--threads must be >= 1");
     if (opt.max_body_bytes < 1) throw InputError("--max-body-bytes must be >= 1");
     if (opt.limits.max_batch < 1) throw InputError("--max-batch must be >= 1");
+    if (!(opt.request_timeout_s >= 0 && opt.request_timeout_s <= 3600))
+      throw InputError("--request-timeout must be between 0 (none) and 3600 seconds");
     if (!opt.upstream.empty()) {
       label_parser = LabelParser(opt.label_json_field, opt.label_regex);
       upstream = std::make_unique<Upstream>(
@@ -301,6 +304,7 @@ struct ApiServer::Impl {
     // httplib's default also sets SO_REUSEPORT, which lets a second `tracer serve` bind the same
     // port and the kernel split traffic between two policies. SO_REUSEADDR alone still allows a
     // quick restart (sockets in TIME_WAIT) but refuses a port another server holds.
+    http.set_request_timeout_ms(static_cast<int>(std::lround(opt.request_timeout_s * 1000)));
     http.set_socket_options([](socket_t sock) {
       int yes = 1;
       ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
@@ -400,8 +404,8 @@ struct ApiServer::Impl {
       http.Patch(R"(/v1/.+)", through);
     }
 
-    http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req,
-                                                                   httplib::Response& res) {
+    http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
+                                                                       httplib::Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
       // httplib answers these before reading the body: the rest of it is still in flight.
       if (res.status == 400 || res.status == 413 || res.status == 414)
@@ -420,6 +424,12 @@ struct ApiServer::Impl {
                        "; see docs/serve.md (POST /v1/route, POST /v1/route/batch, GET "
                        "/healthz, GET /v1/policy, GET /metrics, GET/POST /v1/audit, GET /v1/drift)",
                    "not_found");
+      } else if (HttpServer::request_timed_out()) {
+        res.status = 408;  // the connection is closed after it (HttpServer)
+        send_error(res, 408,
+                   "the request did not arrive within --request-timeout (" +
+                       fmt::format("{:g}", opt.request_timeout_s) + " s)",
+                   "request_timeout");
       } else if (HttpServer::request_over_budget()) {
         res.status = 413;
         send_error(res, 413,
@@ -743,7 +753,9 @@ struct ApiServer::Impl {
     a.created_s = now / 1000;
     a.model = cr.model.empty() ? "tracer-surrogate" : cr.model;
     a.content =
-        label_parser.json_field().empty() ? label : json{{label_parser.json_field(), label}}.dump();
+        label_parser.json_field().empty()
+            ? label
+            : json{{label_parser.json_field(), label_json(label, p->label_json_kind())}}.dump();
     a.prompt_bytes = cr.prompt_bytes;
     a.tracer = {{"served_by", r.stage == 0 ? "memory" : "surrogate"},
                 {"decision", "handled"},
@@ -969,6 +981,16 @@ void ApiServer::stop() {
   while (m.running && !m.http.is_running())
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   m.http.stop();
+}
+
+std::string ApiServer::flush_traces() {
+  if (!impl_->store) return {};
+  try {
+    impl_->store->flush();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return {};
 }
 
 ReloadResult ApiServer::reload(std::string_view trigger) { return impl_->reload(trigger); }

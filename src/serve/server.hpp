@@ -21,6 +21,9 @@ struct ServeOptions {
   int threads = 64;     // connections served at once (one thread each)
   std::string api_key;  // bearer token for everything but /healthz ("" = open)
   size_t max_body_bytes = 1 << 20;
+  // Longest time a request (line, headers, body) may take to arrive from its first byte; past
+  // it the connection is closed (408 when the headers were in). 0: no limit.
+  double request_timeout_s = 10;
   RequestLimits limits;
   // Proxy mode (on when upstream is set).
   std::string upstream;
@@ -71,6 +74,9 @@ class ApiServer {
   int bind();   // binds host:port; returns the bound port; throws InputError when it cannot
   void run();   // serves until stop(); then finishes in-flight requests and flushes traces
   void stop();  // thread-safe; makes run() return
+  // Commits the traces queued so far (thread-safe; for a shutdown that cannot wait for stuck
+  // requests). Returns "" or why the commit failed.
+  std::string flush_traces();
   // Thread-safe; loads the policy folder again and swaps it in. `trigger` names the cause in
   // the log ("signal", "http").
   ReloadResult reload(std::string_view trigger = "signal");

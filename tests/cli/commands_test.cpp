@@ -92,5 +92,28 @@ TEST(CliConventions, UsageErrorsExitTwoHelpAndVersionExitZero) {
   EXPECT_NE(v.out.find("tracer"), std::string::npos);
 }
 
+// A misspelt command is named as unknown, with the closest command, not "a subcommand is
+// required".
+TEST(CliConventions, UnknownCommandSuggestsTheClosest) {
+  struct Case {
+    std::string typed, suggested;
+  };
+  for (const Case& c : std::vector<Case>{{"fitt", "fit"},
+                                         {"simulat", "simulate"},
+                                         {"serv", "serve"},
+                                         {"rolback", "rollback"},
+                                         {"predcit", "predict"},
+                                         {"xyzzy", ""}}) {
+    auto r = run_cli(c.typed + " x");
+    EXPECT_EQ(r.exit_code, 2) << c.typed;
+    EXPECT_NE(r.err.find("unknown command '" + c.typed + "'"), std::string::npos) << r.err;
+    if (c.suggested.empty())
+      EXPECT_EQ(r.err.find("did you mean"), std::string::npos) << r.err;
+    else
+      EXPECT_NE(r.err.find("did you mean '" + c.suggested + "'"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("Commands: "), std::string::npos) << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace tracer

@@ -202,6 +202,23 @@ TEST(ServeRequests, UpstreamAnswerAndLabelParsing) {
   EXPECT_EQ(nested.extract("aaab"), "aaa");
 }
 
+// With --label-json-field, a handled answer keeps the JSON type the LLM's labels have.
+TEST(ServeRequests, LabelJsonTypeFollowsTheLabelSpace) {
+  EXPECT_EQ(label_json_kind({"30", "7", "-1.5"}), LabelJson::kNumber);
+  EXPECT_EQ(label_json_kind({"true", "false"}), LabelJson::kBoolean);
+  EXPECT_EQ(label_json_kind({"30", "card_arrival"}), LabelJson::kString);
+  EXPECT_EQ(label_json_kind({"030"}), LabelJson::kString);  // not how a JSON number reads back
+  EXPECT_EQ(label_json_kind({" 30"}), LabelJson::kString);
+  EXPECT_EQ(label_json_kind({}), LabelJson::kString);
+  EXPECT_EQ(label_json("30", LabelJson::kNumber), json(30));
+  EXPECT_EQ(label_json("-1.5", LabelJson::kNumber), json(-1.5));
+  EXPECT_EQ(label_json("true", LabelJson::kBoolean), json(true));
+  EXPECT_EQ(label_json("30", LabelJson::kString), json("30"));
+  // What the parser reads from {"label": 30} is what the kind recognises.
+  EXPECT_EQ(label_json_kind({LabelParser("label", "").extract(R"({"label": 30})")}),
+            LabelJson::kNumber);
+}
+
 TEST(ServeRequests, ErrorBodyIsJsonEvenForBadUtf8) {
   json j = json::parse(error_body("bad \xff byte", "invalid_request_error"));
   EXPECT_EQ(j["error"]["type"], "invalid_request_error");

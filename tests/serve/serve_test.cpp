@@ -34,8 +34,8 @@ using nlohmann::json;
 using testing::answer_of;
 using testing::body;
 using testing::chat_body;
-using testing::eventually;
 using testing::Clock;
+using testing::eventually;
 using testing::FakeLlm;
 using testing::fast_zoo;
 using testing::metric;
@@ -632,6 +632,79 @@ size_t responses_in(const std::string& out) {
   return n;
 }
 
+// Connects to the loopback `port` and sends `pieces` one at a time, `gap_ms` apart (a client that
+// trickles its request), then reads until the server closes. Returns what the server wrote and,
+// in `closed_after_s`, when the connection ended (from the first byte sent).
+std::string trickle(int port, const std::vector<std::string>& pieces, int gap_ms,
+                    double& closed_after_s) {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  std::string out = "<connect failed>";
+  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    out.clear();
+    const auto t0 = Clock::now();
+    char buf[4096];
+    bool closed = false;
+    for (size_t i = 0; i < pieces.size() && !closed; ++i) {
+      if (::send(s, pieces[i].data(), pieces[i].size(), MSG_NOSIGNAL) < 0) break;
+      pollfd p{s, POLLIN, 0};
+      if (::poll(&p, 1, gap_ms) > 0) {  // the server answered or closed: read it all
+        for (ssize_t n; (n = ::recv(s, buf, sizeof buf, 0)) > 0;) out.append(buf, n);
+        closed = true;
+      }
+    }
+    if (!closed) {
+      pollfd p{s, POLLIN, 0};
+      while (::poll(&p, 1, 5000) > 0) {
+        ssize_t n = ::recv(s, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        out.append(buf, static_cast<size_t>(n));
+      }
+    }
+    closed_after_s = seconds_since(t0);
+  }
+  ::close(s);
+  return out;
+}
+
+// A client that trickles its request (each byte within the read timeout) is cut at
+// --request-timeout, in the headers or in the body; whole requests are unaffected.
+TEST(Serve, TricklingClientsAreCutAtTheRequestDeadline) {
+  TempDir dir;
+  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
+  std::string policy = dir.file("policy");
+  fit(data.train_path, policy, "0.8");
+  ServeProcess server({policy, "--port", "0", "--request-timeout", "1"});
+
+  std::vector<std::string> header_bytes{"GET /healthz HTTP/1.1\r\nHost: x\r\n"};
+  for (char ch : std::string("X-Slow: abcdefghijklmnopqrstuvwxyz\r\n\r\n"))
+    header_bytes.emplace_back(1, ch);  // 38 bytes, 200 ms apart: 7.6 s in all
+  double after = 0;
+  std::string out = trickle(server.port(), header_bytes, 200, after);
+  EXPECT_LT(after, 3.0) << out;  // cut at ~1 s, not after 7.6 s
+  EXPECT_EQ(out.find("HTTP/1.1 200"), std::string::npos) << out;
+
+  const std::string body = R"({"text": "my card has not arrived"})";
+  std::vector<std::string> body_bytes{
+      "POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n"};
+  for (char ch : body) body_bytes.emplace_back(1, ch);
+  out = trickle(server.port(), body_bytes, 200, after);
+  EXPECT_LT(after, 3.0) << out;
+  EXPECT_EQ(out.rfind("HTTP/1.1 408", 0), 0u) << out;
+  EXPECT_NE(out.find("request_timeout"), std::string::npos) << out;
+
+  // A whole request in one go is answered as usual, on a connection opened long ago.
+  out = trickle(server.port(), {"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"},
+                200, after);
+  EXPECT_EQ(out.rfind("HTTP/1.1 200", 0), 0u) << out;
+  EXPECT_EQ(run_cli("serve " + policy + " --request-timeout -1").exit_code, 2);
+}
+
 // Ambiguous framing (two Content-Length values, Content-Length with Transfer-Encoding) is a 400
 // and the connection is closed, so nothing after it is read as another request (request
 // smuggling); a request without the API key is refused before its body is read. Well-framed
@@ -723,6 +796,45 @@ TEST(Serve, ChunkedUploadsAreHeldToTheBodyLimit) {
                        std::string(size_line) + body + "\r\n0\r\n\r\n");
   EXPECT_EQ(small.rfind("HTTP/1.1 200", 0), 0u) << small;
   EXPECT_EQ(server.client()->Get("/healthz")->status, 200);
+}
+
+// A request stuck on the upstream does not keep the server from stopping: SIGTERM waits
+// --shutdown-timeout for it, then flushes the traces and exits 1; a second signal does not wait.
+TEST(ServeProxy, ShutdownDeadlineOverStuckRequests) {
+  ProxyFixture f;
+  ASSERT_GE(f.deferred_texts.size(), 2u);
+  FakeLlm llm(f.teacher);
+  for (bool second_signal : {false, true}) {
+    ServeProcess server({f.policy, "--port", "0", "--upstream", llm.url(), "--shutdown-timeout",
+                         second_signal ? "60" : "1", "--trace-db", f.dir.file("t.db")});
+    auto c = server.client();
+    // One deferred request answered (a trace to keep), then one the LLM sits on for 6 s.
+    ASSERT_EQ(
+        c->Post("/v1/chat/completions", chat_body(f.deferred_texts[0]), "application/json")->status,
+        200);
+    std::thread stuck([&] {
+      auto slow = server.client();
+      slow->set_read_timeout(std::chrono::seconds(15));
+      slow->Post("/v1/chat/completions", {{"OpenAI-Test-Delay-Ms", "6000"}},
+                 chat_body(f.deferred_texts[1]), "application/json");
+    });
+    ASSERT_TRUE(eventually([&] { return llm.calls() >= (second_signal ? 4 : 2); }));
+    const auto t0 = Clock::now();
+    server.signal(SIGTERM);
+    if (second_signal) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      server.signal(SIGTERM);
+    }
+    EXPECT_EQ(server.wait_exit(20), 1) << server.stderr_text();
+    EXPECT_LT(seconds_since(t0), 5.0);
+    EXPECT_NE(server.stderr_text().find("exiting without them; traces flushed"), std::string::npos)
+        << server.stderr_text();
+    stuck.join();
+  }
+  // The answered request's trace survived the forced exits.
+  auto n = run_cli("traces count --db " + f.dir.file("t.db"));
+  EXPECT_EQ(n.exit_code, 0) << n.err;
+  EXPECT_NE(n.out.find("2"), std::string::npos) << n.out;
 }
 
 // --log-format json: every line of stderr is one JSON object with time, event and message; the
