@@ -15,7 +15,7 @@ build() {  # name, sources..., then libraries after --
 }
 build fuzz_traces fuzz/fuzz_traces.cpp src/io/traces.cpp src/io/csv.cpp -lutf8proc -lfmt
 build fuzz_tfidf fuzz/fuzz_tfidf.cpp src/features/*.cpp -lutf8proc
-build fuzz_route_request fuzz/fuzz_route_request.cpp src/serve/requests.cpp
+build fuzz_route_request fuzz/fuzz_route_request.cpp src/serve/requests.cpp src/serve/completions.cpp -lre2
 build fuzz_policy fuzz/fuzz_policy.cpp src/policy/*.cpp src/models/*.cpp src/features/*.cpp \
   src/gate/*.cpp -lutf8proc -lxgboost -DTRACER_VERSION='"fuzz"'
 build fuzz_audit_state fuzz/fuzz_audit_state.cpp src/runtime/audit.cpp src/gate/bounds.cpp
