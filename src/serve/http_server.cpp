@@ -153,12 +153,83 @@ int to_ms(time_t sec, time_t usec) { return static_cast<int>(sec * 1000 + usec /
 
 }  // namespace
 
+// httplib's thread pool, counting connections that wait for a thread: when one waits while
+// every thread is taken, it asks an idle connection to yield (one eventfd count each).
+class HttpServer::YieldingPool : public httplib::TaskQueue {
+ public:
+  YieldingPool(HttpServer& server, int threads)
+      : server_(server), pool_(static_cast<size_t>(threads)) {}
+
+  void enqueue(std::function<void()> fn) override {
+    const int waiting = server_.waiting_.fetch_add(1) + 1;
+    if (server_.busy_.load() + waiting > server_.threads_) {
+      uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(server_.yield_fd_, &one, sizeof one);
+    }
+    pool_.enqueue([this, fn = std::move(fn)] {
+      server_.waiting_.fetch_sub(1);
+      server_.busy_.fetch_add(1);
+      struct Done {
+        std::atomic<int>& busy;
+        ~Done() { busy.fetch_sub(1); }
+      } done{server_.busy_};
+      fn();
+    });
+  }
+  void shutdown() override { pool_.shutdown(); }
+
+ private:
+  HttpServer& server_;
+  httplib::ThreadPool pool_;
+};
+
 HttpServer::HttpServer() {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+  yield_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
+  if (yield_fd_ < 0) {
+    ::close(wake_fd_);
+    throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+  }
+  set_worker_threads(threads_);
 }
 
-HttpServer::~HttpServer() { ::close(wake_fd_); }
+HttpServer::~HttpServer() {
+  ::close(wake_fd_);
+  ::close(yield_fd_);
+}
+
+void HttpServer::set_worker_threads(int threads) {
+  threads_ = std::max(threads, 1);
+  new_task_queue = [this] { return new YieldingPool(*this, threads_); };
+}
+
+bool HttpServer::take_yield_token() {
+  uint64_t v = 0;
+  return ::read(yield_fd_, &v, sizeof v) == static_cast<ssize_t>(sizeof v);
+}
+
+bool HttpServer::wait_for_next_request(int sock, bool may_yield) {
+  // A connection already waits for a thread: give this one up rather than idle on it.
+  if (may_yield && waiting_.load() > 0 && take_yield_token()) return false;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(idle_timeout_ms_);
+  for (;;) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now())
+            .count();
+    if (left <= 0) return false;  // idle timeout
+    std::array<pollfd, 3> p{pollfd{sock, POLLIN, 0}, pollfd{wake_fd_, POLLIN, 0},
+                            pollfd{yield_fd_, POLLIN, 0}};
+    // A new connection is owed its first request: it does not listen for yield requests.
+    const int n = ::poll(p.data(), may_yield ? 3 : 2, static_cast<int>(left));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;              // timeout or error
+    if (p[0].revents != 0) return true;    // the next request (or the peer closed)
+    if (p[1].revents != 0) return false;   // shutdown
+    if (take_yield_token()) return false;  // yield the thread to a waiting connection
+  }
+}
 
 void HttpServer::widen_backlog(int backlog) { ::listen(svr_sock_, backlog); }
 
@@ -179,14 +250,9 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
                         to_ms(write_timeout_sec_, write_timeout_usec_));
   bool ok = false;
   for (size_t served = 0; served < keep_alive_max_count_; ++served) {
-    if (!strm.buffered()) {
-      // Idle between requests: wait for the next one, the idle timeout or shutdown.
-      std::array<pollfd, 2> p{pollfd{sock, POLLIN, 0}, pollfd{wake_fd_, POLLIN, 0}};
-      int n;
-      do n = ::poll(p.data(), p.size(), idle_timeout_ms_);
-      while (n < 0 && errno == EINTR);
-      if (n <= 0 || (p[0].revents == 0)) break;  // timeout, error or shutdown while idle
-    }
+    // Idle between requests: wait for the next one, the idle timeout, shutdown, or a
+    // connection that needs this thread.
+    if (!strm.buffered() && !wait_for_next_request(sock, served > 0)) break;
     bool close_connection = stopping_ || served + 1 >= keep_alive_max_count_;
     bool connection_closed = false;
     t_close_after_response = false;

@@ -5,6 +5,11 @@
 //    waits in poll() on its socket and on a shutdown eventfd, so it closes at once, while a
 //    request being handled still finishes and gets its answer.
 //  - the listen backlog: httplib's compiled-in 5 drops bursts of new connections.
+//  - idle keep-alive connections yield: with one thread per connection, a client that keeps its
+//    connection open between requests holds a thread while idle. When a new connection waits
+//    for a thread and every thread is taken, one idle connection closes and gives its thread up
+//    (clients reconnect on their next request, as HTTP allows), so idle clients cannot starve
+//    new ones: a request waits only behind requests in progress.
 //  - a handler can ask for its connection to be closed after the response (close_after_response):
 //    httplib 0.11 keeps it open whatever the response says, and then reads the unread body of a
 //    refused request as the next request.
@@ -37,6 +42,8 @@ class HttpServer : public httplib::Server {
   static bool request_timed_out();
   // After bind_to_port / bind_to_any_port.
   void widen_backlog(int backlog = 1024);
+  // Serves connections on `threads` worker threads (>= 1), idle ones yielding (see above).
+  void set_worker_threads(int threads);
   // Wakes every idle connection and closes it; requests in progress finish. Call with stop().
   void begin_shutdown();
   // From a handler (or the pre-routing handler): close this connection once the response is
@@ -45,9 +52,18 @@ class HttpServer : public httplib::Server {
   static void close_after_response();
 
  private:
+  class YieldingPool;
   bool process_and_close_socket(socket_t sock) override;
+  // Waits while the connection is idle; false when it should close (idle timeout, shutdown, or
+  // it yields its thread to a waiting connection: only after its first request, `may_yield`).
+  bool wait_for_next_request(int sock, bool may_yield);
+  bool take_yield_token();
 
   int wake_fd_ = -1;
+  int yield_fd_ = -1;  // eventfd semaphore: one count per connection that needs a thread
+  int threads_ = 8;
+  std::atomic<int> waiting_{0};  // connections accepted, not yet on a thread
+  std::atomic<int> busy_{0};     // threads serving a connection
   std::atomic<bool> stopping_{false};
   int idle_timeout_ms_ = 5000;
   size_t request_byte_limit_ = static_cast<size_t>(-1);

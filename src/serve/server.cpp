@@ -294,9 +294,7 @@ struct ApiServer::Impl {
 
   void configure() {
     int threads = opt.threads;
-    http.new_task_queue = [threads] {
-      return new httplib::ThreadPool(static_cast<size_t>(threads));
-    };
+    http.set_worker_threads(threads);
     http.set_payload_max_length(opt.max_body_bytes);
     // A body whose size is not announced (chunked) is cut while it is read: the body limit plus
     // room for the request line, headers and chunk framing.

@@ -705,6 +705,37 @@ TEST(Serve, TricklingClientsAreCutAtTheRequestDeadline) {
   EXPECT_EQ(run_cli("serve " + policy + " --request-timeout -1").exit_code, 2);
 }
 
+// Idle keep-alive connections give their thread up to a connection that waits for one: with
+// --threads 2 and two clients idling on open connections, a third is answered at once, not
+// after the 5 s idle timeout; the idle clients' next requests still succeed (on new
+// connections).
+TEST(Serve, IdleKeepAliveConnectionsYieldTheirThreads) {
+  TempDir dir;
+  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
+  std::string policy = dir.file("policy");
+  fit(data.train_path, policy, "0.8");
+  ServeProcess server({policy, "--port", "0", "--threads", "2"});
+  std::vector<std::unique_ptr<httplib::Client>> idle;
+  for (int i = 0; i < 2; ++i) {
+    idle.push_back(server.client());
+    idle.back()->set_keep_alive(true);
+    ASSERT_EQ(idle.back()->Get("/healthz")->status, 200);
+  }
+  for (int round = 0; round < 3; ++round) {
+    auto fresh = server.client();
+    const auto t0 = Clock::now();
+    auto r = fresh->Get("/healthz");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_LT(seconds_since(t0), 1.0) << "round " << round;
+  }
+  for (auto& c : idle) {
+    auto r = c->Get("/healthz");
+    ASSERT_TRUE(r) << httplib::to_string(r.error());
+    EXPECT_EQ(r->status, 200);
+  }
+}
+
 // Ambiguous framing (two Content-Length values, Content-Length with Transfer-Encoding) is a 400
 // and the connection is closed, so nothing after it is read as another request (request
 // smuggling); a request without the API key is refused before its body is read. Well-framed
