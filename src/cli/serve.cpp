@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "cli/commands.hpp"
+#include "io/utf8.hpp"
 #include "serve/server.hpp"
 #include "util/error.hpp"
 #include "util/time_text.hpp"
@@ -30,15 +31,22 @@ struct ServeArgs {
   double shutdown_timeout_s = 30;
 };
 
-// The trimmed text of --match-system-prompt's file.
+// The trimmed text of --match-system-prompt's file, without carriage returns (a prompt saved
+// with CRLF line endings matches clients that send LF). An empty file means "no system prompt".
 std::string read_system_prompt(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  if (!in || !(text << in.rdbuf())) throw InputError("--match-system-prompt: cannot read " + path);
-  std::string s = text.str();
+  if (!in) throw InputError("--match-system-prompt: cannot open " + path);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw InputError("--match-system-prompt: cannot read " + path);
   if (s.size() > (1u << 20))
     throw InputError("--match-system-prompt: " + path + " is over 1 MiB; give the prompt's text");
-  return std::string(serve::trim(s));
+  if (!is_valid_utf8(s))
+    throw InputError("--match-system-prompt: " + path +
+                     " is not UTF-8 text, so no request's system prompt can equal it");
+  std::string out;
+  for (char c : serve::trim(s))
+    if (c != '\r') out += c;
+  return out;
 }
 
 std::string url_host(const std::string& host) {

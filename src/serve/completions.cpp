@@ -64,9 +64,9 @@ std::string completion_sse(const HandledAnswer& a, bool include_usage) {
 
 bool sse_answer_text(std::string_view events, std::string& answer) {
   answer.clear();
-  bool found = false;
+  bool found = false, finished = false;
   size_t pos = 0;
-  while (pos < events.size()) {
+  while (pos < events.size() && !finished) {
     size_t end = events.find('\n', pos);
     if (end == std::string_view::npos) end = events.size();
     std::string_view line = events.substr(pos, end - pos);
@@ -74,7 +74,10 @@ bool sse_answer_text(std::string_view events, std::string& answer) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.substr(0, 5) != "data:") continue;
     std::string_view data = trim(line.substr(5));
-    if (data == "[DONE]") break;
+    if (data == "[DONE]") {
+      finished = true;
+      break;
+    }
     json j = json::parse(data.begin(), data.end(), nullptr, false);
     if (!j.is_object()) continue;
     auto choices = j.find("choices");
@@ -83,6 +86,8 @@ bool sse_answer_text(std::string_view events, std::string& answer) {
       if (!c.is_object()) continue;
       auto index = c.find("index");
       if (index != c.end() && !(index->is_number_integer() && *index == 0)) continue;
+      auto reason = c.find("finish_reason");
+      if (reason != c.end() && reason->is_string()) finished = true;
       auto delta = c.find("delta");
       if (delta == c.end() || !delta->is_object()) continue;
       auto content = delta->find("content");
@@ -91,7 +96,7 @@ bool sse_answer_text(std::string_view events, std::string& answer) {
       found = true;
     }
   }
-  return found;
+  return found && finished;
 }
 
 std::string without_streaming(std::string_view body) {

@@ -34,7 +34,9 @@ std::string completion_json(const HandledAnswer& a);
 std::string completion_sse(const HandledAnswer& a, bool include_usage);
 
 // The assistant's text in a streamed chat completion (server-sent events): the content deltas
-// of choice 0 in order. False when no event carries one (not a chat completion stream).
+// of choice 0 in order. False when no event carries one (not a chat completion stream) or the
+// stream was cut off (neither "data: [DONE]" nor a finish_reason for choice 0): a partial
+// answer must not become a trace.
 bool sse_answer_text(std::string_view events, std::string& answer);
 
 // The request body without "stream" and "stream_options": what a shadow audit sends, so the

@@ -217,6 +217,27 @@ void screen_options(const json& j, ChatRequest& r) {
     flag("logprobs", true);
   auto top = j.find("top_logprobs");
   if (top != j.end() && top->is_number() && top->get<double>() > 0) flag("top_logprobs", true);
+  auto stop = j.find("stop");
+  if (stop != j.end() && !stop->is_null()) {
+    if (stop->is_string()) {
+      r.stop.push_back(stop->get<std::string>());
+    } else if (stop->is_array()) {
+      for (const json& s : *stop) {
+        if (!s.is_string()) throw invalid("\"stop\" must be a string or an array of strings");
+        r.stop.push_back(s.get<std::string>());
+      }
+    } else {
+      throw invalid("\"stop\" must be a string or an array of strings");
+    }
+  }
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    auto m = j.find(key);
+    if (m == j.end() || m->is_null()) continue;
+    if (!m->is_number_integer() || m->get<int64_t>() < 0)
+      throw invalid(std::string("\"") + key + "\" must be a non-negative integer");
+    const int64_t v = m->get<int64_t>();
+    r.max_tokens = r.max_tokens < 0 ? v : std::min(r.max_tokens, v);
+  }
   auto audio = j.find("audio");
   bool audio_out = audio != j.end() && !audio->is_null();
   auto modalities = j.find("modalities");
@@ -226,6 +247,43 @@ void screen_options(const json& j, ChatRequest& r) {
 }
 
 }  // namespace
+
+bool peek_chat_scope(std::string_view body, std::string& model, std::string& system_prompt) {
+  json j = json::parse(body.begin(), body.end(), nullptr, false);
+  if (!j.is_object()) return false;
+  auto messages = j.find("messages");
+  if (messages == j.end() || !messages->is_array()) return false;
+  auto m = j.find("model");
+  model = m != j.end() && m->is_string() ? m->get<std::string>() : std::string();
+  std::vector<std::string> system;
+  for (const json& message : *messages) {
+    if (!message.is_object()) continue;
+    auto role = message.find("role");
+    if (role == message.end() || !(*role == "system" || *role == "developer")) continue;
+    auto content = message.find("content");
+    if (content == message.end()) continue;
+    std::string text;
+    if (content->is_string()) text = content->get<std::string>();
+    if (content->is_array())
+      for (const json& part : *content)
+        if (part.is_object() && part.contains("text") && part["text"].is_string() &&
+            part.value("type", json()) == "text")
+          text += (text.empty() ? "" : "\n") + part["text"].get<std::string>();
+    system.push_back(std::move(text));
+  }
+  system_prompt = join_lines(system);
+  return true;
+}
+
+std::string label_fits(const ChatRequest& request, std::string_view answer) {
+  for (const std::string& s : request.stop)
+    if (!s.empty() && answer.find(s) != std::string_view::npos)
+      return "a stop sequence occurs in the label";
+  const auto tokens = static_cast<int64_t>((answer.size() + 1) / 2);
+  if (request.max_tokens >= 0 && tokens > request.max_tokens)
+    return "max_tokens is below the label";
+  return {};
+}
 
 ChatRequest parse_chat_request(std::string_view body, TextFrom from, const RequestLimits& limits) {
   json j = parse_object(body);

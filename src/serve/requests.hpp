@@ -82,8 +82,24 @@ struct ChatRequest {
   // answer has another shape (tools, JSON schema) or the text was too long to store.
   bool recordable = true;
   size_t prompt_bytes = 0;  // bytes of all message text, for the usage estimate
+  // Limits on the answer: "stop" sequences and max_tokens / max_completion_tokens (-1: none).
+  // A handled answer must obey them as the LLM's would (label_fits).
+  std::vector<std::string> stop;
+  int64_t max_tokens = -1;
 };
+
+// "" when `answer` (the handled answer's content) is what the LLM could have answered under the
+// request's limits; otherwise why not ("a stop sequence occurs in the label", "max_tokens is
+// below the label"). Tokens are counted conservatively at 2 bytes each (tokenizers average
+// about 4 bytes a token on English text), so a label that may not fit is deferred.
+std::string label_fits(const ChatRequest& request, std::string_view answer);
 ChatRequest parse_chat_request(std::string_view body, TextFrom from, const RequestLimits& limits);
+
+// What decides whether a chat request is the policy's task, read leniently (before and whatever
+// the rest of the request holds): the "model" ("" when absent) and the system prompt (system
+// and developer messages joined by "\n", text parts only). False when the body is not a JSON
+// object with a "messages" array.
+bool peek_chat_scope(std::string_view body, std::string& model, std::string& system_prompt);
 
 // A message "content": a string, or an array of parts of which {"type": "text", "text"} count.
 // `other_part`, when given, receives the type of the first part that is not text ("" if none).

@@ -74,6 +74,36 @@ std::string printable_path(const std::string& path) {
   return p;
 }
 
+// `s` without carriage returns (CRLF and LF line endings compare equal).
+std::string without_cr(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s)
+    if (c != '\r') out += c;
+  return out;
+}
+
+// Whether a JSON request body asks for "stream": true (false when it is not JSON).
+bool stream_requested(std::string_view body) {
+  json j = json::parse(body.begin(), body.end(), nullptr, false);
+  if (!j.is_object()) return false;
+  auto s = j.find("stream");
+  return s != j.end() && s->is_boolean() && s->get<bool>();
+}
+
+// Whether a (decoded) path has a "." or ".." segment, which could leave /v1/ upstream.
+bool has_dot_segment(std::string_view path) {
+  size_t at = 0;
+  while (at <= path.size()) {
+    size_t end = path.find('/', at);
+    if (end == std::string_view::npos) end = path.size();
+    const std::string_view segment = path.substr(at, end - at);
+    if (segment == "." || segment == "..") return true;
+    at = end + 1;
+  }
+  return false;
+}
+
 // A value that is safe in an HTTP header: printable ASCII, at most 200 bytes.
 std::string header_safe(std::string_view v) {
   std::string out(v.substr(0, 200));
@@ -405,6 +435,8 @@ struct ApiServer::Impl {
     http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
                                                                        httplib::Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+      if (!res.has_header("X-Tracer-Policy-Version"))
+        res.set_header("X-Tracer-Policy-Version", slot.get()->version());
       // httplib answers these before reading the body: the rest of it is still in flight.
       if (res.status == 400 || res.status == 413 || res.status == 414)
         res.set_header("Connection", "close");
@@ -476,6 +508,7 @@ struct ApiServer::Impl {
                                                           httplib::Response& res) {
       auto t0 = Clock::now();
       metrics.inflight(1);
+      res.set_header("X-Tracer-Policy-Version", slot.get()->version());
       try {
         if (needs_auth) check_auth(req);
         if (req.body.size() > opt.max_body_bytes)  // chunked: within the read budget, over this
@@ -607,6 +640,13 @@ struct ApiServer::Impl {
     }
   }
 
+  // Where a chat completion goes upstream: /v1/chat/completions with the client's query string
+  // (Azure-style upstreams need ?api-version=...).
+  static std::string chat_target(const httplib::Request& req) {
+    const size_t q = req.target.find('?');
+    return "/v1/chat/completions" + (q == std::string::npos ? std::string() : req.target.substr(q));
+  }
+
   // The forwarded headers of a proxied request.
   std::vector<std::pair<std::string, std::string>> forwarded(const httplib::Request& req) const {
     std::vector<std::pair<std::string, std::string>> fwd;
@@ -625,10 +665,10 @@ struct ApiServer::Impl {
                     std::string body, std::string text, std::string surrogate_label,
                     bool from_memory) {
     auto job = [this, p = std::move(p), body = std::move(body), fwd = forwarded(req),
-                text = std::move(text), surrogate_label = std::move(surrogate_label),
-                from_memory]() mutable {
+                target = chat_target(req), text = std::move(text),
+                surrogate_label = std::move(surrogate_label), from_memory]() mutable {
       try {
-        UpstreamReply up = upstream->chat_completions(body, fwd);
+        UpstreamReply up = upstream->send("POST", target, body, "application/json", fwd);
         metrics.count_upstream(up.outcome, up.seconds, up.retries);
         log_upstream(up, "shadow audit");
         LlmAnswer a;
@@ -683,13 +723,31 @@ struct ApiServer::Impl {
   }
 
   // Why a chat request is not the task (--match-model, --match-system-prompt); "" when it is.
-  std::string out_of_scope(const ChatRequest& cr) const {
+  // Line endings do not matter (a prompt file saved with CRLF matches a client's LF).
+  std::string out_of_scope(const std::string& model, const std::string& system_prompt) const {
     if (!opt.match_models.empty() && std::find(opt.match_models.begin(), opt.match_models.end(),
-                                               cr.model) == opt.match_models.end())
+                                               model) == opt.match_models.end())
       return "model";
-    if (opt.match_system_prompt && trim(cr.system_prompt) != *opt.match_system_prompt)
+    if (opt.match_system_prompt && without_cr(trim(system_prompt)) != *opt.match_system_prompt)
       return "system_prompt";
     return {};
+  }
+
+  // Requests of another task go to the LLM untouched and are not recorded, whatever else they
+  // hold (tracer's own validation is for its task). True when `req` was one.
+  bool passed_out_of_scope(const httplib::Request& req, httplib::Response& res) {
+    if (opt.match_models.empty() && !opt.match_system_prompt) return false;
+    std::string model, system_prompt;
+    if (!peek_chat_scope(req.body, model, system_prompt)) return false;
+    const std::string why = out_of_scope(model, system_prompt);
+    if (why.empty()) return false;
+    metrics.count_passthrough(Passthrough::kOutOfScope);
+    res.set_header("X-Tracer-Decision", "passthrough");
+    res.set_header("X-Tracer-Reason", "out_of_scope:" + why);
+    ChatRequest cr;
+    cr.stream = stream_requested(req.body);
+    forward_chat(req, res, cr, nullptr, false);
+    return true;
   }
 
   void chat(const httplib::Request& req, httplib::Response& res) {
@@ -697,17 +755,9 @@ struct ApiServer::Impl {
       throw ApiError(404, "not_found",
                      "proxy mode is off: start `tracer serve POLICY_DIR --upstream URL` to serve "
                      "/v1/chat/completions");
+    if (passed_out_of_scope(req, res)) return;
     ChatRequest cr = parse_chat_request(req.body, opt.text_from, opt.limits);
-    if (std::string why = out_of_scope(cr); !why.empty()) {
-      // Not the classification task: the LLM answers, untouched, and nothing is recorded.
-      metrics.count_passthrough(Passthrough::kOutOfScope);
-      res.set_header("X-Tracer-Decision", "passthrough");
-      res.set_header("X-Tracer-Reason", "out_of_scope:" + why);
-      forward_chat(req, res, cr, nullptr, false);
-      return;
-    }
     auto p = slot.get();
-    res.set_header("X-Tracer-Policy-Version", p->version());
     std::string unsupported = cr.unsupported;
     if (unsupported.empty() && cr.response_format == "json_object" &&
         label_parser.json_field().empty())
@@ -722,11 +772,22 @@ struct ApiServer::Impl {
       return;
     }
     Decision d = p->decide(cr.text);
-    count(d);
     if (d.handled()) {
-      answer_handled(req, res, cr, p, d.route);
+      const std::string content = handled_content(*p, d.route);
+      if (std::string why = label_fits(cr, content); !why.empty()) {
+        // The LLM's answer would be cut at a stop sequence or max_tokens: let it give it.
+        metrics.count_passthrough(Passthrough::kUnsupported);
+        res.set_header("X-Tracer-Decision", "deferred");
+        res.set_header("X-Tracer-Reason", "unsupported");
+        res.set_header("X-Tracer-Unsupported", why);
+        forward_chat(req, res, cr, nullptr, false);
+        return;
+      }
+      count(d);
+      answer_handled(req, res, cr, p, d.route, content);
       return;
     }
+    count(d);
     res.set_header("X-Tracer-Decision", "deferred");
     res.set_header("X-Tracer-Reason", d.reason());
     // The audit coin is drawn for deferred requests too: the audited handled requests and the
@@ -741,8 +802,16 @@ struct ApiServer::Impl {
 
   // A handled chat completion: the label as the assistant's answer (streamed when asked), then
   // maybe a shadow audit of it.
+  // The assistant's content of a handled answer: the label, or {"FIELD": label}.
+  std::string handled_content(const LoadedPolicy& p, const RouteResult& r) const {
+    const std::string& label = p.router().label_name(r.label);
+    if (label_parser.json_field().empty()) return label;
+    return json{{label_parser.json_field(), label_json(label, p.label_json_kind())}}.dump();
+  }
+
   void answer_handled(const httplib::Request& req, httplib::Response& res, ChatRequest& cr,
-                      const std::shared_ptr<const LoadedPolicy>& p, const RouteResult& r) {
+                      const std::shared_ptr<const LoadedPolicy>& p, const RouteResult& r,
+                      std::string content) {
     const std::string& label = p->router().label_name(r.label);
     const int64_t now = unix_ms();
     HandledAnswer a;
@@ -750,10 +819,7 @@ struct ApiServer::Impl {
            std::to_string(completion_seq.fetch_add(1) + 1);
     a.created_s = now / 1000;
     a.model = cr.model.empty() ? "tracer-surrogate" : cr.model;
-    a.content =
-        label_parser.json_field().empty()
-            ? label
-            : json{{label_parser.json_field(), label_json(label, p->label_json_kind())}}.dump();
+    a.content = std::move(content);
     a.prompt_bytes = cr.prompt_bytes;
     a.tracer = {{"served_by", r.stage == 0 ? "memory" : "surrogate"},
                 {"decision", "handled"},
@@ -790,7 +856,8 @@ struct ApiServer::Impl {
       relay_stream(req, res, std::move(learn));
       return;
     }
-    UpstreamReply up = upstream->chat_completions(req.body, forwarded(req));
+    UpstreamReply up =
+        upstream->send("POST", chat_target(req), req.body, "application/json", forwarded(req));
     metrics.count_upstream(up.outcome, up.seconds, up.retries);
     log_upstream(up, "chat completion");
     if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);
@@ -806,7 +873,7 @@ struct ApiServer::Impl {
   void relay_stream(const httplib::Request& req, httplib::Response& res,
                     std::function<void(const UpstreamReply&)> learn) {
     auto relay = std::make_shared<StreamRelay>(
-        *upstream, "/v1/chat/completions", req.body, forwarded(req),
+        *upstream, chat_target(req), req.body, forwarded(req),
         [this, learn = std::move(learn)](const UpstreamReply& up) {
           metrics.count_upstream(up.outcome, up.seconds, up.retries);
           log_upstream(up, "streamed chat completion");
@@ -822,21 +889,26 @@ struct ApiServer::Impl {
     int status = 0;
     std::string content_type;
     if (!relay->wait_start(status, content_type)) {
-      const UpstreamReply& f = relay->failure();
-      throw ApiError(f.outcome == UpstreamOutcome::kTimeout ? 504 : 502,
-                     f.outcome == UpstreamOutcome::kTimeout ? "upstream_timeout" : "upstream_error",
-                     f.error.empty() ? "the upstream did not answer" : f.error);
+      const UpstreamReply f = relay->failure();
+      if (f.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", f.error);
+      if (f.status == 0 || f.status >= 500)
+        throw ApiError(502, "upstream_error",
+                       f.error.empty() ? "the upstream did not answer" : f.error);
+      res.status = f.status;  // a 4xx: the upstream's own answer, as without streaming
+      res.set_content(f.body, f.content_type.empty() ? kJson : f.content_type);
+      return;
     }
     res.status = status;
     res.set_chunked_content_provider(
         content_type.empty() ? "text/event-stream" : content_type,
         [relay](size_t, httplib::DataSink& sink) {
           std::string piece;
-          if (!relay->next(piece)) {
-            sink.done();
-            return true;
-          }
-          return sink.write(piece.data(), piece.size());
+          if (relay->next(piece)) return sink.write(piece.data(), piece.size());
+          // Cut short upstream (timeout, failure): end without the last chunk, so the client
+          // sees a broken stream rather than a complete but truncated answer.
+          if (relay->ended_badly()) return false;
+          sink.done();
+          return true;
         },
         [relay](bool) {});
   }
@@ -851,6 +923,10 @@ struct ApiServer::Impl {
                      "method " + printable_path(req.method) + " is not allowed on " + req.path +
                          "; use " + allowed_methods(e));
     }
+    if (has_dot_segment(req.path))
+      throw ApiError(400, kInvalid,
+                     "the path " + printable_path(req.path) +
+                         " has a '.' or '..' segment; the proxy passes on paths under /v1/ only");
     metrics.count_passthrough(Passthrough::kEndpoint);
     res.set_header("X-Tracer-Decision", "passthrough");
     const std::string target = req.target.empty() ? req.path : req.target;

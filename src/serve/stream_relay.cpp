@@ -38,7 +38,7 @@ void StreamRelay::run(const Upstream& upstream, const std::string& target, const
       });
   {
     std::lock_guard lock(mu_);
-    if (!started_) reply_ = reply;
+    reply_ = reply;
     done_ = true;
     cv_.notify_all();
   }
@@ -55,6 +55,11 @@ bool StreamRelay::wait_start(int& status, std::string& content_type) {
   status = status_;
   content_type = content_type_;
   return true;
+}
+
+bool StreamRelay::ended_badly() {
+  std::lock_guard lock(mu_);
+  return done_ && started_ && reply_.outcome != UpstreamOutcome::kOk;
 }
 
 bool StreamRelay::next(std::string& piece) {

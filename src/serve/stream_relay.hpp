@@ -24,12 +24,16 @@ class StreamRelay {
   StreamRelay(const StreamRelay&) = delete;
   StreamRelay& operator=(const StreamRelay&) = delete;
 
-  // Blocks until the upstream's headers are in (true: status and content_type set) or the call
-  // failed before (false: failure() says how).
+  // Blocks until the upstream's 2xx headers are in (true: status and content_type set) or the
+  // call ended without them (false: failure() has the reply: no answer, or a non-2xx one with
+  // its whole body, after the retries).
   bool wait_start(int& status, std::string& content_type);
   // Blocks for the next piece of the body; false once the answer is over.
   bool next(std::string& piece);
-  // The reply of a call that failed before any header (valid after wait_start returned false).
+  // After next() returned false: whether the relayed answer was cut short (the upstream timed
+  // out or failed mid-stream), so the client must not take it for a complete one.
+  bool ended_badly();
+  // The reply of a call that ended without a 2xx answer (valid after wait_start returned false).
   const UpstreamReply& failure() const { return reply_; }
 
  private:

@@ -132,18 +132,23 @@ UpstreamReply Upstream::stream(const std::string& target, const std::string& bod
   req.headers = upstream_headers(impl_->opt, headers);
   req.headers.emplace("Content-Type", "application/json");
   req.body = body;
-  bool started = false;
+  // Only a 2xx answer is relayed as it arrives; any other is read whole, so that a 5xx is
+  // retried as without streaming and a 4xx comes back as one body.
+  bool started = false, relaying = false;
   std::string received;
   req.response_handler = [&](const httplib::Response& r) {
+    received.clear();
+    relaying = r.status >= 200 && r.status < 300;
+    if (!relaying) return true;
     started = true;
     return on_start(r.status, r.get_header_value("Content-Type"));
   };
   req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
     received.append(data, size);
-    return on_data(data, size);
+    return !relaying || on_data(data, size);
   };
   UpstreamReply reply = call(req, &started);
-  if (started) reply.body = std::move(received);
+  reply.body = std::move(received);
   return reply;
 }
 

@@ -82,6 +82,14 @@ TEST(Completions, StreamedUpstreamAnswerAssembled) {
       text));
   EXPECT_EQ(text, "card_arrival");
   EXPECT_FALSE(sse_answer_text("{\"choices\": []}", text));
+  // Cut off: no [DONE], no finish_reason. Ended by a finish_reason alone: complete.
+  EXPECT_FALSE(sse_answer_text(
+      "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"card_\"}}]}\n\n", text));
+  EXPECT_TRUE(sse_answer_text(
+      "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"card\"}}]}\n\n"
+      "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+      text));
+  EXPECT_EQ(text, "card");
   EXPECT_FALSE(sse_answer_text("", text));
   EXPECT_FALSE(
       sse_answer_text("data: {\"choices\":[{\"index\":\"0\",\"delta\":{\"content\":1}}]}", text));

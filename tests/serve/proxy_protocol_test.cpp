@@ -137,8 +137,27 @@ TEST_F(ProxyProtocol, RequestsOfAnotherTaskPassThroughUntouchedAndUnrecorded) {
     EXPECT_EQ(llm.calls(), calls + 1);
     EXPECT_EQ(json::parse(llm.last_body()), json::parse(k.body));  // forwarded unchanged
   }
+  // Another task's request passes whatever tracer's own validation would say of it.
+  r = c->Post("/v1/chat/completions", chat(text, "Translate.", {{"n", 0}}), "application/json");
+  EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "passthrough");
+  EXPECT_EQ(json::parse(llm.last_body())["n"], 0);
+  // In scope, the same request is the client's error.
+  EXPECT_EQ(
+      c->Post("/v1/chat/completions", chat(text, kPrompt, {{"n", 0}}), "application/json")->status,
+      400);
   auto m = c->Get("/metrics");
-  EXPECT_EQ(metric(m->body, R"(tracer_proxy_passthrough_total{why="out_of_scope"})"), 3);
+  EXPECT_EQ(metric(m->body, R"(tracer_proxy_passthrough_total{why="out_of_scope"})"), 4);
+
+  // A two-line prompt: CRLF and LF line endings match alike.
+  serve::ServeOptions two = options();
+  two.match_system_prompt = "Classify the intent.\nAnswer with the label.";
+  two.trace_db = tmp.file("two.db");
+  RunningServer rs2(two);
+  for (const char* prompt : {"Classify the intent.\r\nAnswer with the label.",
+                             "Classify the intent.\nAnswer with the label.\n"}) {
+    r = rs2.client()->Post("/v1/chat/completions", chat(text, prompt), "application/json");
+    EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "handled") << prompt;
+  }
   EXPECT_EQ(recorded(*c), 0);  // nothing of another task becomes a trace
 }
 
@@ -287,6 +306,67 @@ TEST_F(ProxyProtocol, StreamsHandledAndDeferredAnswers) {
       << rows.out;
 }
 
+// A streamed request is held to the same rules as a plain one when the upstream fails: a 5xx is
+// retried then 502, a 4xx comes back as the upstream wrote it, and a stream cut short by
+// --upstream-timeout ends broken (no final chunk), never as a complete answer.
+TEST_F(ProxyProtocol, StreamedFailuresAreNotMistakenForAnswers) {
+  Policy& p = *policy_;
+  serve::ServeOptions o = options();
+  o.upstream_timeout_s = 0.5;
+  o.upstream_retries = 2;
+  o.upstream_backoff_ms = 1;
+  RunningServer rs(o);
+  auto c = rs.client();
+  const std::string body = chat(p.deferred.at(0), kPrompt, {{"stream", true}});
+  int calls = llm.calls();
+  auto r =
+      c->Post("/v1/chat/completions", {{"OpenAI-Test-Status", "503"}}, body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 502) << r->body;
+  EXPECT_EQ(llm.calls(), calls + 3);  // retried twice
+  calls = llm.calls();
+  r = c->Post("/v1/chat/completions", {{"OpenAI-Test-Status", "400"}}, body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(json::parse(r->body)["error"]["message"], "test status");  // the upstream's own
+  EXPECT_EQ(llm.calls(), calls + 1);
+  // Events 700 ms apart against a 0.5 s read timeout: cut after the role chunk.
+  r = c->Post("/v1/chat/completions", {{"OpenAI-Test-Chunk-Delay-Ms", "700"}}, body,
+              "application/json");
+  // The client's read fails (no terminating chunk): it cannot take the part for the whole.
+  EXPECT_FALSE(r) << "a stream cut short looked complete: " << r->body;
+}
+
+// The answer must obey the request's own limits: a label that a stop sequence or max_tokens
+// would cut is left to the LLM.
+TEST_F(ProxyProtocol, StopSequencesAndMaxTokensThatWouldCutTheLabelAreDeferred) {
+  Policy& p = *policy_;
+  RunningServer rs(options());
+  auto c = rs.client();
+  const std::string& text = p.handled.at(0);
+  const std::string label = p.surrogate(text);
+  struct Case {
+    json extra;
+    std::string decision;
+  };
+  for (const Case& k : std::vector<Case>{
+           {{{"stop", label.substr(1, 2)}}, "deferred"},
+           {{{"stop", json::array({"\n\n", label.substr(0, 1)})}}, "deferred"},
+           {{{"stop", "\n"}}, "handled"},
+           {{{"max_tokens", 1}}, "deferred"},
+           {{{"max_completion_tokens", 2}}, "deferred"},
+           {{{"max_tokens", 256}}, "handled"},
+       }) {
+    auto r = c->Post("/v1/chat/completions", chat(text, kPrompt, k.extra), "application/json");
+    ASSERT_EQ(r->status, 200) << k.extra.dump() << r->body;
+    EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), k.decision) << k.extra.dump();
+  }
+  EXPECT_EQ(
+      c->Post("/v1/chat/completions", chat(text, kPrompt, {{"max_tokens", -1}}), "application/json")
+          ->status,
+      400);
+}
+
 TEST_F(ProxyProtocol, OtherOpenAiPathsReachTheLlm) {
   RunningServer rs(options());
   auto c = rs.client();
@@ -303,6 +383,16 @@ TEST_F(ProxyProtocol, OtherOpenAiPathsReachTheLlm) {
   r = c->Get("/v1/teapot");  // the upstream's status and body come back as they are
   EXPECT_EQ(r->status, 418);
   EXPECT_EQ(llm.other_calls(), 4);
+  EXPECT_FALSE(r->get_header_value("X-Tracer-Policy-Version").empty());
+  // Dot segments could leave /v1/ upstream: refused.
+  for (const char* path : {"/v1/../etc/passwd", "/v1/%2e%2e/x", "/v1/a/./b"})
+    EXPECT_EQ(c->Get(path)->status, 400) << path;
+  EXPECT_EQ(llm.other_calls(), 4);
+  // The chat completion's query string reaches the upstream (Azure's api-version).
+  r = c->Post("/v1/chat/completions?api-version=2024-06-01", chat(policy_->deferred.at(0)),
+              "application/json");
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(llm.last_target(), "/v1/chat/completions?api-version=2024-06-01");
   // The chat path without /v1 (some clients' base URL) is the chat endpoint.
   r = c->Post("/chat/completions", chat(policy_->handled.at(0)), "application/json");
   ASSERT_EQ(r->status, 200) << r->body;
@@ -317,6 +407,7 @@ TEST_F(ProxyProtocol, OtherOpenAiPathsReachTheLlm) {
   // Errors keep OpenAI's shape.
   r = c->Post("/v1/chat/completions", "{", "application/json");
   ASSERT_EQ(r->status, 400);
+  EXPECT_FALSE(r->get_header_value("X-Tracer-Policy-Version").empty());
   json e = json::parse(r->body)["error"];
   for (const char* k : {"message", "type", "param", "code"}) EXPECT_TRUE(e.contains(k)) << k;
 

@@ -94,6 +94,7 @@ class FakeLlm {
         ++calls_;
         last_auth_ = req.get_header_value("Authorization");
         last_body_ = req.body;
+        last_target_ = req.target;
       }
       if (req.has_header("OpenAI-Test-Delay-Ms"))
         std::this_thread::sleep_for(
@@ -229,6 +230,10 @@ class FakeLlm {
     std::lock_guard<std::mutex> lock(mu_);
     return last_body_;
   }
+  std::string last_target() {  // of the last chat completion, with its query
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_target_;
+  }
   // Calls to the other endpoints, and the last one as "METHOD TARGET BODY".
   int other_calls() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -246,7 +251,7 @@ class FakeLlm {
   int port_ = 0;
   std::mutex mu_;
   int calls_ = 0, other_calls_ = 0;
-  std::string last_auth_, last_body_, last_other_;
+  std::string last_auth_, last_body_, last_other_, last_target_;
 };
 
 // An ApiServer serving on a free loopback port from a thread; stopped and joined on destruction.
