@@ -19,11 +19,14 @@
 #include "serve/audit_queue.hpp"
 #include "serve/completions.hpp"
 #include "serve/http_server.hpp"
+#include "serve/http_text.hpp"
 #include "serve/loaded_policy.hpp"
 #include "serve/metrics.hpp"
+#include "serve/status_json.hpp"
 #include "serve/stream_relay.hpp"
 #include "serve/upstream.hpp"
 #include "util/error.hpp"
+#include "util/time_text.hpp"
 
 namespace tracer::serve {
 namespace {
@@ -39,152 +42,7 @@ void send_error(httplib::Response& res, int status, std::string_view message,
   res.set_content(error_body(message, type), kJson);
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) ==
-           std::tolower(static_cast<unsigned char>(y));
-  });
-}
-
-bool constant_time_equal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-const char* allowed_methods(Endpoint e) {
-  switch (e) {
-    case Endpoint::kHealth:
-    case Endpoint::kPolicy:
-    case Endpoint::kMetrics:
-    case Endpoint::kDrift:
-      return "GET, HEAD";
-    case Endpoint::kAudit:
-      return "GET, HEAD, POST";
-    default:
-      return "POST";
-  }
-}
-
-std::string printable_path(const std::string& path) {
-  std::string p = path.substr(0, 200);
-  for (char& c : p)
-    if (static_cast<unsigned char>(c) < 0x20) c = '?';
-  return p;
-}
-
-// `s` without carriage returns (CRLF and LF line endings compare equal).
-std::string without_cr(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s)
-    if (c != '\r') out += c;
-  return out;
-}
-
-// Whether a JSON request body asks for "stream": true (false when it is not JSON).
-bool stream_requested(std::string_view body) {
-  json j = json::parse(body.begin(), body.end(), nullptr, false);
-  if (!j.is_object()) return false;
-  auto s = j.find("stream");
-  return s != j.end() && s->is_boolean() && s->get<bool>();
-}
-
-// Whether a (decoded) path has a "." or ".." segment, which could leave /v1/ upstream.
-bool has_dot_segment(std::string_view path) {
-  size_t at = 0;
-  while (at <= path.size()) {
-    size_t end = path.find('/', at);
-    if (end == std::string_view::npos) end = path.size();
-    const std::string_view segment = path.substr(at, end - at);
-    if (segment == "." || segment == "..") return true;
-    at = end + 1;
-  }
-  return false;
-}
-
-// A value that is safe in an HTTP header: printable ASCII, at most 200 bytes.
-std::string header_safe(std::string_view v) {
-  std::string out(v.substr(0, 200));
-  for (char& c : out)
-    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
-  return out;
-}
-
-int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// GET /v1/audit: the served policy's audit state.
-json audit_json(const LoadedPolicy& p) {
-  json j{{"policy_version", p.version()}, {"enabled", p.audit() != nullptr}};
-  if (!p.audit()) {
-    j["message"] =
-        "manifest.json has no gate.target / gate.delta to audit against; refit the policy";
-    return j;
-  }
-  AuditState a = p.audit()->state();
-  j.update(json{{"alpha", a.alpha},
-                {"delta", a.delta},
-                {"share", a.share},
-                {"min_rows", a.min_rows},
-                {"rows", a.rows},
-                {"agreed", a.agreed},
-                {"agreement", a.agreement},
-                {"upper_bound", a.upper_bound},
-                {"confidence", a.confidence},
-                {"checked_rows", a.checked_rows},
-                {"checked_agreed", a.checked_agreed},
-                {"next_check_rows", a.next_check_rows},
-                {"shadow_rows", a.shadow_rows},
-                {"feedback_rows", a.feedback_rows},
-                {"unusable", a.unusable},
-                {"dropped", a.dropped},
-                {"restored_rows", a.restored_rows},
-                {"tripped", a.tripped}});
-  if (a.tripped) {
-    j["tripped_at_rows"] = a.tripped_at_rows;
-    j["message"] = fmt::format(
-        "the shadow audit tripped at {} audited rows: agreement {:.4f} ({} of {}), upper bound "
-        "{:.4f} at confidence {:.4f}, is below the target {:g}. Every request is deferred to the "
-        "LLM until a refit re-certifies: tracer fit on recent traces into the policy folder, "
-        "then POST /v1/admin/reload",
-        a.tripped_at_rows,
-        a.checked_rows > 0 ? static_cast<double>(a.checked_agreed) / a.checked_rows : 0.0,
-        a.checked_agreed, a.checked_rows, a.upper_bound, a.confidence, a.alpha);
-  }
-  return j;
-}
-
-// GET /v1/drift: the served policy's drift report.
-// The memory tier's gauges (tracer_memory_answers_total is counted with the decisions).
-std::string memory_metrics(const ServedMemory& m) {
-  return fmt::format(
-      "# HELP tracer_memory_entries Remembered answers of the served policy still in use (memory "
-      "tier; evicted ones left out).\n"
-      "# TYPE tracer_memory_entries gauge\ntracer_memory_entries {}\n"
-      "# HELP tracer_memory_evictions_total Remembered answers evicted because a shadow audit or "
-      "feedback found the LLM now answers otherwise.\n"
-      "# TYPE tracer_memory_evictions_total counter\ntracer_memory_evictions_total {}\n"
-      "# HELP tracer_memory_expired 1 when --memory-ttl has passed since the fit: no remembered "
-      "answer is used until a refit.\n"
-      "# TYPE tracer_memory_expired gauge\ntracer_memory_expired {}\n",
-      m.entries() - std::min<uint64_t>(m.entries(), m.evictions()), m.evictions(),
-      m.expired() ? 1 : 0);
-}
-
-json drift_json(const LoadedPolicy& p, const DriftOptions& o) {
-  json j = p.drift_report().to_json();
-  j["policy_version"] = p.version();
-  j["window"] = o.window;
-  j["min_rows"] = o.min_rows;
-  return j;
-}
 
 // How often the server polls the drift monitor by itself, so looks are taken and the stderr
 // warning comes even when no one scrapes /metrics. Polls only test blocks no look has tested.
@@ -582,7 +440,7 @@ struct ApiServer::Impl {
               bool sampled = false) {
     StoredTrace t;
     t.sampled = sampled;
-    t.time_ms = unix_ms();
+    t.time_ms = unix_now_ms();
     t.input = std::move(input);
     t.teacher = std::move(teacher);
     t.label_known = known;
@@ -813,7 +671,7 @@ struct ApiServer::Impl {
                       const std::shared_ptr<const LoadedPolicy>& p, const RouteResult& r,
                       std::string content) {
     const std::string& label = p->router().label_name(r.label);
-    const int64_t now = unix_ms();
+    const int64_t now = unix_now_ms();
     HandledAnswer a;
     a.id = "chatcmpl-tracer-" + std::to_string(now) + "-" +
            std::to_string(completion_seq.fetch_add(1) + 1);
