@@ -33,28 +33,7 @@ using testing::TempDir;
 using testing::write_file;
 
 // One Banking77 policy (10 labels) shared by the suite; fitting it is the slow part.
-struct Policy : testing::BankingPolicy {
-  std::vector<std::string> handled, deferred;  // test texts by the router's decision
-
-  Policy() {
-    RouteScratch s = router->make_scratch();
-    for (const auto& [input, teacher] : testing::banking77_test()) {
-      if (!labels.count(teacher)) continue;
-      (router->route(input, s).handled ? handled : deferred).push_back(input);
-    }
-  }
-  std::string surrogate(const std::string& text) const {
-    RouteScratch s = router->make_scratch();
-    return router->label_name(router->route(text, s).label);
-  }
-  // A label of the policy other than the surrogate's answer for `text`.
-  std::string other_label(const std::string& text) const {
-    std::string mine = surrogate(text);
-    for (const auto& l : router->policy().labels)
-      if (l != mine) return l;
-    return "";
-  }
-};
+using Policy = testing::RoutedPolicy;
 
 class AuditServe : public testing::SharedPolicySuite<Policy> {};
 

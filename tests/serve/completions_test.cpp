@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "serve_test_util.hpp"
+
 namespace tracer::serve {
 namespace {
 
@@ -23,19 +25,6 @@ HandledAnswer answer() {
   return a;
 }
 
-// The data lines of an event stream, parsed ("[DONE]" kept as a string).
-std::vector<json> events(const std::string& sse) {
-  std::vector<json> out;
-  size_t pos = 0;
-  while ((pos = sse.find("data: ", pos)) != std::string::npos) {
-    size_t end = sse.find("\n\n", pos);
-    std::string data = sse.substr(pos + 6, end - pos - 6);
-    out.push_back(data == "[DONE]" ? json(data) : json::parse(data));
-    pos = end;
-  }
-  return out;
-}
-
 TEST(Completions, HandledAnswerAsOneObjectWithEstimatedUsage) {
   json j = json::parse(completion_json(answer()));
   EXPECT_EQ(j["object"], "chat.completion");
@@ -49,7 +38,7 @@ TEST(Completions, HandledAnswerAsOneObjectWithEstimatedUsage) {
 
 TEST(Completions, HandledAnswerStreamedAsOpenAiChunks) {
   for (bool usage : {false, true}) {
-    std::vector<json> ev = events(completion_sse(answer(), usage));
+    std::vector<json> ev = testing::sse_events(completion_sse(answer(), usage));
     ASSERT_EQ(ev.size(), usage ? 5u : 4u);
     EXPECT_EQ(ev[0]["object"], "chat.completion.chunk");
     EXPECT_EQ(ev[0]["choices"][0]["delta"]["role"], "assistant");

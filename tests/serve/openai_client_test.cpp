@@ -24,22 +24,7 @@ std::string shell_quote(const std::string& s) {
   return out + "'";
 }
 
-struct Policy : testing::BankingPolicy {
-  std::string handled, deferred;  // one test text of each decision
-  std::string handled_label;      // the surrogate's label for `handled`
-  Policy() {
-    RouteScratch s = router->make_scratch();
-    for (const auto& [input, teacher] : testing::banking77_test()) {
-      if (!labels.count(teacher)) continue;
-      const RouteResult r = router->route(input, s);
-      if (r.handled && handled.empty()) {
-        handled = input;
-        handled_label = router->label_name(r.label);
-      }
-      if (!r.handled && deferred.empty()) deferred = input;
-    }
-  }
-};
+using Policy = testing::RoutedPolicy;
 
 class OpenAiClient : public testing::SharedPolicySuite<Policy> {};
 
@@ -47,6 +32,8 @@ TEST_F(OpenAiClient, OfficialNodeClientAgainstTheProxy) {
   const Policy& p = *policy_;
   ASSERT_FALSE(p.handled.empty());
   ASSERT_FALSE(p.deferred.empty());
+  const std::string handled = p.handled[0], deferred = p.deferred[0];
+  const std::string handled_label = p.surrogate(handled);
   const std::string dir = testing::source_path("tests/node");
   ASSERT_TRUE(std::filesystem::exists(dir + "/node_modules/openai/package.json"))
       << "the OpenAI Node client is not installed: run scripts/install-deps.sh (it runs `npm ci` "
@@ -66,24 +53,24 @@ TEST_F(OpenAiClient, OfficialNodeClientAgainstTheProxy) {
   const std::string out = tmp.file("out.json"), err = tmp.file("err.txt");
   const std::string cmd = "node " + shell_quote(dir + "/openai_client.mjs") + " " +
                           shell_quote("http://127.0.0.1:" + std::to_string(rs.port())) + " " +
-                          shell_quote(p.handled) + " " + shell_quote(p.deferred) + " >" + out +
-                          " 2>" + err;
+                          shell_quote(handled) + " " + shell_quote(deferred) + " >" + out + " 2>" +
+                          err;
   const int status = std::system(cmd.c_str());
   ASSERT_EQ(status, 0) << testing::read_file(err);
   const json r = json::parse(testing::read_file(out));
 
   EXPECT_EQ(r["handled"]["decision"], "handled");
-  EXPECT_EQ(r["handled"]["contents"], json::array({p.handled_label}));
+  EXPECT_EQ(r["handled"]["contents"], json::array({handled_label}));
   EXPECT_GT(r["handled"]["usage"]["total_tokens"].get<int>(), 0);
   EXPECT_EQ(r["deferred"]["decision"], "deferred");
-  EXPECT_EQ(r["deferred"]["contents"], json::array({"llm:" + p.deferred}));
+  EXPECT_EQ(r["deferred"]["contents"], json::array({"llm:" + deferred}));
 
   EXPECT_EQ(r["stream_handled"]["decision"], "handled");
-  EXPECT_EQ(r["stream_handled"]["content"], p.handled_label);
+  EXPECT_EQ(r["stream_handled"]["content"], handled_label);
   EXPECT_EQ(r["stream_handled"]["finish"], "stop");
   EXPECT_GT(r["stream_handled"]["usage"]["total_tokens"].get<int>(), 0);
   EXPECT_EQ(r["stream_deferred"]["decision"], "deferred");
-  EXPECT_EQ(r["stream_deferred"]["content"], "llm:" + p.deferred);
+  EXPECT_EQ(r["stream_deferred"]["content"], "llm:" + deferred);
   EXPECT_EQ(r["stream_deferred"]["finish"], "stop");
   EXPECT_EQ(r["stream_deferred"]["usage"]["total_tokens"], 14);  // the LLM's own count
 

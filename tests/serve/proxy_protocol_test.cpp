@@ -22,20 +22,7 @@ using testing::TempDir;
 
 constexpr const char* kPrompt = "Classify the intent.";
 
-struct Policy : testing::BankingPolicy {
-  std::vector<std::string> handled, deferred;  // test texts by the router's decision
-  Policy() {
-    RouteScratch s = router->make_scratch();
-    for (const auto& [input, teacher] : testing::banking77_test()) {
-      if (!labels.count(teacher)) continue;
-      (router->route(input, s).handled ? handled : deferred).push_back(input);
-    }
-  }
-  std::string surrogate(const std::string& text) const {
-    RouteScratch s = router->make_scratch();
-    return router->label_name(router->route(text, s).label);
-  }
-};
+using Policy = testing::RoutedPolicy;
 
 class ProxyProtocol : public testing::SharedPolicySuite<Policy> {
  protected:
@@ -71,20 +58,6 @@ std::string chat(const std::string& text, const std::string& system = kPrompt,
 
 std::string content_of(const std::string& body, size_t choice = 0) {
   return json::parse(body)["choices"][choice]["message"]["content"];
-}
-
-// The data events of a server-sent event stream, parsed ("[DONE]" as a string).
-std::vector<json> events(const std::string& sse) {
-  std::vector<json> out;
-  size_t pos = 0;
-  while ((pos = sse.find("data:", pos)) != std::string::npos) {
-    size_t end = sse.find("\n\n", pos);
-    std::string data = sse.substr(pos + 5, end - pos - 5);
-    if (!data.empty() && data[0] == ' ') data.erase(0, 1);
-    out.push_back(data == "[DONE]" ? json(data) : json::parse(data));
-    pos = end;
-  }
-  return out;
 }
 
 std::string streamed_text(const std::vector<json>& ev) {
@@ -248,7 +221,7 @@ TEST_F(ProxyProtocol, StreamsHandledAndDeferredAnswers) {
     ASSERT_EQ(r->status, 200) << r->body;
     EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "handled");
     EXPECT_EQ(r->get_header_value("Content-Type").rfind("text/event-stream", 0), 0u);
-    std::vector<json> ev = events(r->body);
+    std::vector<json> ev = testing::sse_events(r->body);
     ASSERT_GE(ev.size(), 4u) << r->body;
     EXPECT_EQ(ev.back(), "[DONE]");
     EXPECT_EQ(streamed_text(ev), p.surrogate(handled));
@@ -265,7 +238,7 @@ TEST_F(ProxyProtocol, StreamsHandledAndDeferredAnswers) {
     ASSERT_EQ(r->status, 200) << r->body;
     EXPECT_EQ(r->get_header_value("X-Tracer-Decision"), "deferred");
     EXPECT_EQ(r->get_header_value("Content-Type").rfind("text/event-stream", 0), 0u);
-    ev = events(r->body);
+    ev = testing::sse_events(r->body);
     EXPECT_EQ(streamed_text(ev), "llm:" + deferred);
     EXPECT_EQ(ev.back(), "[DONE]");
     EXPECT_EQ(usage, ev[ev.size() - 2].contains("usage")) << r->body;
@@ -295,7 +268,7 @@ TEST_F(ProxyProtocol, StreamsHandledAndDeferredAnswers) {
   EXPECT_GT(first, 0);
   // The first content event is the second one: two more follow it, 0.5 s later.
   EXPECT_LT(first, total - 0.25) << "first content at " << first << " s of " << total;
-  EXPECT_EQ(streamed_text(events(got)), "llm:" + deferred);
+  EXPECT_EQ(streamed_text(testing::sse_events(got)), "llm:" + deferred);
 
   // The streamed answer's text is what the trace holds ("llm:..." is not a policy label).
   rs.stop();

@@ -595,9 +595,8 @@ int dead_port() {
   return ntohs(a.sin_port);
 }
 
-// Sends `raw` on a new loopback connection and returns everything the server writes until it
-// closes the connection (or `timeout_ms` passes without data).
-std::string raw_exchange(int port, const std::string& raw, int timeout_ms = 3000) {
+// A new TCP connection to the loopback `port` (-1 when it fails).
+int connect_loopback(int port) {
   int s = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -605,8 +604,16 @@ std::string raw_exchange(int port, const std::string& raw, int timeout_ms = 3000
   a.sin_port = htons(static_cast<uint16_t>(port));
   if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     ::close(s);
-    return "<connect failed>";
+    return -1;
   }
+  return s;
+}
+
+// Sends `raw` on a new loopback connection and returns everything the server writes until it
+// closes the connection (or `timeout_ms` passes without data).
+std::string raw_exchange(int port, const std::string& raw, int timeout_ms = 3000) {
+  const int s = connect_loopback(port);
+  if (s < 0) return "<connect failed>";
   ::send(s, raw.data(), raw.size(), MSG_NOSIGNAL);
   std::string out;
   char buf[4096];
@@ -637,13 +644,9 @@ size_t responses_in(const std::string& out) {
 // in `closed_after_s`, when the connection ended (from the first byte sent).
 std::string trickle(int port, const std::vector<std::string>& pieces, int gap_ms,
                     double& closed_after_s) {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
+  const int s = connect_loopback(port);
   std::string out = "<connect failed>";
-  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+  if (s >= 0) {
     out.clear();
     const auto t0 = Clock::now();
     char buf[4096];
@@ -666,7 +669,7 @@ std::string trickle(int port, const std::vector<std::string>& pieces, int gap_ms
     }
     closed_after_s = seconds_since(t0);
   }
-  ::close(s);
+  if (s >= 0) ::close(s);
   return out;
 }
 

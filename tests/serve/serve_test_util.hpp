@@ -340,6 +340,45 @@ struct BankingPolicy {
   std::string version() const { return router->policy().policy_version; }
 };
 
+// A BankingPolicy with the Banking77 test texts of its labels split by the router's decision.
+struct RoutedPolicy : BankingPolicy {
+  std::vector<std::string> handled, deferred;  // test texts by the router's decision
+
+  RoutedPolicy() {
+    RouteScratch s = router->make_scratch();
+    for (const auto& [input, teacher] : banking77_test()) {
+      if (!labels.count(teacher)) continue;
+      (router->route(input, s).handled ? handled : deferred).push_back(input);
+    }
+  }
+  // The surrogate's label for `text`.
+  std::string surrogate(const std::string& text) const {
+    RouteScratch s = router->make_scratch();
+    return router->label_name(router->route(text, s).label);
+  }
+  // A label of the policy other than the surrogate's answer for `text`.
+  std::string other_label(const std::string& text) const {
+    std::string mine = surrogate(text);
+    for (const auto& l : router->policy().labels)
+      if (l != mine) return l;
+    return "";
+  }
+};
+
+// The data events of a server-sent event stream, parsed ("[DONE]" kept as a string).
+inline std::vector<nlohmann::json> sse_events(const std::string& sse) {
+  std::vector<nlohmann::json> out;
+  size_t pos = 0;
+  while ((pos = sse.find("data:", pos)) != std::string::npos) {
+    size_t end = sse.find("\n\n", pos);
+    std::string data = sse.substr(pos + 5, end - pos - 5);
+    if (!data.empty() && data[0] == ' ') data.erase(0, 1);
+    out.push_back(data == "[DONE]" ? nlohmann::json(data) : nlohmann::json::parse(data));
+    pos = end;
+  }
+  return out;
+}
+
 // A test suite sharing one `P` (e.g. a BankingPolicy) across its tests: built before the first
 // test, destroyed after the last.
 template <class P>
