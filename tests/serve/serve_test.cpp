@@ -68,7 +68,18 @@ Subset banking_subset(const TempDir& dir, const std::string& name, int labels, i
 }
 
 // Fits `traces` into `out` (target 0.95 leaves a share of traffic deferred on this subset).
-void fit(const std::string& traces, const std::string& out, const std::string& target = "0.95") {
+void fit(const std::string& traces, const std::string& out, const std::string& target = "0.95");
+
+// A policy fit (target 0.8) on 4 Banking77 labels × 60 traces in `dir`: for tests of the HTTP
+// layer, which need a policy but not a good one. Returns its folder.
+std::string small_policy(const TempDir& dir) {
+  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
+  std::string policy = dir.file("policy");
+  fit(data.train_path, policy, "0.8");
+  return policy;
+}
+
+void fit(const std::string& traces, const std::string& out, const std::string& target) {
   auto r = run_cli("fit " + traces + " -o " + out + " --quiet --target " + target + fast_zoo());
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 4) << r.err;
 }
@@ -677,9 +688,7 @@ std::string trickle(int port, const std::vector<std::string>& pieces, int gap_ms
 // --request-timeout, in the headers or in the body; whole requests are unaffected.
 TEST(Serve, TricklingClientsAreCutAtTheRequestDeadline) {
   TempDir dir;
-  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
-  std::string policy = dir.file("policy");
-  fit(data.train_path, policy, "0.8");
+  const std::string policy = small_policy(dir);
   ServeProcess server({policy, "--port", "0", "--request-timeout", "1"});
 
   std::vector<std::string> header_bytes{"GET /healthz HTTP/1.1\r\nHost: x\r\n"};
@@ -714,9 +723,7 @@ TEST(Serve, TricklingClientsAreCutAtTheRequestDeadline) {
 // connections).
 TEST(Serve, IdleKeepAliveConnectionsYieldTheirThreads) {
   TempDir dir;
-  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
-  std::string policy = dir.file("policy");
-  fit(data.train_path, policy, "0.8");
+  const std::string policy = small_policy(dir);
   ServeProcess server({policy, "--port", "0", "--threads", "2"});
   std::vector<std::unique_ptr<httplib::Client>> idle;
   for (int i = 0; i < 2; ++i) {
@@ -745,9 +752,7 @@ TEST(Serve, IdleKeepAliveConnectionsYieldTheirThreads) {
 // pipelined requests still share one connection.
 TEST(Serve, AmbiguousFramingAndMissingKeysAreRefusedBeforeTheBody) {
   TempDir dir;
-  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
-  std::string policy = dir.file("policy");
-  fit(data.train_path, policy, "0.8");
+  const std::string policy = small_policy(dir);
   ServeProcess server({policy, "--port", "0", "--api-key", "k"});
   const std::string auth = "Authorization: Bearer k\r\n";
   const std::string smuggled = "GET /v1/policy HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n";
@@ -797,9 +802,7 @@ TEST(Serve, AmbiguousFramingAndMissingKeysAreRefusedBeforeTheBody) {
 // one far over it is cut while it is read instead of being buffered whole.
 TEST(Serve, ChunkedUploadsAreHeldToTheBodyLimit) {
   TempDir dir;
-  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
-  std::string policy = dir.file("policy");
-  fit(data.train_path, policy, "0.8");
+  const std::string policy = small_policy(dir);
   ServeProcess server({policy, "--port", "0", "--max-body-bytes", "65536"});
   auto chunked = [&](size_t bytes) {
     std::string req =
@@ -993,9 +996,7 @@ TEST(Serve, BadCommandLinesAreClearErrors) {
 // split traffic between two policies. Restarting on the port once it is free works at once.
 TEST(Serve, RefusesAPortAnotherServerHolds) {
   TempDir dir;
-  Subset data = banking_subset(dir, "train.jsonl", 4, 60);
-  std::string policy = dir.file("policy");
-  fit(data.train_path, policy, "0.8");
+  const std::string policy = small_policy(dir);
   const std::string port = std::to_string([&] {
     ServeProcess probe({policy, "--port", "0"});
     return probe.port();
