@@ -5,8 +5,9 @@
 //     -lre2 -o fuzz_route_request &&
 //     ./fuzz_route_request -max_total_time=60
 // The first input byte picks the parser (route, batch, chat completion, upstream answer + label
-// parsers, audit feedback, streamed upstream answer) and the limits; the rest is the body. ApiError (a 4xx answer) is the expected way to
-// refuse a body; anything else (a crash, another exception, a broken invariant) is a bug.
+// parsers, audit feedback, streamed upstream answer) and the limits; the rest is the body. ApiError
+// (a 4xx answer) is the expected way to refuse a body; anything else (a crash, another exception, a
+// broken invariant) is a bug.
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
@@ -91,8 +92,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (tracer::serve::sse_answer_text(body, answer)) require(answer.size() <= body.size());
         std::string audit = tracer::serve::without_streaming(body);
         auto j = nlohmann::json::parse(audit, nullptr, false);
-        require(audit == body || (j.is_object() && !j.contains("stream") &&
-                                  !j.contains("stream_options")));
+        require(audit == body ||
+                (j.is_object() && !j.contains("stream") && !j.contains("stream_options")));
         break;
       }
     }
