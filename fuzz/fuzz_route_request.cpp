@@ -90,7 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 5: {
         std::string answer;
         if (tracer::serve::sse_answer_text(body, answer)) require(answer.size() <= body.size());
-        std::string audit = tracer::serve::without_streaming(body);
+        std::string audit = tracer::serve::audit_body(body);
         auto j = nlohmann::json::parse(audit, nullptr, false);
         require(audit == body ||
                 (j.is_object() && !j.contains("stream") && !j.contains("stream_options")));

@@ -87,7 +87,10 @@ bool sse_answer_text(std::string_view events, std::string& answer) {
       auto index = c.find("index");
       if (index != c.end() && !(index->is_number_integer() && *index == 0)) continue;
       auto reason = c.find("finish_reason");
-      if (reason != c.end() && reason->is_string()) finished = true;
+      if (reason != c.end() && reason->is_string()) {
+        if (*reason != "stop") return false;  // length, content_filter, tool_calls: not a label
+        finished = true;
+      }
       auto delta = c.find("delta");
       if (delta == c.end() || !delta->is_object()) continue;
       auto content = delta->find("content");
@@ -99,11 +102,12 @@ bool sse_answer_text(std::string_view events, std::string& answer) {
   return found && finished;
 }
 
-std::string without_streaming(std::string_view body) {
+std::string audit_body(std::string_view body) {
   json j = json::parse(body.begin(), body.end(), nullptr, false);
   if (!j.is_object()) return std::string(body);
-  j.erase("stream");
-  j.erase("stream_options");
+  for (const char* key : {"stream", "stream_options", "stop", "max_tokens", "max_completion_tokens",
+                          "n", "logprobs", "top_logprobs"})
+    j.erase(key);
   return dump(j);
 }
 

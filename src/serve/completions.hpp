@@ -35,12 +35,14 @@ std::string completion_sse(const HandledAnswer& a, bool include_usage);
 
 // The assistant's text in a streamed chat completion (server-sent events): the content deltas
 // of choice 0 in order. False when no event carries one (not a chat completion stream) or the
-// stream was cut off (neither "data: [DONE]" nor a finish_reason for choice 0): a partial
-// answer must not become a trace.
+// stream was cut off (neither "data: [DONE]" nor a finish_reason for choice 0) or ended for
+// another reason than "stop" (length, content_filter, tool_calls): a partial answer must not
+// become a trace.
 bool sse_answer_text(std::string_view events, std::string& answer);
 
-// The request body without "stream" and "stream_options": what a shadow audit sends, so the
-// LLM's answer comes back as one JSON object. Returns `body` unchanged when it is not JSON.
-std::string without_streaming(std::string_view body);
+// What a shadow audit sends: the request without "stream", "stream_options", "stop",
+// "max_tokens", "max_completion_tokens", "n", "logprobs" and "top_logprobs", so the LLM's answer
+// comes back as one whole label in one JSON object. Returns `body` unchanged when it is not JSON.
+std::string audit_body(std::string_view body);
 
 }  // namespace tracer::serve

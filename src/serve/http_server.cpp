@@ -163,12 +163,18 @@ class HttpServer::YieldingPool : public httplib::TaskQueue {
   void enqueue(std::function<void()> fn) override {
     const int waiting = server_.waiting_.fetch_add(1) + 1;
     if (server_.busy_.load() + waiting > server_.threads_) {
-      uint64_t one = 1;
-      [[maybe_unused]] ssize_t n = ::write(server_.yield_fd_, &one, sizeof one);
+      server_.yields_wanted_.fetch_add(1);
+      server_.signal_yield();
     }
     pool_.enqueue([this, fn = std::move(fn)] {
       server_.waiting_.fetch_sub(1);
       server_.busy_.fetch_add(1);
+      // This connection has its thread: a yield asked for it and not yet given is no longer
+      // needed (never more pending yields than waiting connections).
+      int wanted = server_.yields_wanted_.load();
+      while (wanted > server_.waiting_.load() &&
+             !server_.yields_wanted_.compare_exchange_weak(wanted, wanted - 1)) {
+      }
       struct Done {
         std::atomic<int>& busy;
         ~Done() { busy.fetch_sub(1); }
@@ -186,7 +192,7 @@ class HttpServer::YieldingPool : public httplib::TaskQueue {
 HttpServer::HttpServer() {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
-  yield_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
+  yield_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (yield_fd_ < 0) {
     ::close(wake_fd_);
     throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
@@ -204,14 +210,29 @@ void HttpServer::set_worker_threads(int threads) {
   new_task_queue = [this] { return new YieldingPool(*this, threads_); };
 }
 
-bool HttpServer::take_yield_token() {
-  uint64_t v = 0;
-  return ::read(yield_fd_, &v, sizeof v) == static_cast<ssize_t>(sizeof v);
+void HttpServer::signal_yield() {
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(yield_fd_, &one, sizeof one);
 }
+
+bool HttpServer::take_yield() {
+  int wanted = yields_wanted_.load();
+  while (wanted > 0)
+    if (yields_wanted_.compare_exchange_weak(wanted, wanted - 1)) return true;
+  return false;
+}
+
+namespace {
+
+// Whether the peer already sent something (the next request): then the connection must not
+// yield, or closing it would reset a request in flight.
+bool has_input(int sock) { return wait_fd(sock, POLLIN, 0); }
+
+}  // namespace
 
 bool HttpServer::wait_for_next_request(int sock, bool may_yield) {
   // A connection already waits for a thread: give this one up rather than idle on it.
-  if (may_yield && waiting_.load() > 0 && take_yield_token()) return false;
+  if (may_yield && waiting_.load() > 0 && !has_input(sock) && take_yield()) return false;
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(idle_timeout_ms_);
   for (;;) {
@@ -224,10 +245,15 @@ bool HttpServer::wait_for_next_request(int sock, bool may_yield) {
     // A new connection is owed its first request: it does not listen for yield requests.
     const int n = ::poll(p.data(), may_yield ? 3 : 2, static_cast<int>(left));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;              // timeout or error
-    if (p[0].revents != 0) return true;    // the next request (or the peer closed)
-    if (p[1].revents != 0) return false;   // shutdown
-    if (take_yield_token()) return false;  // yield the thread to a waiting connection
+    if (n <= 0) return false;             // timeout or error
+    if (p[0].revents != 0) return true;   // the next request (or the peer closed)
+    if (p[1].revents != 0) return false;  // shutdown
+    uint64_t drained = 0;                 // the wake-up; the count is in yields_wanted_
+    [[maybe_unused]] ssize_t r = ::read(yield_fd_, &drained, sizeof drained);
+    if (!has_input(sock) && take_yield()) {
+      if (yields_wanted_.load() > 0) signal_yield();  // wake another idle connection
+      return false;                                   // yield the thread
+    }
   }
 }
 

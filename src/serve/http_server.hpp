@@ -57,10 +57,12 @@ class HttpServer : public httplib::Server {
   // Waits while the connection is idle; false when it should close (idle timeout, shutdown, or
   // it yields its thread to a waiting connection: only after its first request, `may_yield`).
   bool wait_for_next_request(int sock, bool may_yield);
-  bool take_yield_token();
+  void signal_yield();  // wakes idle connections to look at yields_wanted_
+  bool take_yield();    // claims one pending yield; false when none is pending
 
   int wake_fd_ = -1;
-  int yield_fd_ = -1;  // eventfd semaphore: one count per connection that needs a thread
+  int yield_fd_ = -1;                  // eventfd: wakes idle connections when a yield is wanted
+  std::atomic<int> yields_wanted_{0};  // connections waiting for a thread that asked for one
   int threads_ = 8;
   std::atomic<int> waiting_{0};  // connections accepted, not yet on a thread
   std::atomic<int> busy_{0};     // threads serving a connection

@@ -229,6 +229,9 @@ void screen_options(const json& j, ChatRequest& r) {
     } else {
       throw invalid("\"stop\" must be a string or an array of strings");
     }
+    // An answer cut at a stop sequence still ends with finish_reason "stop": the LLM's answer
+    // to such a request may be a truncated label, so it never becomes a trace.
+    if (!r.stop.empty()) r.recordable = false;
   }
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
     auto m = j.find(key);
@@ -362,6 +365,9 @@ bool chat_answer_text(std::string_view upstream_body, std::string& answer) {
   if (choices == j.end() || !choices->is_array() || choices->empty()) return false;
   const json& c = (*choices)[0];
   if (!c.is_object()) return false;
+  // Cut at max_tokens ("length"), filtered, or a tool call: not a whole label.
+  auto reason = c.find("finish_reason");
+  if (reason != c.end() && reason->is_string() && *reason != "stop") return false;
   auto message = c.find("message");
   if (message == c.end() || !message->is_object()) return false;
   auto content = message->find("content");

@@ -106,7 +106,8 @@ bool peek_chat_scope(std::string_view body, std::string& model, std::string& sys
 std::string content_text(const nlohmann::json& content, std::string* other_part = nullptr);
 
 // The assistant's answer in an upstream chat completion (choices[0].message.content); returns
-// false when the body is not a chat completion with a text answer.
+// false when the body is not a chat completion with a text answer, or when choice 0 ended for
+// another reason than "stop" (length, content_filter, tool_calls: not a whole label).
 bool chat_answer_text(std::string_view upstream_body, std::string& answer);
 
 // Turns the LLM's answer into a candidate label: the trimmed answer, or a JSON field of it, or

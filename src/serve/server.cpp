@@ -296,8 +296,10 @@ struct ApiServer::Impl {
       if (!res.has_header("X-Tracer-Policy-Version"))
         res.set_header("X-Tracer-Policy-Version", slot.get()->version());
       // httplib answers these before reading the body: the rest of it is still in flight.
-      if (res.status == 400 || res.status == 413 || res.status == 414)
+      if (res.status == 400 || res.status == 413 || res.status == 414) {
         res.set_header("Connection", "close");
+        HttpServer::close_after_response();  // never read the rest as another request
+      }
       Endpoint e = endpoint_of(req.path);
       if (res.status == 404 && e != Endpoint::kOther) {
         res.status = 405;
@@ -655,7 +657,7 @@ struct ApiServer::Impl {
     // nothing), every deferred request is part of the sample: they are a census of traffic.
     const bool defers_all = d.audit_tripped || p->router().answers_nothing();
     const bool coin = audits && p->audit() && p->audit()->should_audit();
-    forward_chat(req, res, cr, p, coin || defers_all);
+    forward_chat(req, res, cr, cr.recordable ? p : nullptr, coin || defers_all);
   }
 
   // A handled chat completion: the label as the assistant's answer (streamed when asked), then
@@ -694,8 +696,7 @@ struct ApiServer::Impl {
       res.set_content(completion_json(a), kJson);
     // An audited request gets the LLM's trace from the audit, which beats the surrogate's.
     bool audited = audits && p->audit() && p->audit()->should_audit() &&
-                   submit_audit(p, req, cr.stream ? without_streaming(req.body) : req.body, cr.text,
-                                label, r.stage == 0);
+                   submit_audit(p, req, audit_body(req.body), cr.text, label, r.stage == 0);
     if (opt.record_handled && !audited) record(*p, std::move(cr.text), label, true, "", "handled");
   }
 
@@ -735,13 +736,14 @@ struct ApiServer::Impl {
         [this, learn = std::move(learn)](const UpstreamReply& up) {
           metrics.count_upstream(up.outcome, up.seconds, up.retries);
           log_upstream(up, "streamed chat completion");
-          UpstreamReply streamed = up;
+          // The trace needs the answer as one completion: assemble the streamed deltas. A
+          // stream that is not a complete chat completion (cut off, truncated) records nothing.
           std::string answer;
-          // The trace needs the answer as one completion: assemble the streamed deltas.
-          if (up.outcome == UpstreamOutcome::kOk && sse_answer_text(up.body, answer))
-            streamed.body =
-                json{{"choices", json::array({{{"message", {{"content", answer}}}}})}}.dump(
-                    -1, ' ', false, json::error_handler_t::replace);
+          if (up.outcome != UpstreamOutcome::kOk || !sse_answer_text(up.body, answer)) return;
+          UpstreamReply streamed = up;
+          streamed.body =
+              json{{"choices", json::array({{{"message", {{"content", answer}}}}})}}.dump(
+                  -1, ' ', false, json::error_handler_t::replace);
           learn(streamed);
         });
     int status = 0;
@@ -758,7 +760,11 @@ struct ApiServer::Impl {
     }
     res.status = status;
     res.set_chunked_content_provider(
-        content_type.empty() ? "text/event-stream" : content_type,
+        // Exactly "text/event-stream" (an upstream's "; charset=utf-8" would make httplib gzip
+        // the events for clients that accept it, and gzip holds them back until its buffer fills).
+        content_type.empty() || content_type.rfind("text/event-stream", 0) == 0
+            ? std::string("text/event-stream")
+            : content_type,
         [relay](size_t, httplib::DataSink& sink) {
           std::string piece;
           if (relay->next(piece)) return sink.write(piece.data(), piece.size());

@@ -20,22 +20,28 @@ StreamRelay::~StreamRelay() {
 
 void StreamRelay::run(const Upstream& upstream, const std::string& target, const std::string& body,
                       const Upstream::Headers& headers) {
-  UpstreamReply reply = upstream.stream(
-      target, body, headers,
-      [this](int status, const std::string& content_type) {
-        std::lock_guard lock(mu_);
-        started_ = true;
-        status_ = status;
-        content_type_ = content_type;
-        cv_.notify_all();
-        return !cancelled_;
-      },
-      [this](const char* data, size_t size) {
-        std::lock_guard lock(mu_);
-        pieces_.emplace_back(data, size);
-        cv_.notify_all();
-        return !cancelled_;
-      });
+  UpstreamReply reply;
+  try {
+    reply = upstream.stream(
+        target, body, headers,
+        [this](int status, const std::string& content_type) {
+          std::lock_guard lock(mu_);
+          started_ = true;
+          status_ = status;
+          content_type_ = content_type;
+          cv_.notify_all();
+          return !cancelled_;
+        },
+        [this](const char* data, size_t size) {
+          std::lock_guard lock(mu_);
+          pieces_.emplace_back(data, size);
+          cv_.notify_all();
+          return !cancelled_;
+        });
+  } catch (const std::exception& e) {  // never leave the connection's thread waiting
+    reply.outcome = UpstreamOutcome::kUnreachable;
+    reply.error = std::string("the upstream call failed: ") + e.what();
+  }
   {
     std::lock_guard lock(mu_);
     reply_ = reply;

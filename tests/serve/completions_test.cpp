@@ -79,16 +79,25 @@ TEST(Completions, StreamedUpstreamAnswerAssembled) {
       "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
       text));
   EXPECT_EQ(text, "card");
+  // Ended for another reason than "stop": cut at max_tokens, not a label.
+  EXPECT_FALSE(sse_answer_text(
+      "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"refund\"}}]}\n\n"
+      "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n"
+      "data: [DONE]\n\n",
+      text));
   EXPECT_FALSE(sse_answer_text("", text));
   EXPECT_FALSE(
       sse_answer_text("data: {\"choices\":[{\"index\":\"0\",\"delta\":{\"content\":1}}]}", text));
 }
 
-TEST(Completions, AuditBodyWithoutStreaming) {
-  json j = json::parse(without_streaming(
-      R"({"model": "m", "stream": true, "stream_options": {"include_usage": true}, "n": 1})"));
-  EXPECT_EQ(j, json({{"model", "m"}, {"n", 1}}));
-  EXPECT_EQ(without_streaming("not json"), "not json");
+// The audit asks for the whole label in one object, whatever limits the client's request set.
+TEST(Completions, AuditBodyAsksForTheWholeLabel) {
+  json j = json::parse(audit_body(
+      R"({"model": "m", "stream": true, "stream_options": {"include_usage": true}, "n": 1,
+          "stop": ["0"], "max_tokens": 2, "max_completion_tokens": 2, "logprobs": false,
+          "temperature": 0})"));
+  EXPECT_EQ(j, json({{"model", "m"}, {"temperature", 0}}));
+  EXPECT_EQ(audit_body("not json"), "not json");
 }
 
 }  // namespace

@@ -250,7 +250,11 @@ TEST_F(ProxyProtocol, StreamsHandledAndDeferredAnswers) {
   httplib::Request req;
   req.method = "POST";
   req.path = "/v1/chat/completions";
-  req.headers = {{"OpenAI-Test-Chunk-Delay-Ms", "250"}, {"Content-Type", "application/json"}};
+  // A client that accepts gzip (the OpenAI SDKs do): compressing the relay would hold the
+  // events back until the end.
+  req.headers = {{"OpenAI-Test-Chunk-Delay-Ms", "250"},
+                 {"Content-Type", "application/json"},
+                 {"Accept-Encoding", "gzip, deflate"}};
   req.body = chat(deferred, kPrompt, {{"stream", true}});
   const auto t0 = testing::Clock::now();
   double first = -1;

@@ -141,6 +141,9 @@ TEST(ServeRequests, ChatFeaturesALabelCannotHonour) {
            {R"(, "response_format": {"type": "json_object"})", "", true},  // the server decides
            {R"(, "response_format": {"type": "text"})", "", true},
            {R"(, "logprobs": true)", "logprobs", true},
+           // Answerable (label_fits decides), but an answer cut at a stop sequence looks whole.
+           {R"(, "stop": ["\n"])", "", false},
+           {R"(, "max_tokens": 5)", "", true},
            {R"(, "logprobs": false)", "", true},
            {R"(, "top_logprobs": 2)", "top_logprobs", true},
            {R"(, "modalities": ["text", "audio"])", "audio output", false},
@@ -178,6 +181,12 @@ TEST(ServeRequests, UpstreamAnswerAndLabelParsing) {
   EXPECT_FALSE(chat_answer_text(R"({"choices": []})", answer));
   EXPECT_FALSE(chat_answer_text("oops", answer));
   EXPECT_FALSE(chat_answer_text(R"({"choices": [{"message": {"content": 5}}]})", answer));
+  // Cut at max_tokens or filtered: not a whole label.
+  EXPECT_FALSE(chat_answer_text(
+      R"({"choices": [{"message": {"content": "refund"}, "finish_reason": "length"}]})", answer));
+  EXPECT_TRUE(chat_answer_text(
+      R"({"choices": [{"message": {"content": "refund_request"}, "finish_reason": "stop"}]})",
+      answer));
 
   LabelParser json_field("intent", "");
   EXPECT_EQ(json_field.extract(R"({"intent": " lost_card ", "why": "..."})"), "lost_card");

@@ -122,9 +122,11 @@ class FakeLlm {
         const int pause_ms = req.has_header("OpenAI-Test-Chunk-Delay-Ms")
                                  ? std::stoi(req.get_header_value("OpenAI-Test-Chunk-Delay-Ms"))
                                  : 0;
+        // With a charset, as vLLM and other FastAPI servers send it.
         res.set_chunked_content_provider(
-            "text/event-stream", [content, usage, pause_ms, model = in.value("model", "fake")](
-                                     size_t, httplib::DataSink& sink) {
+            "text/event-stream; charset=utf-8",
+            [content, usage, pause_ms, model = in.value("model", "fake")](size_t,
+                                                                          httplib::DataSink& sink) {
               auto event = [&sink, &model, pause_ms](json choices, json extra = json::object()) {
                 if (pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
                 json j{{"id", "chatcmpl-fake"},
