@@ -32,6 +32,10 @@ void header(std::string& out, std::string_view name, std::string_view type, std:
 
 std::string_view endpoint_path(Endpoint e) { return kPaths[static_cast<int>(e)]; }
 
+std::string_view upstream_outcome_name(UpstreamOutcome o) {
+  return kOutcomes[static_cast<size_t>(o)];
+}
+
 Endpoint endpoint_of(std::string_view path) {
   for (int i = 0; i + 1 < kEndpoints; ++i)
     if (kPaths[i] == path) return static_cast<Endpoint>(i);

@@ -40,6 +40,8 @@ inline constexpr int kPassthroughs = 3;
 
 enum class UpstreamOutcome : int { kOk, kHttpError, kUnreachable, kTimeout };
 inline constexpr int kUpstreamOutcomes = 4;
+// "ok", "http_error", "unreachable", "timeout": the metric label and the log field.
+std::string_view upstream_outcome_name(UpstreamOutcome o);
 
 // What became of one shadow-audit sample (proxy) or feedback row (POST /v1/audit).
 enum class AuditOutcome : int {

@@ -124,9 +124,8 @@ struct ApiServer::Impl {
     if (up.outcome == UpstreamOutcome::kOk ||
         (up.outcome == UpstreamOutcome::kHttpError && up.status < 500))
       return;
-    static constexpr const char* kOutcome[] = {"ok", "http_error", "unreachable", "timeout"};
     log.throttled("upstream_error", std::string(what) + ": " + up.error,
-                  {{"outcome", kOutcome[static_cast<int>(up.outcome)]},
+                  {{"outcome", upstream_outcome_name(up.outcome)},
                    {"status", up.status},
                    {"retries", up.retries},
                    {"seconds", up.seconds},

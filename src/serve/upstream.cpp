@@ -104,10 +104,6 @@ httplib::Headers upstream_headers(const UpstreamOptions& opt, const Upstream::He
 
 }  // namespace
 
-UpstreamReply Upstream::chat_completions(const std::string& body, const Headers& headers) const {
-  return send("POST", "/v1/chat/completions", body, "application/json", headers);
-}
-
 UpstreamReply Upstream::send(const std::string& method, const std::string& target,
                              const std::string& body, const std::string& content_type,
                              const Headers& headers) const {

@@ -42,14 +42,14 @@ class Upstream {
 
   using Headers = std::vector<std::pair<std::string, std::string>>;
 
-  // Forwards `body` unchanged with `headers` (the client's Authorization is dropped when an
-  // api_key is configured). Never throws for network errors: outcome says what happened
-  // (kOk: 2xx; kHttpError: any other answer, after retries for 5xx).
-  UpstreamReply chat_completions(const std::string& body, const Headers& headers) const;
+  // Never throw for network errors: the reply's outcome says what happened (kOk: 2xx;
+  // kHttpError: any other answer, after retries for 5xx). The client's Authorization is dropped
+  // when an api_key is configured.
 
   // Any request, passed through: `method` (GET, POST, ...), `target` the path below the
-  // upstream's base URL with its query ("/v1/models", "/v1/embeddings?x=1"), `body` and its
-  // `content_type` ("" when there is none). Retries as chat_completions.
+  // upstream's base URL with its query ("/v1/models", "/v1/chat/completions?api-version=1"),
+  // `body` and its `content_type` ("" when there is none). Connect errors and 5xx answers are
+  // retried with backoff.
   UpstreamReply send(const std::string& method, const std::string& target, const std::string& body,
                      const std::string& content_type, const Headers& headers) const;
 
