@@ -160,9 +160,20 @@ Command add_serve_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
   sub->add_option("--threads", o.threads,
-                  "Worker threads = connections served at once (keep-alive connections hold one)")
+                  "Worker threads = requests answered at once (idle and slow connections hold "
+                  "none; a deferred request holds one while the LLM answers)")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  sub->add_option("--max-connections", o.max_connections,
+                  "Open connections at most (idle keep-alive ones included); more get a 503 and "
+                  "are closed. Clamped to the open-file limit (ulimit -n)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
+  sub->add_option("--max-queued", o.max_queued,
+                  "Requests that arrived and wait for a free worker thread, at most; more get a "
+                  "503 with Retry-After: 1")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
   sub->add_option("--api-key", o.api_key,
                   "Require \"Authorization: Bearer KEY\" on every endpoint but /healthz (default: "
                   "env TRACER_API_KEY; unset = open)");

@@ -2,7 +2,6 @@
 
 #include <netdb.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -53,23 +52,40 @@ thread_local bool t_request_timed_out = false;
 // One connection, read through a small buffer (httplib reads request lines byte by byte).
 class ConnectionStream : public httplib::Stream {
  public:
-  ConnectionStream(int sock, int read_timeout_ms, int write_timeout_ms)
-      : sock_(sock), read_timeout_ms_(read_timeout_ms), write_timeout_ms_(write_timeout_ms) {}
+  // `received`: bytes the connection loop already read (the start of the first request).
+  ConnectionStream(int sock, int read_timeout_ms, int write_timeout_ms, std::string received)
+      : sock_(sock),
+        read_timeout_ms_(read_timeout_ms),
+        write_timeout_ms_(write_timeout_ms),
+        buf_(std::move(received)) {}
 
-  bool buffered() const { return off_ < len_; }
+  bool buffered() const { return off_ < buf_.size(); }
   bool is_readable() const override { return buffered() || wait_readable(); }
   bool is_writable() const override { return wait_fd(sock_, POLLOUT, write_timeout_ms_); }
 
   // Bytes one request may deliver to httplib (request line, headers, body, chunk framing): past
   // it, reads fail and the request is refused. Bounds memory for bodies whose size is not
   // announced (Transfer-Encoding: chunked), which httplib 0.11 reads whole whatever the limit.
-  // `timeout_ms` (0: none) bounds the time the whole request may take to arrive: a client that
-  // trickles bytes (one every few seconds, each within the read timeout) is cut there.
-  void start_request(size_t budget, int timeout_ms) {
+  // `deadline` bounds the time the whole request may take to arrive (`has_deadline` false:
+  // none): a client that trickles bytes (each within the read timeout) is cut there.
+  void start_request(size_t budget, bool has_deadline, SteadyClock::time_point deadline) {
     left_ = budget;
-    has_deadline_ = timeout_ms > 0;
-    if (has_deadline_)
-      deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    has_deadline_ = has_deadline;
+    deadline_ = deadline;
+  }
+
+  // Makes `bytes` the next ones read (what take_buffered() took).
+  void put_back(std::string bytes) {
+    buf_ = std::move(bytes);
+    off_ = 0;
+  }
+
+  // Bytes received past the request just answered (the start of the next one), taken out.
+  std::string take_buffered() {
+    std::string rest = buf_.substr(off_);
+    buf_.clear();
+    off_ = 0;
+    return rest;
   }
 
   ssize_t read(char* ptr, size_t size) override {
@@ -85,17 +101,18 @@ class ConnectionStream : public httplib::Stream {
 
   ssize_t read_unbudgeted(char* ptr, size_t size) {
     if (buffered()) {
-      size_t n = std::min(size, len_ - off_);
+      size_t n = std::min(size, buf_.size() - off_);
       std::memcpy(ptr, buf_.data() + off_, n);
       off_ += n;
       return static_cast<ssize_t>(n);
     }
     if (!wait_readable()) return -1;
-    if (size >= buf_.size()) return recv_some(ptr, size);
-    ssize_t n = recv_some(buf_.data(), buf_.size());
-    if (n <= 0) return n;
+    if (size >= kChunk) return recv_some(ptr, size);
+    buf_.resize(kChunk);
+    ssize_t n = recv_some(buf_.data(), kChunk);
+    buf_.resize(n > 0 ? static_cast<size_t>(n) : 0);
     off_ = 0;
-    len_ = static_cast<size_t>(n);
+    if (n <= 0) return n;
     return read_unbudgeted(ptr, size);
   }
 
@@ -140,10 +157,11 @@ class ConnectionStream : public httplib::Stream {
     }
   }
 
+  static constexpr size_t kChunk = 4096;  // httplib reads request lines byte by byte
   int sock_;
   int read_timeout_ms_, write_timeout_ms_;
-  std::array<char, 4096> buf_{};
-  size_t off_ = 0, len_ = 0;
+  std::string buf_;  // buf_[off_..] not yet read
+  size_t off_ = 0;
   size_t left_ = std::numeric_limits<size_t>::max();
   bool has_deadline_ = false;
   std::chrono::steady_clock::time_point deadline_{};
@@ -153,108 +171,66 @@ int to_ms(time_t sec, time_t usec) { return static_cast<int>(sec * 1000 + usec /
 
 }  // namespace
 
-// httplib's thread pool, counting connections that wait for a thread: when one waits while
-// every thread is taken, it asks an idle connection to yield (one eventfd count each).
-class HttpServer::YieldingPool : public httplib::TaskQueue {
+// The task queue httplib's accept loop hands each new socket to: process_and_close_socket runs
+// inline on the accept thread and only gives the socket to the connection loop. Created when
+// listening starts, shut down when it ends.
+class HttpServer::Workers : public httplib::TaskQueue {
  public:
-  YieldingPool(HttpServer& server, int threads)
-      : server_(server), pool_(static_cast<size_t>(threads)) {}
-
-  void enqueue(std::function<void()> fn) override {
-    const int waiting = server_.waiting_.fetch_add(1) + 1;
-    if (server_.busy_.load() + waiting > server_.threads_) {
-      server_.yields_wanted_.fetch_add(1);
-      server_.signal_yield();
-    }
-    pool_.enqueue([this, fn = std::move(fn)] {
-      server_.waiting_.fetch_sub(1);
-      server_.busy_.fetch_add(1);
-      // This connection has its thread: a yield asked for it and not yet given is no longer
-      // needed (never more pending yields than waiting connections).
-      int wanted = server_.yields_wanted_.load();
-      while (wanted > server_.waiting_.load() &&
-             !server_.yields_wanted_.compare_exchange_weak(wanted, wanted - 1)) {
-      }
-      struct Done {
-        std::atomic<int>& busy;
-        ~Done() { busy.fetch_sub(1); }
-      } done{server_.busy_};
-      fn();
-    });
-  }
-  void shutdown() override { pool_.shutdown(); }
+  explicit Workers(HttpServer& server) : server_(server) { server_.start_serving(); }
+  void enqueue(std::function<void()> fn) override { fn(); }
+  void shutdown() override { server_.finish_serving(); }
 
  private:
   HttpServer& server_;
-  httplib::ThreadPool pool_;
 };
 
 HttpServer::HttpServer() {
-  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
-  yield_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (yield_fd_ < 0) {
-    ::close(wake_fd_);
-    throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+  set_busy_body(R"({"error": {"message": "the server is busy; retry later"}})");
+  new_task_queue = [this] { return new Workers(*this); };
+}
+
+HttpServer::~HttpServer() { finish_serving(); }
+
+void HttpServer::set_busy_body(std::string json) {
+  busy_response_ =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: "
+      "1\r\nConnection: close\r\nContent-Length: " +
+      std::to_string(json.size()) + "\r\n\r\n" + json;
+}
+
+void HttpServer::start_serving() {
+  std::lock_guard lock(life_mu_);
+  pool_ = std::make_unique<httplib::ThreadPool>(static_cast<size_t>(threads_));
+  limits_.read_timeout_ms = to_ms(read_timeout_sec_, read_timeout_usec_);
+  loop_ = std::make_unique<ConnectionLoop>(limits_, busy_response_,
+                                           [this](PendingConnection& c) { return take(c); });
+  if (stopping_) loop_->stop();
+}
+
+void HttpServer::finish_serving() {
+  {
+    std::lock_guard lock(life_mu_);
+    if (loop_) loop_->stop();  // closes idle connections; answered ones are closed by workers
   }
-  set_worker_threads(threads_);
+  if (pool_) pool_->shutdown();  // requests in progress finish
+  pool_.reset();
 }
 
-HttpServer::~HttpServer() {
-  ::close(wake_fd_);
-  ::close(yield_fd_);
-}
-
-void HttpServer::set_worker_threads(int threads) {
-  threads_ = std::max(threads, 1);
-  new_task_queue = [this] { return new YieldingPool(*this, threads_); };
-}
-
-void HttpServer::signal_yield() {
-  uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(yield_fd_, &one, sizeof one);
-}
-
-bool HttpServer::take_yield() {
-  int wanted = yields_wanted_.load();
-  while (wanted > 0)
-    if (yields_wanted_.compare_exchange_weak(wanted, wanted - 1)) return true;
-  return false;
-}
-
-namespace {
-
-// Whether the peer already sent something (the next request): then the connection must not
-// yield, or closing it would reset a request in flight.
-bool has_input(int sock) { return wait_fd(sock, POLLIN, 0); }
-
-}  // namespace
-
-bool HttpServer::wait_for_next_request(int sock, bool may_yield) {
-  // A connection already waits for a thread: give this one up rather than idle on it.
-  if (may_yield && waiting_.load() > 0 && !has_input(sock) && take_yield()) return false;
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(idle_timeout_ms_);
-  for (;;) {
-    const auto left =
-        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now())
-            .count();
-    if (left <= 0) return false;  // idle timeout
-    std::array<pollfd, 3> p{pollfd{sock, POLLIN, 0}, pollfd{wake_fd_, POLLIN, 0},
-                            pollfd{yield_fd_, POLLIN, 0}};
-    // A new connection is owed its first request: it does not listen for yield requests.
-    const int n = ::poll(p.data(), may_yield ? 3 : 2, static_cast<int>(left));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;             // timeout or error
-    if (p[0].revents != 0) return true;   // the next request (or the peer closed)
-    if (p[1].revents != 0) return false;  // shutdown
-    uint64_t drained = 0;                 // the wake-up; the count is in yields_wanted_
-    [[maybe_unused]] ssize_t r = ::read(yield_fd_, &drained, sizeof drained);
-    if (!has_input(sock) && take_yield()) {
-      if (yields_wanted_.load() > 0) signal_yield();  // wake another idle connection
-      return false;                                   // yield the thread
-    }
+bool HttpServer::take(PendingConnection& c) {
+  if (queued_.fetch_add(1) >= max_queued_) {
+    queued_.fetch_sub(1);
+    return false;
   }
+  pool_->enqueue([this, c = std::move(c)]() mutable {
+    queued_.fetch_sub(1);
+    serve(std::move(c));
+  });
+  return true;
+}
+
+bool HttpServer::process_and_close_socket(socket_t sock) {
+  loop_->accept(sock);
+  return true;
 }
 
 void HttpServer::widen_backlog(int backlog) { ::listen(svr_sock_, backlog); }
@@ -265,35 +241,57 @@ bool HttpServer::request_over_budget() { return t_request_over_budget; }
 
 bool HttpServer::request_timed_out() { return t_request_timed_out; }
 
+size_t HttpServer::open_connections() const { return loop_ ? loop_->open_connections() : 0; }
+
+size_t HttpServer::refused_busy() const { return loop_ ? loop_->refused_busy() : 0; }
+
 void HttpServer::begin_shutdown() {
   stopping_ = true;
-  uint64_t one = 1;  // never read back: the eventfd stays readable and wakes every waiter
-  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  std::lock_guard lock(life_mu_);
+  if (loop_) loop_->stop();
 }
 
-bool HttpServer::process_and_close_socket(socket_t sock) {
-  ConnectionStream strm(sock, to_ms(read_timeout_sec_, read_timeout_usec_),
-                        to_ms(write_timeout_sec_, write_timeout_usec_));
-  bool ok = false;
-  for (size_t served = 0; served < keep_alive_max_count_; ++served) {
-    // Idle between requests: wait for the next one, the idle timeout, shutdown, or a
-    // connection that needs this thread.
-    if (!strm.buffered() && !wait_for_next_request(sock, served > 0)) break;
-    bool close_connection = stopping_ || served + 1 >= keep_alive_max_count_;
+void HttpServer::drop(int fd) {
+  ::shutdown(fd, SHUT_RDWR);
+  ::close(fd);
+  loop_->closed();
+}
+
+void HttpServer::serve(PendingConnection c) {
+  ConnectionStream strm(c.fd, to_ms(read_timeout_sec_, read_timeout_usec_),
+                        to_ms(write_timeout_sec_, write_timeout_usec_), std::move(c.bytes));
+  for (;;) {
+    const bool close_connection = stopping_ || c.served + 1 >= keep_alive_max_count_;
     bool connection_closed = false;
     t_close_after_response = false;
     t_request_over_budget = false;
     t_request_timed_out = false;
-    strm.start_request(request_byte_limit_, request_timeout_ms_);
-    ok = process_request(strm, close_connection, connection_closed, nullptr);
+    const bool has_deadline = limits_.request_timeout_ms > 0;
+    strm.start_request(request_byte_limit_, has_deadline,
+                       c.timed_out ? SteadyClock::time_point{}
+                                   : c.first_byte + std::chrono::milliseconds(
+                                                        limits_.request_timeout_ms));
+    const bool ok = process_request(strm, close_connection, connection_closed, nullptr);
+    ++c.served;
     const bool asked = std::exchange(t_close_after_response, false);
     if (!ok || connection_closed || close_connection || asked || t_request_over_budget ||
-        t_request_timed_out)
-      break;
+        t_request_timed_out) {
+      drop(c.fd);
+      return;
+    }
+    // Kept alive: answer a pipelined request that is already here, else give the connection
+    // back to the loop until the next one arrives.
+    std::string rest = strm.take_buffered();
+    c.first_byte = SteadyClock::now();
+    if (!rest.empty() &&
+        request_arrived(rest, limits_.max_buffered_bytes, limits_.max_head_bytes)) {
+      strm.put_back(std::move(rest));
+      continue;
+    }
+    c.bytes = std::move(rest);
+    loop_->adopt(std::move(c));
+    return;
   }
-  ::shutdown(sock, SHUT_RDWR);
-  ::close(sock);
-  return ok;
 }
 
 }  // namespace tracer::serve

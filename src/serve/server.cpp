@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <malloc.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -47,6 +48,27 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 // How often the server polls the drift monitor by itself, so looks are taken and the stderr
 // warning comes even when no one scrapes /metrics. Polls only test blocks no look has tested.
 constexpr auto kDriftCheckPeriod = std::chrono::seconds(1);
+
+// Connections the open-file limit allows: raises the soft RLIMIT_NOFILE to the hard one and
+// keeps 256 descriptors for everything else (policy files, the trace store, upstream
+// connections). Returns at most `wanted`; warns when it must return less.
+size_t connection_budget(size_t wanted) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return wanted;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  constexpr rlim_t kReserved = 256;
+  const size_t allowed = lim.rlim_cur > 2 * kReserved ? lim.rlim_cur - kReserved : lim.rlim_cur / 2;
+  if (wanted <= allowed) return wanted;
+  std::cerr << fmt::format(
+      "warning: --max-connections {} lowered to {}: the open-file limit is {} (raise it with "
+      "ulimit -n)\n",
+      wanted, allowed, lim.rlim_cur);
+  return allowed;
+}
 
 }  // namespace
 
@@ -180,8 +202,12 @@ struct ApiServer::Impl {
   }
 
   void configure() {
-    int threads = opt.threads;
-    http.set_worker_threads(threads);
+    http.set_worker_threads(opt.threads);
+    http.set_max_connections(connection_budget(opt.max_connections));
+    http.set_max_queued(opt.max_queued);
+    http.set_busy_body(error_body(
+        "the server is busy (--max-connections or --max-queued reached); retry later",
+        "server_busy"));
     http.set_payload_max_length(opt.max_body_bytes);
     // A body whose size is not announced (chunked) is cut while it is read: the body limit plus
     // room for the request line, headers and chunk framing.
