@@ -124,7 +124,8 @@ ConnectionLoop::ConnectionLoop(ConnectionLimits limits, std::string busy_respons
   s.busy_response = std::move(busy_response);
   s.ready = std::move(ready);
   s.epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
-  if (s.epoll_fd < 0) throw std::runtime_error(std::string("epoll_create1: ") + std::strerror(errno));
+  if (s.epoll_fd < 0)
+    throw std::runtime_error(std::string("epoll_create1: ") + std::strerror(errno));
   s.wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (s.wake_fd < 0) {
     ::close(s.epoll_fd);
@@ -268,8 +269,8 @@ void ConnectionLoop::State::on_readable(int fd, SteadyClock::time_point now) {
   bool peer_done = false;
   std::array<char, 16 * 1024> chunk{};
   while (c.bytes.size() < cap) {
-    const ssize_t n = ::recv(fd, chunk.data(), std::min(chunk.size(), cap - c.bytes.size()),
-                             MSG_DONTWAIT);
+    const ssize_t n =
+        ::recv(fd, chunk.data(), std::min(chunk.size(), cap - c.bytes.size()), MSG_DONTWAIT);
     if (n > 0) {
       if (c.bytes.empty()) c.first_byte = now;
       c.bytes.append(chunk.data(), static_cast<size_t>(n));

@@ -25,10 +25,10 @@ using SteadyClock = std::chrono::steady_clock;
 // One connection as it passes between the loop and a worker. Owns `fd` while it is held.
 struct PendingConnection {
   int fd = -1;
-  std::string bytes;                  // received and not consumed: the next request, or its start
+  std::string bytes;                   // received and not consumed: the next request, or its start
   SteadyClock::time_point first_byte;  // when `bytes` began to arrive (valid if !bytes.empty())
-  size_t served = 0;                  // requests answered on this connection so far
-  bool timed_out = false;             // the request deadline passed before it arrived
+  size_t served = 0;                   // requests answered on this connection so far
+  bool timed_out = false;              // the request deadline passed before it arrived
 };
 
 // Whether `bytes` (the start of a connection's input) holds a request a worker can serve without
@@ -39,9 +39,9 @@ struct PendingConnection {
 bool request_arrived(std::string_view bytes, size_t max_buffered_bytes, size_t max_head_bytes);
 
 struct ConnectionLimits {
-  int idle_timeout_ms = 5000;     // a connection with no request pending is closed after this
-  int read_timeout_ms = 5000;     // a request that sends nothing for this long is cut
-  int request_timeout_ms = 0;     // whole request, from its first byte (0: none)
+  int idle_timeout_ms = 5000;      // a connection with no request pending is closed after this
+  int read_timeout_ms = 5000;      // a request that sends nothing for this long is cut
+  int request_timeout_ms = 0;      // whole request, from its first byte (0: none)
   size_t max_connections = 10000;  // open at once, the ones workers hold included
   size_t max_buffered_bytes = 64 * 1024;  // request bytes held per connection before a worker
   size_t max_head_bytes = 64 * 1024;

@@ -117,7 +117,10 @@ class ConnectionStream : public httplib::Stream {
   }
 
   ssize_t write(const char* ptr, size_t size) override {
-    if (!wait_fd(sock_, POLLOUT, write_timeout_ms_)) return -1;
+    if (!wait_fd(sock_, POLLOUT, 0)) {  // the client reads slowly: wait without a CPU slot
+      WorkerPool::Blocking waiting;
+      if (!wait_fd(sock_, POLLOUT, write_timeout_ms_)) return -1;
+    }
     for (;;) {
       ssize_t n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
@@ -137,6 +140,8 @@ class ConnectionStream : public httplib::Stream {
   // Waits for bytes to read: at most the read timeout, and never past the request's deadline
   // (a wait cut by the deadline marks the request timed out).
   bool wait_readable() const {
+    if (wait_fd(sock_, POLLIN, 0)) return true;
+    WorkerPool::Blocking waiting;  // a body still arriving: wait without a CPU slot
     if (!has_deadline_) return wait_fd(sock_, POLLIN, read_timeout_ms_);
     // Milliseconds left, rounded up: a wait that ends early by a fraction is still the deadline.
     const auto left =
@@ -200,7 +205,7 @@ void HttpServer::set_busy_body(std::string json) {
 
 void HttpServer::start_serving() {
   std::lock_guard lock(life_mu_);
-  pool_ = std::make_unique<httplib::ThreadPool>(static_cast<size_t>(threads_));
+  pool_ = std::make_unique<WorkerPool>(static_cast<size_t>(threads_));
   limits_.read_timeout_ms = to_ms(read_timeout_sec_, read_timeout_usec_);
   loop_ = std::make_unique<ConnectionLoop>(limits_, busy_response_,
                                            [this](PendingConnection& c) { return take(c); });
@@ -221,7 +226,7 @@ bool HttpServer::take(PendingConnection& c) {
     queued_.fetch_sub(1);
     return false;
   }
-  pool_->enqueue([this, c = std::move(c)]() mutable {
+  pool_->submit([this, c = std::move(c)]() mutable {
     queued_.fetch_sub(1);
     serve(std::move(c));
   });
@@ -257,6 +262,16 @@ void HttpServer::drop(int fd) {
   loop_->closed();
 }
 
+// A client that sends its next request right after the answer (a sequential client, a
+// benchmark) is served by the same worker, which saves the two thread hand-offs through the
+// loop. Only when no request waits for a worker, and only briefly: the wait does not hold a CPU
+// slot, and a connection that stays quiet goes back to the loop.
+bool HttpServer::next_request_soon(int fd) {
+  if (stopping_ || queued_.load() > 0) return false;
+  WorkerPool::Blocking waiting;
+  return wait_fd(fd, POLLIN, kLingerMs);
+}
+
 void HttpServer::serve(PendingConnection c) {
   ConnectionStream strm(c.fd, to_ms(read_timeout_sec_, read_timeout_usec_),
                         to_ms(write_timeout_sec_, write_timeout_usec_), std::move(c.bytes));
@@ -268,9 +283,9 @@ void HttpServer::serve(PendingConnection c) {
     t_request_timed_out = false;
     const bool has_deadline = limits_.request_timeout_ms > 0;
     strm.start_request(request_byte_limit_, has_deadline,
-                       c.timed_out ? SteadyClock::time_point{}
-                                   : c.first_byte + std::chrono::milliseconds(
-                                                        limits_.request_timeout_ms));
+                       c.timed_out
+                           ? SteadyClock::time_point{}
+                           : c.first_byte + std::chrono::milliseconds(limits_.request_timeout_ms));
     const bool ok = process_request(strm, close_connection, connection_closed, nullptr);
     ++c.served;
     const bool asked = std::exchange(t_close_after_response, false);
@@ -288,6 +303,7 @@ void HttpServer::serve(PendingConnection c) {
       strm.put_back(std::move(rest));
       continue;
     }
+    if (rest.empty() && next_request_soon(c.fd)) continue;  // read by the worker, as arriving
     c.bytes = std::move(rest);
     loop_->adopt(std::move(c));
     return;

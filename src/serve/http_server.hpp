@@ -22,6 +22,7 @@
 
 #include "serve/connection_loop.hpp"
 #include "serve/http.hpp"
+#include "serve/worker_pool.hpp"
 
 namespace tracer::serve {
 
@@ -48,7 +49,8 @@ class HttpServer : public httplib::Server {
   static bool request_timed_out();
   // After bind_to_port / bind_to_any_port.
   void widen_backlog(int backlog = 1024);
-  // Requests answered at once (>= 1 worker threads).
+  // Requests answered at once, at most (>= 1 worker threads; see WorkerPool for how many run
+  // at once when they only need a CPU).
   void set_worker_threads(int threads) { threads_ = threads < 1 ? 1 : threads; }
   // Open connections at most (idle, arriving and being answered; >= 1).
   void set_max_connections(size_t n) { limits_.max_connections = n < 1 ? 1 : n; }
@@ -73,7 +75,9 @@ class HttpServer : public httplib::Server {
   void finish_serving();
   bool take(PendingConnection& c);  // the loop's Ready: queue it for a worker
   void serve(PendingConnection c);  // on a worker: answer requests while they have arrived
-  void drop(int fd);  // closes a connection a worker holds
+  void drop(int fd);
+  bool next_request_soon(int fd);      // after an answer: whether the next request comes at once
+  static constexpr int kLingerMs = 2;  // closes a connection a worker holds
 
   ConnectionLimits limits_;
   int threads_ = 8;
@@ -83,7 +87,7 @@ class HttpServer : public httplib::Server {
   std::atomic<size_t> queued_{0};
   std::atomic<bool> stopping_{false};
   std::mutex life_mu_;  // loop_ is created on the listening thread, stopped from any
-  std::unique_ptr<httplib::ThreadPool> pool_;
+  std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<ConnectionLoop> loop_;
 };
 

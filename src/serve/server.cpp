@@ -205,9 +205,9 @@ struct ApiServer::Impl {
     http.set_worker_threads(opt.threads);
     http.set_max_connections(connection_budget(opt.max_connections));
     http.set_max_queued(opt.max_queued);
-    http.set_busy_body(error_body(
-        "the server is busy (--max-connections or --max-queued reached); retry later",
-        "server_busy"));
+    http.set_busy_body(
+        error_body("the server is busy (--max-connections or --max-queued reached); retry later",
+                   "server_busy"));
     http.set_payload_max_length(opt.max_body_bytes);
     // A body whose size is not announced (chunked) is cut while it is read: the body limit plus
     // room for the request line, headers and chunk framing.

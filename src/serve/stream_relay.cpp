@@ -1,5 +1,7 @@
 #include "serve/stream_relay.hpp"
 
+#include "serve/worker_pool.hpp"
+
 namespace tracer::serve {
 
 StreamRelay::StreamRelay(const Upstream& upstream, std::string target, std::string body,
@@ -55,6 +57,7 @@ void StreamRelay::run(const Upstream& upstream, const std::string& target, const
 }
 
 bool StreamRelay::wait_start(int& status, std::string& content_type) {
+  WorkerPool::Blocking waiting;  // for the LLM
   std::unique_lock lock(mu_);
   cv_.wait(lock, [this] { return started_ || done_; });
   if (!started_) return false;
@@ -69,6 +72,7 @@ bool StreamRelay::ended_badly() {
 }
 
 bool StreamRelay::next(std::string& piece) {
+  WorkerPool::Blocking waiting;  // for the LLM
   std::unique_lock lock(mu_);
   cv_.wait(lock, [this] { return !pieces_.empty() || done_; });
   if (pieces_.empty()) return false;

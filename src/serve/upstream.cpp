@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "serve/http.hpp"
+#include "serve/worker_pool.hpp"
 #include "util/error.hpp"
 
 namespace tracer::serve {
@@ -152,6 +153,7 @@ UpstreamReply Upstream::stream(const std::string& target, const std::string& bod
 // answers) are retried with backoff. `started`, for a streamed request, says whether the
 // client already got the upstream's answer under way: then nothing is retried.
 UpstreamReply Upstream::call(httplib::Request& req, const bool* started) const {
+  WorkerPool::Blocking waiting;  // a request thread waits for the LLM without a CPU slot
   using Clock = std::chrono::steady_clock;
   const UpstreamOptions& opt = impl_->opt;
   const std::string url = impl_->origin + req.path;
