@@ -20,7 +20,9 @@ build fuzz_policy fuzz/fuzz_policy.cpp src/policy/*.cpp src/models/*.cpp src/fea
   src/gate/*.cpp -lutf8proc -lxgboost -DTRACER_VERSION='"fuzz"'
 build fuzz_audit_state fuzz/fuzz_audit_state.cpp src/runtime/audit.cpp src/gate/bounds.cpp
 build fuzz_time_text fuzz/fuzz_time_text.cpp src/util/time_text.cpp
-for t in fuzz_traces fuzz_tfidf fuzz_route_request fuzz_policy fuzz_audit_state fuzz_time_text; do
+build fuzz_request_arrived fuzz/fuzz_request_arrived.cpp src/serve/connection_loop.cpp
+for t in fuzz_traces fuzz_tfidf fuzz_route_request fuzz_policy fuzz_audit_state fuzz_time_text \
+  fuzz_request_arrived; do
   mkdir -p "$OUT/corpus_$t"
   echo "fuzz: running $t for ${SECONDS_EACH}s"
   "$OUT/$t" -max_total_time="$SECONDS_EACH" -print_final_stats=1 "$OUT/corpus_$t" 2>&1 | tail -3

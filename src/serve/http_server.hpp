@@ -65,8 +65,9 @@ class HttpServer : public httplib::Server {
   // that the connection loop reads and clears after each request.
   static void close_after_response();
 
-  size_t open_connections() const;  // 0 before listening
-  size_t refused_busy() const;      // 503s for saturation since listening started
+  size_t open_connections() const;                  // 0 before listening
+  size_t queued() const { return queued_.load(); }  // arrived, waiting for a worker
+  size_t refused_busy() const;                      // 503s for saturation since listening started
 
  private:
   class Workers;

@@ -32,6 +32,21 @@ void header(std::string& out, std::string_view name, std::string_view type, std:
 
 std::string_view endpoint_path(Endpoint e) { return kPaths[static_cast<int>(e)]; }
 
+std::string connection_metrics(size_t open_connections, size_t queued_requests,
+                               size_t busy_refusals) {
+  std::string out;
+  header(out, "tracer_http_connections", "gauge",
+         "Open client connections: idle keep-alive, arriving, being answered.");
+  out += fmt::format("tracer_http_connections {}\n", open_connections);
+  header(out, "tracer_http_queued_requests", "gauge",
+         "Requests that arrived and wait for a free worker thread.");
+  out += fmt::format("tracer_http_queued_requests {}\n", queued_requests);
+  header(out, "tracer_http_busy_refusals_total", "counter",
+         "Connections answered 503 because --max-connections or --max-queued was reached.");
+  out += fmt::format("tracer_http_busy_refusals_total {}\n", busy_refusals);
+  return out;
+}
+
 std::string_view upstream_outcome_name(UpstreamOutcome o) {
   return kOutcomes[static_cast<size_t>(o)];
 }

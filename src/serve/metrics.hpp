@@ -118,6 +118,12 @@ class Metrics {
   std::atomic<int64_t> inflight_{0};
 };
 
+// The HTTP layer's gauges and counter in the Prometheus text format: open connections (idle,
+// arriving, being answered), requests waiting for a worker thread, and connections answered 503
+// because --max-connections or --max-queued was reached.
+std::string connection_metrics(size_t open_connections, size_t queued_requests,
+                               size_t busy_refusals);
+
 // Escapes a Prometheus label value (backslash, double quote, newline).
 std::string prometheus_escape(std::string_view v);
 

@@ -255,7 +255,9 @@ struct ApiServer::Impl {
                DriftReport drift = p->drift_report();
                res.set_content(metrics.render(p->version(), p->method(), p->num_labels(),
                                               a ? &*a : nullptr, &drift) +
-                                   memory_metrics(p->memory()),
+                                   memory_metrics(p->memory()) +
+                                   connection_metrics(http.open_connections(), http.queued(),
+                                                      http.refused_busy()),
                                "text/plain; version=0.0.4");
              }));
     http.Get("/v1/drift", wrap(Endpoint::kDrift, true, [this](const auto&, auto& res) {

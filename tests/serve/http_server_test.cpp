@@ -189,6 +189,15 @@ TEST_F(HttpServerLoad, ConnectionsOverTheLimitGet503) {
     again.send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     return again.read_to_end(2000).rfind("HTTP/1.1 200", 0) == 0;
   }));
+  std::string metrics;
+  EXPECT_TRUE(testing::eventually([&] {
+    auto m = server.client()->Get("/metrics");
+    if (m && m->status == 200) metrics = m->body;
+    return !metrics.empty();
+  }));
+  EXPECT_EQ(testing::metric(metrics, "tracer_http_busy_refusals_total"), 1) << metrics;
+  EXPECT_GE(testing::metric(metrics, "tracer_http_connections"), 4) << metrics;  // 3 + this one
+  EXPECT_EQ(testing::metric(metrics, "tracer_http_queued_requests"), 0) << metrics;
 }
 
 // Over --max-queued, a request that arrived while every worker is busy gets a 503 at once
