@@ -143,6 +143,8 @@ def idle_phase(port, clients, seconds, pause=4.0):
     sel = selectors.DefaultSelector()
     state = {}  # socket -> [buffer, when to send next (None: waiting for an answer), sent at]
     ok = failed = 0
+    why = {"send_failed": 0, "no_answer_10s": 0, "closed_while_waiting": 0, "not_200": 0,
+           "closed_while_idle": 0}
     for _ in range(clients):
         s = socket.create_connection(("127.0.0.1", port))
         s.setblocking(False)
@@ -158,9 +160,11 @@ def idle_phase(port, clients, seconds, pause=4.0):
                     st[1], st[2] = None, now
                 except OSError:
                     failed += 1
+                    why["send_failed"] += 1
                     st[1] = now + pause
             elif st[1] is None and now - st[2] > 10:  # no answer in 10 s
                 failed += 1
+                why["no_answer_10s"] += 1
                 st[1] = now + pause
         for key, _ in sel.select(0.05):
             s = key.fileobj
@@ -171,6 +175,7 @@ def idle_phase(port, clients, seconds, pause=4.0):
                 data = b""
             if not data:  # closed by the server: count it, reconnect
                 failed += st[1] is None
+                why["closed_while_waiting" if st[1] is None else "closed_while_idle"] += 1
                 sel.unregister(s)
                 s.close()
                 del state[s]
@@ -189,11 +194,14 @@ def idle_phase(port, clients, seconds, pause=4.0):
                 continue
             ok += st[0].startswith(b"HTTP/1.1 200")
             failed += not st[0].startswith(b"HTTP/1.1 200")
+            why["not_200"] += not st[0].startswith(b"HTTP/1.1 200")
+            if not st[0].startswith(b"HTTP/1.1 200") and "first_not_200" not in why:
+                why["first_not_200"] = st[0][:300].decode("latin-1")
             st[0] = st[0][whole:]
             st[1] = time.monotonic() + pause
     for s in state:
         s.close()
-    return ok, failed
+    return ok, failed, why
 
 
 def run_phase(name, port, fn):
@@ -228,7 +236,7 @@ def main():
         (cuts, answered_408), slow_probe = run_phase(
             "slow", port, lambda: slow_phase(port, args.slow, args.seconds))
         rss_slow = rss_mb(proc.pid)
-        (idle_ok, idle_failed), idle_probe = run_phase(
+        (idle_ok, idle_failed, idle_why), idle_probe = run_phase(
             "idle", port, lambda: idle_phase(port, args.idle, args.seconds))
         rss_idle = rss_mb(proc.pid)
     finally:
@@ -247,6 +255,7 @@ def main():
                  "probes": len(slow_probe.latency_ms), "probe_failures": slow_probe.failures,
                  "server_rss_mb": rss_slow},
         "idle": {"clients": args.idle, "requests_ok": idle_ok, "requests_failed": idle_failed,
+                 "failures_by_kind": idle_why,
                  "probe_p50_ms": percentile(idle_probe.latency_ms, 0.5),
                  "probe_p99_ms": percentile(idle_probe.latency_ms, 0.99),
                  "probe_max_ms": max(idle_probe.latency_ms, default=float("nan")),
@@ -270,6 +279,7 @@ def main():
          f"{i['probe_p50_ms']:.2f} / {i['probe_p99_ms']:.2f} / {i['probe_max_ms']:.1f}",
          "p99 <= 50"),
         ("  probe failures", f"{i['probe_failures']}", "0"),
+        ("  idle connections the server closed", f"{idle_why['closed_while_idle']}", ""),
         ("server RSS after slow / idle (MB)", f"{rss_slow:.1f} / {rss_idle:.1f}", ""),
     ]
     print(f"{'measure':<40}{'value':>24}   budget")

@@ -160,8 +160,9 @@ Command add_serve_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
   sub->add_option("--threads", o.threads,
-                  "Worker threads = requests answered at once (idle and slow connections hold "
-                  "none; a deferred request holds one while the LLM answers)")
+                  "Requests that may wait on the LLM at once (a deferred request holds a worker "
+                  "thread while the LLM answers); cores + 2 more threads keep routing meanwhile. "
+                  "Idle and slow connections hold none")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
   sub->add_option("--max-connections", o.max_connections,
@@ -171,7 +172,8 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::Range(size_t{1}, size_t{1000000}));
   sub->add_option("--max-queued", o.max_queued,
                   "Requests that arrived and wait for a free worker thread, at most; more get a "
-                  "503 with Retry-After: 1")
+                  "503 with Retry-After: 1 (so does a request that waited longer than "
+                  "--request-timeout)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1000000}));
   sub->add_option("--api-key", o.api_key,

@@ -205,7 +205,9 @@ void HttpServer::set_busy_body(std::string json) {
 
 void HttpServer::start_serving() {
   std::lock_guard lock(life_mu_);
-  pool_ = std::make_unique<WorkerPool>(static_cast<size_t>(threads_));
+  // `threads_` requests may wait on the LLM at once and routing still has its CPU slots.
+  pool_ =
+      std::make_unique<WorkerPool>(static_cast<size_t>(threads_) + WorkerPool::default_cpu_slots());
   limits_.read_timeout_ms = to_ms(read_timeout_sec_, read_timeout_usec_);
   loop_ = std::make_unique<ConnectionLoop>(limits_, busy_response_,
                                            [this](PendingConnection& c) { return take(c); });
@@ -226,8 +228,19 @@ bool HttpServer::take(PendingConnection& c) {
     queued_.fetch_sub(1);
     return false;
   }
-  pool_->submit([this, c = std::move(c)]() mutable {
+  pool_->submit([this, c = std::move(c), queued_at = SteadyClock::now()]() mutable {
     queued_.fetch_sub(1);
+    // A request that waited for a worker longer than a whole request may take to arrive is
+    // answered busy rather than late: its client has likely given up, and serving stale work
+    // first only makes every later request late too.
+    if (limits_.request_timeout_ms > 0 &&
+        SteadyClock::now() - queued_at > std::chrono::milliseconds(limits_.request_timeout_ms)) {
+      stale_refusals_.fetch_add(1);
+      [[maybe_unused]] ssize_t n =
+          ::send(c.fd, busy_response_.data(), busy_response_.size(), MSG_NOSIGNAL);
+      drop(c.fd);
+      return;
+    }
     serve(std::move(c));
   });
   return true;
@@ -248,7 +261,9 @@ bool HttpServer::request_timed_out() { return t_request_timed_out; }
 
 size_t HttpServer::open_connections() const { return loop_ ? loop_->open_connections() : 0; }
 
-size_t HttpServer::refused_busy() const { return loop_ ? loop_->refused_busy() : 0; }
+size_t HttpServer::refused_busy() const {
+  return (loop_ ? loop_->refused_busy() : 0) + stale_refusals_.load();
+}
 
 void HttpServer::begin_shutdown() {
   stopping_ = true;

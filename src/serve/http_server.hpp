@@ -8,6 +8,7 @@
 //    admin endpoints (httplib 0.11 pins one thread per connection for its whole life).
 //  - bounded: at most `max_connections` open and `max_queued` requests waiting for a worker;
 //    past either, the client gets a 503 with the configured body and the connection is closed.
+//    So does a request that waited for a worker longer than the request timeout.
 //  - stop() does not wait for idle keep-alive connections (the loop closes them at once), while
 //    requests being handled finish and get their answer.
 //  - the listen backlog: httplib's compiled-in 5 drops bursts of new connections.
@@ -49,8 +50,8 @@ class HttpServer : public httplib::Server {
   static bool request_timed_out();
   // After bind_to_port / bind_to_any_port.
   void widen_backlog(int backlog = 1024);
-  // Requests answered at once, at most (>= 1 worker threads; see WorkerPool for how many run
-  // at once when they only need a CPU).
+  // Requests that may wait on I/O (the LLM) at once (>= 1); the pool has
+  // WorkerPool::default_cpu_slots() more threads so that routing goes on meanwhile.
   void set_worker_threads(int threads) { threads_ = threads < 1 ? 1 : threads; }
   // Open connections at most (idle, arriving and being answered; >= 1).
   void set_max_connections(size_t n) { limits_.max_connections = n < 1 ? 1 : n; }
@@ -86,6 +87,7 @@ class HttpServer : public httplib::Server {
   size_t request_byte_limit_ = static_cast<size_t>(-1);
   std::string busy_response_;
   std::atomic<size_t> queued_{0};
+  std::atomic<size_t> stale_refusals_{0};  // waited for a worker past the request timeout
   std::atomic<bool> stopping_{false};
   std::mutex life_mu_;  // loop_ is created on the listening thread, stopped from any
   std::unique_ptr<WorkerPool> pool_;

@@ -17,13 +17,13 @@ namespace tracer::serve {
 struct ServeOptions {
   std::string policy_dir;
   std::string host = "127.0.0.1";
-  int port = 8000;      // 0: any free port (see ApiServer::bind)
-  int threads = 64;     // requests answered at once (one worker thread each)
+  int port = 8000;   // 0: any free port (see ApiServer::bind)
+  int threads = 64;  // requests that may wait on the LLM at once (one worker thread each)
   // Open connections at most (idle, arriving, answered); over it new ones get a 503. Clamped
   // to what the process's open-file limit allows.
   size_t max_connections = 10000;
   // Requests that arrived and wait for a worker thread, at most; over it a 503.
-  size_t max_queued = 1024;
+  size_t max_queued = 16384;
   std::string api_key;  // bearer token for everything but /healthz ("" = open)
   size_t max_body_bytes = 1 << 20;
   // Longest time a request (line, headers, body) may take to arrive from its first byte; past

@@ -14,8 +14,11 @@ thread_local int t_blocking_depth = 0;
 
 WorkerPool::WorkerPool(size_t max_threads, size_t cpu_slots)
     : max_threads_(std::max<size_t>(max_threads, 1)),
-      cpu_slots_(cpu_slots > 0 ? cpu_slots
-                               : std::max<size_t>(std::thread::hardware_concurrency(), 1) + 2) {}
+      cpu_slots_(cpu_slots > 0 ? cpu_slots : default_cpu_slots()) {}
+
+size_t WorkerPool::default_cpu_slots() {
+  return std::max<size_t>(std::thread::hardware_concurrency(), 1) + 2;
+}
 
 WorkerPool::~WorkerPool() { shutdown(); }
 

@@ -21,8 +21,10 @@ namespace tracer::serve {
 
 class WorkerPool {
  public:
-  // max_threads >= 1; cpu_slots >= 1 (0: hardware threads + 2, from the measurements above).
+  // max_threads >= 1; cpu_slots >= 1 (0: default_cpu_slots()).
   WorkerPool(size_t max_threads, size_t cpu_slots = 0);
+  // Hardware threads + 2 (from the measurements above).
+  static size_t default_cpu_slots();
   ~WorkerPool();  // shutdown()
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;

@@ -201,10 +201,12 @@ TEST_F(HttpServerLoad, ConnectionsOverTheLimitGet503) {
 }
 
 // Over --max-queued, a request that arrived while every worker is busy gets a 503 at once
-// rather than waiting without bound. One worker thread waits on a slow LLM, one request
-// waits for it, the next is refused; the first two are answered.
+// rather than waiting without bound. --threads 1 lets one request wait on the LLM, and the
+// pool keeps cores + 2 more threads for routing: that many slow deferred requests take every
+// worker, one request waits for one, the next is refused; the waiting one is answered.
 TEST_F(HttpServerLoad, RequestsOverTheQueueLimitGet503) {
-  ASSERT_GE(policy_->deferred.size(), 2u);
+  const size_t workers = 1 + serve::WorkerPool::default_cpu_slots();
+  ASSERT_GE(policy_->deferred.size(), workers);
   FakeLlm llm([](const std::string&) { return "llm"; });
   serve::ServeOptions o = options();
   o.threads = 1;
@@ -216,14 +218,17 @@ TEST_F(HttpServerLoad, RequestsOverTheQueueLimitGet503) {
   const auto chat = [](const std::string& text) {
     return json{{"model", "m"}, {"messages", {{{"role", "user"}, {"content", text}}}}}.dump();
   };
-  std::thread slow([&] {
-    auto c = server.client();
-    auto r = c->Post("/v1/chat/completions", {{"OpenAI-Test-Delay-Ms", "3000"}},
-                     chat(policy_->deferred[0]), "application/json");
-    ASSERT_TRUE(r);
-    EXPECT_EQ(r->status, 200);
-  });
-  ASSERT_TRUE(testing::eventually([&] { return llm.calls() >= 1; }));
+  std::vector<std::thread> slow;
+  for (size_t i = 0; i < workers; ++i) {  // one at a time: the queue holds only one
+    slow.emplace_back([&, i] {
+      auto c = server.client();
+      auto r = c->Post("/v1/chat/completions", {{"OpenAI-Test-Delay-Ms", "4000"}},
+                       chat(policy_->deferred[i]), "application/json");
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 200);
+    });
+    ASSERT_TRUE(testing::eventually([&] { return llm.calls() >= static_cast<int>(i + 1); }));
+  }
   RawConnection queued(server.port());
   queued.send(kHealthz);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the loop queue it
@@ -233,7 +238,42 @@ TEST_F(HttpServerLoad, RequestsOverTheQueueLimitGet503) {
   EXPECT_EQ(out.rfind("HTTP/1.1 503", 0), 0u) << out;
   EXPECT_NE(out.find("server_busy"), std::string::npos) << out;
   EXPECT_EQ(queued.response(10000).rfind("HTTP/1.1 200", 0), 0u);
-  slow.join();
+  for (auto& t : slow) t.join();
+}
+
+// A slow LLM does not take routing down: with --threads 2 and two deferred requests waiting on
+// the LLM, /healthz and /v1/route are still answered at once.
+TEST_F(HttpServerLoad, RoutingGoesOnWhileTheLlmIsSlow) {
+  FakeLlm llm([](const std::string&) { return "llm"; });
+  serve::ServeOptions o = options();
+  o.threads = 2;
+  o.upstream = llm.url();
+  testing::TempDir tmp;
+  o.trace_db = tmp.file("t.db");
+  RunningServer server(o);
+  std::vector<std::thread> slow;
+  for (size_t i = 0; i < 2; ++i)
+    slow.emplace_back([&, i] {
+      auto c = server.client();
+      const json body{{"model", "m"},
+                      {"messages", {{{"role", "user"}, {"content", policy_->deferred.at(i)}}}}};
+      auto r = c->Post("/v1/chat/completions", {{"OpenAI-Test-Delay-Ms", "3000"}}, body.dump(),
+                       "application/json");
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 200);
+    });
+  ASSERT_TRUE(testing::eventually([&] { return llm.calls() >= 2; }));
+  const auto t0 = Clock::now();
+  auto client = server.client();
+  auto h = client->Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  auto r =
+      client->Post("/v1/route", json{{"text", policy_->handled.at(0)}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_LT(seconds_since(t0), 1.5);  // not after the LLM's 3 s
+  for (auto& t : slow) t.join();
 }
 
 }  // namespace
