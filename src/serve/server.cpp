@@ -322,6 +322,9 @@ struct ApiServer::Impl {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
       if (!res.has_header("X-Tracer-Policy-Version"))
         res.set_header("X-Tracer-Policy-Version", slot.get()->version());
+      // The upstream's own answer, passed through: an empty-bodied 4xx/5xx stays as it is.
+      if (res.has_header("X-Tracer-Upstream-Status"))
+        return httplib::Server::HandlerResponse::Unhandled;
       // httplib answers these before reading the body: the rest of it is still in flight.
       if (res.status == 400 || res.status == 413 || res.status == 414) {
         res.set_header("Connection", "close");
@@ -828,6 +831,7 @@ struct ApiServer::Impl {
     if (up.outcome == UpstreamOutcome::kTimeout) throw ApiError(504, "upstream_timeout", up.error);
     if (up.status == 0) throw ApiError(502, "upstream_error", up.error);
     res.status = up.status;
+    res.set_header("X-Tracer-Upstream-Status", std::to_string(up.status));
     res.set_content(up.body, up.content_type.empty() ? kJson : up.content_type);
   }
 

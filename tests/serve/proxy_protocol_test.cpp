@@ -359,12 +359,16 @@ TEST_F(ProxyProtocol, OtherOpenAiPathsReachTheLlm) {
   EXPECT_EQ(json::parse(r->body)["method"], "DELETE");
   r = c->Get("/v1/teapot");  // the upstream's status and body come back as they are
   EXPECT_EQ(r->status, 418);
-  EXPECT_EQ(llm.other_calls(), 4);
+  r = c->Get("/v1/gone");  // even an empty body: not replaced by tracer's own 404
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(r->body, "");
+  EXPECT_EQ(r->get_header_value("X-Tracer-Upstream-Status"), "404");
+  EXPECT_EQ(llm.other_calls(), 5);
   EXPECT_FALSE(r->get_header_value("X-Tracer-Policy-Version").empty());
   // Dot segments could leave /v1/ upstream: refused.
   for (const char* path : {"/v1/../etc/passwd", "/v1/%2e%2e/x", "/v1/a/./b"})
     EXPECT_EQ(c->Get(path)->status, 400) << path;
-  EXPECT_EQ(llm.other_calls(), 4);
+  EXPECT_EQ(llm.other_calls(), 5);
   // The chat completion's query string reaches the upstream (Azure's api-version).
   r = c->Post("/v1/chat/completions?api-version=2024-06-01", chat(policy_->deferred.at(0)),
               "application/json");
@@ -377,9 +381,9 @@ TEST_F(ProxyProtocol, OtherOpenAiPathsReachTheLlm) {
   // tracer's own paths keep their methods.
   r = c->Get("/v1/route");
   EXPECT_EQ(r->status, 405) << r->body;
-  EXPECT_EQ(llm.other_calls(), 4);
+  EXPECT_EQ(llm.other_calls(), 5);
   auto m = c->Get("/metrics");
-  EXPECT_EQ(metric(m->body, R"(tracer_proxy_passthrough_total{why="endpoint"})"), 4);
+  EXPECT_EQ(metric(m->body, R"(tracer_proxy_passthrough_total{why="endpoint"})"), 5);
 
   // Errors keep OpenAI's shape.
   r = c->Post("/v1/chat/completions", "{", "application/json");

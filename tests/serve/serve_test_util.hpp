@@ -195,6 +195,10 @@ class FakeLlm {
              {"model", "embed-test"},
              {"data", {{{"object", "embedding"}, {"index", 0}, {"embedding", {0.5, 0.25, 0.125}}}}},
              {"usage", {{"prompt_tokens", 1}, {"total_tokens", 1}}}});
+      if (req.path == "/v1/gone") {  // an error without a body
+        res.status = 404;
+        return;
+      }
       res.status = req.path == "/v1/teapot" ? 418 : 200;
       res.set_content(j.dump(), "application/json");
     };
