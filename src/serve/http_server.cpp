@@ -48,6 +48,8 @@ thread_local bool t_close_after_response = false;
 thread_local bool t_request_over_budget = false;
 // Set when reading the request ran past its deadline; cleared before each request.
 thread_local bool t_request_timed_out = false;
+// The connection this worker thread serves now (-1: none).
+thread_local int t_client_fd = -1;
 
 // One connection, read through a small buffer (httplib reads request lines byte by byte).
 class ConnectionStream : public httplib::Stream {
@@ -259,6 +261,12 @@ bool HttpServer::request_over_budget() { return t_request_over_budget; }
 
 bool HttpServer::request_timed_out() { return t_request_timed_out; }
 
+bool HttpServer::client_gone() {
+  if (t_client_fd < 0) return false;
+  pollfd p{t_client_fd, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 size_t HttpServer::open_connections() const { return loop_ ? loop_->open_connections() : 0; }
 
 size_t HttpServer::refused_busy() const {
@@ -288,6 +296,11 @@ bool HttpServer::next_request_soon(int fd) {
 }
 
 void HttpServer::serve(PendingConnection c) {
+  serving_.fetch_add(1);
+  struct Done {
+    std::atomic<size_t>& n;
+    ~Done() { n.fetch_sub(1); }
+  } done{serving_};
   ConnectionStream strm(c.fd, to_ms(read_timeout_sec_, read_timeout_usec_),
                         to_ms(write_timeout_sec_, write_timeout_usec_), std::move(c.bytes));
   for (;;) {
@@ -301,7 +314,9 @@ void HttpServer::serve(PendingConnection c) {
                        c.timed_out
                            ? SteadyClock::time_point{}
                            : c.first_byte + std::chrono::milliseconds(limits_.request_timeout_ms));
+    t_client_fd = c.fd;
     const bool ok = process_request(strm, close_connection, connection_closed, nullptr);
+    t_client_fd = -1;
     ++c.served;
     const bool asked = std::exchange(t_close_after_response, false);
     if (!ok || connection_closed || close_connection || asked || t_request_over_budget ||

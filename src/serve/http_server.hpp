@@ -65,10 +65,16 @@ class HttpServer : public httplib::Server {
   // written. Handlers run on their connection's thread, so the request is a thread-local flag
   // that the connection loop reads and clears after each request.
   static void close_after_response();
+  // From a handler or a content provider: whether the client of this thread's connection has
+  // closed it (or shut down its sending side), e.g. while a long stream waits for its next
+  // piece. False on threads that serve no connection.
+  static bool client_gone();
 
   size_t open_connections() const;                  // 0 before listening
   size_t queued() const { return queued_.load(); }  // arrived, waiting for a worker
-  size_t refused_busy() const;                      // 503s for saturation since listening started
+  // Requests queued or being answered (streams being relayed included).
+  size_t busy() const { return queued_.load() + serving_.load(); }
+  size_t refused_busy() const;  // 503s for saturation since listening started
 
  private:
   class Workers;
@@ -87,6 +93,7 @@ class HttpServer : public httplib::Server {
   size_t request_byte_limit_ = static_cast<size_t>(-1);
   std::string busy_response_;
   std::atomic<size_t> queued_{0};
+  std::atomic<size_t> serving_{0};         // connections a worker is answering
   std::atomic<size_t> stale_refusals_{0};  // waited for a worker past the request timeout
   std::atomic<bool> stopping_{false};
   std::mutex life_mu_;  // loop_ is created on the listening thread, stopped from any

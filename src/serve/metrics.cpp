@@ -17,8 +17,8 @@ constexpr std::array<std::string_view, kEndpoints> kPaths = {"/v1/route",
                                                              "/v1/audit",
                                                              "/v1/drift",
                                                              "other"};
-constexpr std::array<std::string_view, kUpstreamOutcomes> kOutcomes = {"ok", "http_error",
-                                                                       "unreachable", "timeout"};
+constexpr std::array<std::string_view, kUpstreamOutcomes> kOutcomes = {
+    "ok", "http_error", "unreachable", "timeout", "client_cancelled"};
 constexpr std::array<std::string_view, kAuditOutcomes> kAuditOutcomeNames = {
     "agreed", "disagreed", "unusable", "dropped", "not_handled"};
 

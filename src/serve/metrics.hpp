@@ -38,9 +38,11 @@ enum class Passthrough : int {
 };
 inline constexpr int kPassthroughs = 3;
 
-enum class UpstreamOutcome : int { kOk, kHttpError, kUnreachable, kTimeout };
-inline constexpr int kUpstreamOutcomes = 4;
-// "ok", "http_error", "unreachable", "timeout": the metric label and the log field.
+// kCancelled: the client went away and tracer stopped the call (not the upstream's failure).
+enum class UpstreamOutcome : int { kOk, kHttpError, kUnreachable, kTimeout, kCancelled };
+inline constexpr int kUpstreamOutcomes = 5;
+// "ok", "http_error", "unreachable", "timeout", "client_cancelled": the metric label and the
+// log field.
 std::string_view upstream_outcome_name(UpstreamOutcome o);
 
 // What became of one shadow-audit sample (proxy) or feedback row (POST /v1/audit).

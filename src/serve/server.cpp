@@ -88,7 +88,9 @@ struct ApiServer::Impl {
   int port = 0;
   EventLog log{opt.log_format, std::cerr};
   std::unique_ptr<AuditQueue> audits;  // proxy with --audit-share > 0; uses the members above
-  HttpServer http;  // last: destroyed first, while everything its handlers use is alive
+  HttpServer http;  // destroyed before the members above, while its handlers' state is alive
+  std::mutex stopper_mu;
+  std::jthread stopper;  // stops `http` once requests in progress are done (stop()); joined first
 
   explicit Impl(ServeOptions o)
       : opt(std::move(o)),
@@ -143,7 +145,7 @@ struct ApiServer::Impl {
   // Logs an upstream call that failed (throttled: an upstream that is down fails at request
   // rate). 4xx answers are the client's business and are not logged.
   void log_upstream(const UpstreamReply& up, std::string_view what) {
-    if (up.outcome == UpstreamOutcome::kOk ||
+    if (up.outcome == UpstreamOutcome::kOk || up.outcome == UpstreamOutcome::kCancelled ||
         (up.outcome == UpstreamOutcome::kHttpError && up.status < 500))
       return;
     log.throttled("upstream_error", std::string(what) + ": " + up.error,
@@ -797,7 +799,8 @@ struct ApiServer::Impl {
             : content_type,
         [relay](size_t, httplib::DataSink& sink) {
           std::string piece;
-          if (relay->next(piece)) return sink.write(piece.data(), piece.size());
+          if (relay->next(piece, HttpServer::client_gone))
+            return sink.write(piece.data(), piece.size());
           // Cut short upstream (timeout, failure): end without the last chunk, so the client
           // sees a broken stream rather than a complete but truncated answer.
           if (relay->ended_badly()) return false;
@@ -945,11 +948,20 @@ void ApiServer::run() {
 void ApiServer::stop() {
   Impl& m = *impl_;
   m.stopping = true;
-  m.http.begin_shutdown();
-  // httplib ignores stop() before its accept loop runs; wait for it if run() is on its way.
-  while (m.running && !m.http.is_running())
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  m.http.stop();
+  m.http.begin_shutdown();  // idle connections close; new ones are closed at once
+  // httplib's stop() also ends streamed answers being relayed: call it once the requests in
+  // progress are done, on a thread of its own, so stop() returns at once (the CLI times the
+  // wait with --shutdown-timeout).
+  std::lock_guard lock(m.stopper_mu);
+  if (m.stopper.joinable()) return;
+  m.stopper = std::jthread([&m](std::stop_token cancel) {
+    while (!cancel.stop_requested() && m.running && m.http.busy() > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // httplib ignores stop() before its accept loop runs; wait for it if run() is on its way.
+    while (!cancel.stop_requested() && m.running && !m.http.is_running())
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    m.http.stop();
+  });
 }
 
 std::string ApiServer::flush_traces() {

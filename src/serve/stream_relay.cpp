@@ -1,5 +1,7 @@
 #include "serve/stream_relay.hpp"
 
+#include <chrono>
+
 #include "serve/worker_pool.hpp"
 
 namespace tracer::serve {
@@ -15,8 +17,9 @@ StreamRelay::StreamRelay(const Upstream& upstream, std::string target, std::stri
 StreamRelay::~StreamRelay() {
   {
     std::lock_guard lock(mu_);
-    cancelled_ = true;  // the next piece from the upstream ends its read
+    cancelled_ = true;
   }
+  cancel_.cancel();  // ends the upstream read now, not at the LLM's next piece
   worker_.join();
 }
 
@@ -39,7 +42,8 @@ void StreamRelay::run(const Upstream& upstream, const std::string& target, const
           pieces_.emplace_back(data, size);
           cv_.notify_all();
           return !cancelled_;
-        });
+        },
+        &cancel_);
   } catch (const std::exception& e) {  // never leave the connection's thread waiting
     reply.outcome = UpstreamOutcome::kUnreachable;
     reply.error = std::string("the upstream call failed: ") + e.what();
@@ -68,13 +72,20 @@ bool StreamRelay::wait_start(int& status, std::string& content_type) {
 
 bool StreamRelay::ended_badly() {
   std::lock_guard lock(mu_);
-  return done_ && started_ && reply_.outcome != UpstreamOutcome::kOk;
+  return client_went_away_ || (done_ && started_ && reply_.outcome != UpstreamOutcome::kOk);
 }
 
-bool StreamRelay::next(std::string& piece) {
+bool StreamRelay::next(std::string& piece, const std::function<bool()>& client_gone) {
   WorkerPool::Blocking waiting;  // for the LLM
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [this] { return !pieces_.empty() || done_; });
+  // Between the LLM's pieces, look at the client now and then: one that went away ends the
+  // relay (and the upstream call) now rather than at the next piece.
+  constexpr auto kLook = std::chrono::milliseconds(100);
+  while (!cv_.wait_for(lock, kLook, [this] { return !pieces_.empty() || done_; }))
+    if (client_gone && client_gone()) {
+      client_went_away_ = true;
+      return false;
+    }
   if (pieces_.empty()) return false;
   piece = std::move(pieces_.front());
   pieces_.pop_front();

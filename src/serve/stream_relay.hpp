@@ -28,10 +28,11 @@ class StreamRelay {
   // call ended without them (false: failure() has the reply: no answer, or a non-2xx one with
   // its whole body, after the retries).
   bool wait_start(int& status, std::string& content_type);
-  // Blocks for the next piece of the body; false once the answer is over.
-  bool next(std::string& piece);
+  // Blocks for the next piece of the body; false once the answer is over, or when
+  // `client_gone` (asked every 100 ms while waiting) says the client went away.
+  bool next(std::string& piece, const std::function<bool()>& client_gone = {});
   // After next() returned false: whether the relayed answer was cut short (the upstream timed
-  // out or failed mid-stream), so the client must not take it for a complete one.
+  // out or failed mid-stream, or the client went away), so it must not end as a complete one.
   bool ended_badly();
   // The reply of a call that ended without a 2xx answer (valid after wait_start returned false).
   const UpstreamReply& failure() const { return reply_; }
@@ -44,11 +45,12 @@ class StreamRelay {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::string> pieces_;  // guarded by mu_, as the flags below
-  bool started_ = false, done_ = false, cancelled_ = false;
+  bool started_ = false, done_ = false, cancelled_ = false, client_went_away_ = false;
   int status_ = 0;
   std::string content_type_;
   UpstreamReply reply_;
-  std::thread worker_;  // last: started once everything above exists
+  UpstreamCancel cancel_;  // stops the upstream read at once when the relay is destroyed
+  std::thread worker_;     // last: started once everything above exists
 };
 
 }  // namespace tracer::serve

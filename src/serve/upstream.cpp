@@ -4,6 +4,7 @@
 #include <cctype>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <thread>
 #include <vector>
@@ -122,7 +123,8 @@ UpstreamReply Upstream::send(const std::string& method, const std::string& targe
 UpstreamReply Upstream::stream(const std::string& target, const std::string& body,
                                const Headers& headers,
                                const std::function<bool(int, const std::string&)>& on_start,
-                               const std::function<bool(const char*, size_t)>& on_data) const {
+                               const std::function<bool(const char*, size_t)>& on_data,
+                               UpstreamCancel* cancel) const {
   httplib::Request req;
   req.method = "POST";
   req.path = impl_->prefix + target;
@@ -144,7 +146,7 @@ UpstreamReply Upstream::stream(const std::string& target, const std::string& bod
     received.append(data, size);
     return !relaying || on_data(data, size);
   };
-  UpstreamReply reply = call(req, &started);
+  UpstreamReply reply = call(req, &started, cancel);
   reply.body = std::move(received);
   return reply;
 }
@@ -152,7 +154,30 @@ UpstreamReply Upstream::stream(const std::string& target, const std::string& bod
 // One request with the retry policy: connect errors (and, while nothing was passed on, 5xx
 // answers) are retried with backoff. `started`, for a streamed request, says whether the
 // client already got the upstream's answer under way: then nothing is retried.
-UpstreamReply Upstream::call(httplib::Request& req, const bool* started) const {
+void UpstreamCancel::cancel() {
+  std::lock_guard lock(mu_);
+  cancelled_ = true;
+  if (client_ != nullptr) client_->stop();  // shuts the socket down; the read in flight fails
+}
+
+bool UpstreamCancel::cancelled() const {
+  std::lock_guard lock(mu_);
+  return cancelled_;
+}
+
+bool UpstreamCancel::attach(httplib::Client* client) {
+  std::lock_guard lock(mu_);
+  client_ = cancelled_ ? nullptr : client;
+  return !cancelled_;
+}
+
+void UpstreamCancel::detach() {
+  std::lock_guard lock(mu_);
+  client_ = nullptr;
+}
+
+UpstreamReply Upstream::call(httplib::Request& req, const bool* started,
+                             UpstreamCancel* cancel) const {
   WorkerPool::Blocking waiting;  // a request thread waits for the LLM without a CPU slot
   using Clock = std::chrono::steady_clock;
   const UpstreamOptions& opt = impl_->opt;
@@ -167,16 +192,30 @@ UpstreamReply Upstream::call(httplib::Request& req, const bool* started) const {
     bool reused = false;
     auto client = impl_->checkout(reused);
     auto t0 = Clock::now();
-    httplib::Result res = client->send(req);
+    // One send, stoppable through `cancel`; nullopt when it was cancelled before it began.
+    const auto send_on = [&](httplib::Client& c) -> std::optional<httplib::Result> {
+      if (cancel != nullptr && !cancel->attach(&c)) return std::nullopt;
+      httplib::Result r = c.send(req);
+      if (cancel != nullptr) cancel->detach();
+      return r;
+    };
+    std::optional<httplib::Result> sent = send_on(*client);
     double took = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (!res && reused && took < opt.timeout_s * 0.95 && !(started && *started) &&
-        (res.error() == httplib::Error::Read || res.error() == httplib::Error::Write)) {
+    if (sent && !*sent && reused && took < opt.timeout_s * 0.95 && !(started && *started) &&
+        (sent->error() == httplib::Error::Read || sent->error() == httplib::Error::Write) &&
+        !(cancel != nullptr && cancel->cancelled())) {
       // Most likely a pooled keep-alive connection the upstream had closed: once more on a new one.
       client = impl_->fresh();
       t0 = Clock::now();
-      res = client->send(req);
+      sent = send_on(*client);
       took = std::chrono::duration<double>(Clock::now() - t0).count();
     }
+    if (!sent || (cancel != nullptr && cancel->cancelled())) {
+      reply.outcome = UpstreamOutcome::kCancelled;
+      reply.error = "the client went away before the upstream " + url + " finished";
+      break;
+    }
+    httplib::Result& res = *sent;
     if (!res) {
       httplib::Error err = res.error();
       if (err == httplib::Error::Connection || err == httplib::Error::ConnectionTimeout) {

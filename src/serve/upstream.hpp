@@ -3,6 +3,7 @@
 // retries with exponential backoff (connect errors and 5xx only) and pooled keep-alive clients.
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,9 +12,28 @@
 
 namespace httplib {
 struct Request;
-}
+class Client;
+}  // namespace httplib
 
 namespace tracer::serve {
+
+// Lets another thread stop a streamed call at once when its client went away: cancel() shuts the
+// upstream connection down, so the call ends without waiting for the LLM's next byte, with
+// outcome kCancelled (not an upstream failure). Thread-safe.
+class UpstreamCancel {
+ public:
+  void cancel();  // idempotent
+  bool cancelled() const;
+
+ private:
+  friend class Upstream;
+  bool attach(httplib::Client* client);  // false when already cancelled
+  void detach();
+
+  mutable std::mutex mu_;
+  httplib::Client* client_ = nullptr;  // the connection in use, while a call is on it
+  bool cancelled_ = false;
+};
 
 struct UpstreamOptions {
   std::string url;        // http(s)://host[:port][/prefix]; a trailing /v1 is accepted
@@ -56,16 +76,19 @@ class Upstream {
   // POST `target` and pass the answer on as it arrives (server-sent events): `on_start` gets
   // the status and Content-Type once the upstream's headers are in, `on_data` every piece of the
   // body; either returns false to stop (the client went away). Retried only while nothing was
-  // received. The reply's body holds everything received (for the trace).
+  // received. The reply's body holds everything received (for the trace). `cancel` (optional)
+  // stops the call from another thread.
   UpstreamReply stream(
       const std::string& target, const std::string& body, const Headers& headers,
       const std::function<bool(int status, const std::string& content_type)>& on_start,
-      const std::function<bool(const char* data, size_t size)>& on_data) const;
+      const std::function<bool(const char* data, size_t size)>& on_data,
+      UpstreamCancel* cancel = nullptr) const;
 
   const std::string& url() const;  // the full chat-completions URL, for messages
 
  private:
-  UpstreamReply call(httplib::Request& req, const bool* started) const;
+  UpstreamReply call(httplib::Request& req, const bool* started,
+                     UpstreamCancel* cancel = nullptr) const;
 
   struct Impl;
   std::unique_ptr<Impl> impl_;

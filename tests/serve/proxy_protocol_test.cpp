@@ -283,6 +283,36 @@ TEST_F(ProxyProtocol, StreamsHandledAndDeferredAnswers) {
       << rows.out;
 }
 
+// A client that leaves a relayed stream while the LLM is between two pieces ends the relay and
+// the upstream call at once (not at the LLM's next piece, 2 s later); that is counted as
+// client_cancelled, not as an upstream failure, and records no trace.
+TEST_F(ProxyProtocol, AClientLeavingAStreamCancelsTheUpstreamCall) {
+  RunningServer rs(options());
+  auto c = rs.client();
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.headers = {{"OpenAI-Test-Chunk-Delay-Ms", "2000"}, {"Content-Type", "application/json"}};
+  req.body = chat(policy_->deferred.at(0), kPrompt, {{"stream", true}});
+  req.content_receiver = [](const char*, size_t, uint64_t, uint64_t) {
+    return false;  // leaves after the first piece
+  };
+  c->send(req);
+  const auto left = testing::Clock::now();
+  std::string m;
+  ASSERT_TRUE(eventually([&] {
+    m = rs.client()->Get("/metrics")->body;
+    return metric(m, R"(tracer_upstream_requests_total{outcome="client_cancelled"})") == 1;
+  })) << m;
+  EXPECT_LT(testing::seconds_since(left), 1.5);  // well before the LLM's next piece
+  EXPECT_EQ(metric(m, R"(tracer_upstream_requests_total{outcome="unreachable"})"), 0);
+  EXPECT_EQ(metric(m, "tracer_inflight_requests"), 1);  // this /metrics request only
+  rs.stop();
+  auto rows =
+      testing::run_cli("traces export --db " + tmp.file("traces.db") + " --include-unknown");
+  EXPECT_EQ(rows.out.find(json(policy_->deferred.at(0)).dump()), std::string::npos) << rows.out;
+}
+
 // A streamed request is held to the same rules as a plain one when the upstream fails: a 5xx is
 // retried then 502, a 4xx comes back as the upstream wrote it, and a stream cut short by
 // --upstream-timeout ends broken (no final chunk), never as a complete answer.

@@ -127,7 +127,10 @@ class FakeLlm {
             "text/event-stream; charset=utf-8",
             [content, usage, pause_ms, model = in.value("model", "fake")](size_t,
                                                                           httplib::DataSink& sink) {
-              auto event = [&sink, &model, pause_ms](json choices, json extra = json::object()) {
+              bool gone = false;  // the proxy hung up: stop writing (and sleeping)
+              auto event = [&sink, &model, &gone, pause_ms](json choices,
+                                                            json extra = json::object()) {
+                if (gone) return;
                 if (pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
                 json j{{"id", "chatcmpl-fake"},
                        {"object", "chat.completion.chunk"},
@@ -135,7 +138,7 @@ class FakeLlm {
                        {"choices", std::move(choices)}};
                 j.update(extra);
                 std::string line = "data: " + j.dump() + "\n\n";
-                sink.write(line.data(), line.size());
+                gone = !sink.write(line.data(), line.size());
               };
               auto delta = [](json d, json finish) {
                 return json::array(
