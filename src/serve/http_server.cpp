@@ -291,8 +291,17 @@ void HttpServer::drop(int fd) {
 // slot, and a connection that stays quiet goes back to the loop.
 bool HttpServer::next_request_soon(int fd) {
   if (stopping_ || queued_.load() > 0) return false;
-  WorkerPool::Blocking waiting;
-  return wait_fd(fd, POLLIN, kLingerMs);
+  {
+    WorkerPool::Blocking waiting;
+    if (!wait_fd(fd, POLLIN, kLingerMs)) return false;
+  }
+  // Only a request that is all there: one that starts arriving and then trickles goes back to
+  // the loop (peeked, so nothing is consumed), or it would hold this worker while it trickles.
+  std::string head(limits_.max_buffered_bytes, '\0');
+  const ssize_t n = ::recv(fd, head.data(), head.size(), MSG_PEEK | MSG_DONTWAIT);
+  if (n <= 0) return false;
+  head.resize(static_cast<size_t>(n));
+  return request_arrived(head, limits_.max_buffered_bytes, limits_.max_head_bytes);
 }
 
 void HttpServer::serve(PendingConnection c) {

@@ -195,7 +195,8 @@ TEST_F(HttpServerLoad, ConnectionsOverTheLimitGet503) {
     if (m && m->status == 200) metrics = m->body;
     return !metrics.empty();
   }));
-  EXPECT_EQ(testing::metric(metrics, "tracer_http_busy_refusals_total"), 1) << metrics;
+  // At least the one above (a retry of `again` may have come before the slot was freed).
+  EXPECT_GE(testing::metric(metrics, "tracer_http_busy_refusals_total"), 1) << metrics;
   EXPECT_GE(testing::metric(metrics, "tracer_http_connections"), 4) << metrics;  // 3 + this one
   EXPECT_EQ(testing::metric(metrics, "tracer_http_queued_requests"), 0) << metrics;
 }

@@ -757,6 +757,7 @@ TEST(Serve, AmbiguousFramingAndMissingKeysAreRefusedBeforeTheBody) {
   const std::string smuggled = "GET /v1/policy HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n";
   const std::string head =
       "POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+  auto t0 = Clock::now();
 
   std::string two_lengths = raw_exchange(
       server.port(), head + auth + "Content-Length: 5\r\nContent-Length: " +
@@ -774,6 +775,28 @@ TEST(Serve, AmbiguousFramingAndMissingKeysAreRefusedBeforeTheBody) {
     EXPECT_EQ(responses_in(odd), 1u) << length << ": " << odd;
   }
 
+  // A GET's body is never read as a request: refused, connection closed.
+  const std::string reload =
+      "POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 0\r\n\r\n";
+  std::string get_body =
+      raw_exchange(server.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                                      std::to_string(reload.size()) + "\r\n\r\n" + reload);
+  EXPECT_EQ(get_body.rfind("HTTP/1.1 400", 0), 0u) << get_body;
+  EXPECT_NE(get_body.find("cannot carry a body"), std::string::npos) << get_body;
+  EXPECT_EQ(responses_in(get_body), 1u) << "the smuggled reload was answered: " << get_body;
+  std::string get_empty = raw_exchange(
+      server.port(),
+      "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(get_empty.rfind("HTTP/1.1 200", 0), 0u) << get_empty;
+
+  // A POST without Content-Length or Transfer-Encoding: told what is missing at once, not
+  // after waiting for the client to close.
+  t0 = Clock::now();
+  std::string no_length = raw_exchange(server.port(), head + auth + "\r\n");
+  EXPECT_LT(seconds_since(t0), 2.0);
+  EXPECT_EQ(no_length.rfind("HTTP/1.1 400", 0), 0u) << no_length;
+  EXPECT_NE(no_length.find("needs a Content-Length"), std::string::npos) << no_length;
+
   std::string cl_te = raw_exchange(
       server.port(), head + auth +
                          "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n17\r\n"
@@ -782,7 +805,7 @@ TEST(Serve, AmbiguousFramingAndMissingKeysAreRefusedBeforeTheBody) {
   EXPECT_EQ(responses_in(cl_te), 1u) << cl_te;
 
   // 100 MB announced, 7 bytes sent, no key: refused at once, connection closed.
-  auto t0 = Clock::now();
+  t0 = Clock::now();
   std::string no_key =
       raw_exchange(server.port(), head + "Content-Length: 100000000\r\n\r\n{\"text\"");
   EXPECT_LT(seconds_since(t0), 2.0);
