@@ -300,11 +300,10 @@ void ConnectionLoop::State::sweep(SteadyClock::time_point now) {
     const PendingConnection& c = h.connection;
     if (c.bytes.empty()) {
       if (now - h.last_activity >= ms(limits.idle_timeout_ms)) to_close.push_back(fd);
-    } else if (limits.request_timeout_ms > 0 &&
-               now - c.first_byte >= ms(limits.request_timeout_ms)) {
-      late.push_back(fd);
-    } else if (now - h.last_activity >= ms(limits.read_timeout_ms)) {
-      to_close.push_back(fd);
+    } else if ((limits.request_timeout_ms > 0 &&
+                now - c.first_byte >= ms(limits.request_timeout_ms)) ||
+               now - h.last_activity >= ms(limits.read_timeout_ms)) {
+      late.push_back(fd);  // past the deadline, or stalled
     }
   }
   for (int fd : to_close) close_held(fd);

@@ -48,6 +48,8 @@ thread_local bool t_close_after_response = false;
 thread_local bool t_request_over_budget = false;
 // Set when reading the request ran past its deadline; cleared before each request.
 thread_local bool t_request_timed_out = false;
+// Set when the request's head has no end within the loop's head limit.
+thread_local bool t_head_too_large = false;
 // The connection this worker thread serves now (-1: none).
 thread_local int t_client_fd = -1;
 
@@ -62,6 +64,7 @@ class ConnectionStream : public httplib::Stream {
         buf_(std::move(received)) {}
 
   bool buffered() const { return off_ < buf_.size(); }
+  size_t buffered_size() const { return buf_.size() - off_; }
   bool is_readable() const override { return buffered() || wait_readable(); }
   bool is_writable() const override { return wait_fd(sock_, POLLOUT, write_timeout_ms_); }
 
@@ -139,12 +142,17 @@ class ConnectionStream : public httplib::Stream {
   socket_t socket() const override { return sock_; }
 
  private:
-  // Waits for bytes to read: at most the read timeout, and never past the request's deadline
-  // (a wait cut by the deadline marks the request timed out).
+  // Waits for bytes to read: at most the read timeout, and never past the request's deadline.
+  // A worker only reads a request under way, so a wait that ends without bytes marks it timed
+  // out (408): the deadline passed or the client stalled.
   bool wait_readable() const {
     if (wait_fd(sock_, POLLIN, 0)) return true;
     WorkerPool::Blocking waiting;  // a body still arriving: wait without a CPU slot
-    if (!has_deadline_) return wait_fd(sock_, POLLIN, read_timeout_ms_);
+    if (!has_deadline_) {
+      if (wait_fd(sock_, POLLIN, read_timeout_ms_)) return true;
+      t_request_timed_out = true;
+      return false;
+    }
     // Milliseconds left, rounded up: a wait that ends early by a fraction is still the deadline.
     const auto left =
         std::chrono::ceil<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now())
@@ -152,7 +160,7 @@ class ConnectionStream : public httplib::Stream {
     if (left > 0 &&
         wait_fd(sock_, POLLIN, static_cast<int>(std::min<int64_t>(left, read_timeout_ms_))))
       return true;
-    if (left <= read_timeout_ms_) t_request_timed_out = true;  // the deadline ended the wait
+    t_request_timed_out = true;
     return false;
   }
 
@@ -261,6 +269,8 @@ bool HttpServer::request_over_budget() { return t_request_over_budget; }
 
 bool HttpServer::request_timed_out() { return t_request_timed_out; }
 
+bool HttpServer::head_too_large() { return t_head_too_large; }
+
 bool HttpServer::client_gone() {
   if (t_client_fd < 0) return false;
   pollfd p{t_client_fd, POLLRDHUP, 0};
@@ -301,10 +311,15 @@ bool HttpServer::next_request_soon(int fd) {
   const ssize_t n = ::recv(fd, head.data(), head.size(), MSG_PEEK | MSG_DONTWAIT);
   if (n <= 0) return false;
   head.resize(static_cast<size_t>(n));
-  return request_arrived(head, limits_.max_buffered_bytes, limits_.max_head_bytes);
+  return head.find("\r\n\r\n") != std::string::npos &&
+         request_arrived(head, limits_.max_buffered_bytes, limits_.max_head_bytes);
 }
 
 void HttpServer::serve(PendingConnection c) {
+  const auto head_without_end = [this](const std::string& bytes) {
+    return bytes.find("\r\n\r\n") == std::string::npos && bytes.size() >= limits_.max_head_bytes;
+  };
+  bool oversized_head = head_without_end(c.bytes);
   serving_.fetch_add(1);
   struct Done {
     std::atomic<size_t>& n;
@@ -319,7 +334,10 @@ void HttpServer::serve(PendingConnection c) {
     t_request_over_budget = false;
     t_request_timed_out = false;
     const bool has_deadline = limits_.request_timeout_ms > 0;
-    strm.start_request(request_byte_limit_, has_deadline,
+    // A head without its end within max_head_bytes: httplib may read only what is here, so
+    // the read fails (431) instead of taking in headers without bound.
+    t_head_too_large = oversized_head;
+    strm.start_request(oversized_head ? strm.buffered_size() : request_byte_limit_, has_deadline,
                        c.timed_out
                            ? SteadyClock::time_point{}
                            : c.first_byte + std::chrono::milliseconds(limits_.request_timeout_ms));
@@ -339,6 +357,7 @@ void HttpServer::serve(PendingConnection c) {
     c.first_byte = SteadyClock::now();
     if (!rest.empty() &&
         request_arrived(rest, limits_.max_buffered_bytes, limits_.max_head_bytes)) {
+      oversized_head = head_without_end(rest);
       strm.put_back(std::move(rest));
       continue;
     }

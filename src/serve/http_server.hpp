@@ -48,6 +48,9 @@ class HttpServer : public httplib::Server {
   void set_request_timeout_ms(int ms) { limits_.request_timeout_ms = ms; }
   // On the connection's thread, while answering: whether reading the request ran out of time.
   static bool request_timed_out();
+  // On the connection's thread, while answering: whether the request line and headers ran past
+  // the head limit (64 KiB) without their blank line.
+  static bool head_too_large();
   // After bind_to_port / bind_to_any_port.
   void widen_backlog(int backlog = 1024);
   // Requests that may wait on I/O (the LLM) at once (>= 1); the pool has

@@ -346,11 +346,19 @@ struct ApiServer::Impl {
                        "; see docs/serve.md (POST /v1/route, POST /v1/route/batch, GET "
                        "/healthz, GET /v1/policy, GET /metrics, GET/POST /v1/audit, GET /v1/drift)",
                    "not_found");
+      } else if (HttpServer::head_too_large()) {
+        res.status = 431;
+        send_error(res, 431, "the request line and headers are too large: at most 64 KiB in all",
+                   "request_headers_too_large");
+        res.set_header("Connection", "close");
+        HttpServer::close_after_response();
       } else if (HttpServer::request_timed_out()) {
         res.status = 408;  // the connection is closed after it (HttpServer)
         send_error(res, 408,
-                   "the request did not arrive within --request-timeout (" +
-                       fmt::format("{:g}", opt.request_timeout_s) + " s)",
+                   "the request did not arrive in time: it must arrive within "
+                   "--request-timeout (" +
+                       fmt::format("{:g}", opt.request_timeout_s) +
+                       " s) of its first byte, with no pause of 5 s or more",
                    "request_timeout");
       } else if (HttpServer::request_over_budget()) {
         res.status = 413;

@@ -161,6 +161,33 @@ TEST_F(HttpServerLoad, IdleAndTricklingClientsHoldNoThread) {
   }
 }
 
+// A request that stalls once its request line is in is answered 408, whether the loop holds it
+// (small body) or a worker reads it (body over 64 KiB); a head that runs past 64 KiB without
+// its end is answered 431; all three connections are closed.
+TEST_F(HttpServerLoad, StalledAndOversizedRequestsAreAnsweredNotDropped) {
+  RunningServer server(options());
+  const std::string post =
+      "POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+  RawConnection small(server.port()), big(server.port()), huge_head(server.port());
+  ASSERT_TRUE(small.send(post + "Content-Length: 100\r\n\r\n{\"text\""));
+  ASSERT_TRUE(big.send(post + "Content-Length: 200000\r\n\r\n" + std::string(100000, ' ')));
+  std::string head = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; head.size() < 100 * 1024; ++i)
+    head += "X-Pad-" + std::to_string(i) + ": " + std::string(1000, 'a') + "\r\n";
+  ASSERT_TRUE(huge_head.send(head + "\r\n"));
+  const std::string too_large = huge_head.read_to_end(5000);
+  EXPECT_EQ(too_large.rfind("HTTP/1.1 431", 0), 0u) << too_large.substr(0, 300);
+  EXPECT_NE(too_large.find("request_headers_too_large"), std::string::npos);
+  EXPECT_TRUE(huge_head.closed());
+  for (RawConnection* c : {&small, &big}) {
+    const std::string out = c->read_to_end(15000);  // the 5 s stall, not the 10 s deadline
+    EXPECT_EQ(out.rfind("HTTP/1.1 408", 0), 0u) << out;
+    EXPECT_NE(out.find("request_timeout"), std::string::npos) << out;
+    EXPECT_TRUE(c->closed());
+  }
+  EXPECT_EQ(server.client()->Get("/healthz")->status, 200);  // and serving goes on
+}
+
 // Over --max-connections, a new connection gets a 503 in OpenAI's error shape and is closed;
 // once a connection closes there is room again.
 TEST_F(HttpServerLoad, ConnectionsOverTheLimitGet503) {
