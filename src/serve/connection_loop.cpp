@@ -69,6 +69,24 @@ constexpr auto kSweepPeriod = std::chrono::milliseconds(25);
 
 }  // namespace
 
+void add_missing_length(std::string& bytes) {
+  const size_t blank = bytes.find("\r\n\r\n");
+  if (blank == std::string::npos) return;
+  const std::string_view head = std::string_view(bytes).substr(0, blank + 2);
+  if (!(head.starts_with("POST ") || head.starts_with("PUT ") || head.starts_with("PATCH ")))
+    return;
+  size_t pos = head.find('\n');
+  while (pos != std::string_view::npos && pos + 1 < head.size()) {
+    const size_t end = head.find('\n', pos + 1);
+    const std::string_view line =
+        head.substr(pos + 1, (end == std::string_view::npos ? head.size() : end) - pos - 1);
+    if (starts_with_ci(line, "content-length:") || starts_with_ci(line, "transfer-encoding:"))
+      return;
+    pos = end;
+  }
+  bytes.insert(blank + 2, "Content-Length: 0\r\n");
+}
+
 bool request_arrived(std::string_view bytes, size_t max_buffered_bytes, size_t max_head_bytes) {
   const size_t blank = bytes.find("\r\n\r\n");
   if (blank == std::string_view::npos) return bytes.size() >= max_head_bytes;

@@ -38,6 +38,12 @@ struct PendingConnection {
 // several or malformed Content-Length headers (refused there), a body too large to buffer.
 bool request_arrived(std::string_view bytes, size_t max_buffered_bytes, size_t max_head_bytes);
 
+// RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body.
+// cpp-httplib 0.11 instead reads a POST, PUT or PATCH body until the client closes (or the read
+// times out). When `bytes` holds a whole head of such a request, inserts "Content-Length: 0"
+// so that it is answered at once (`curl -X POST URL` without -d). Anything else is unchanged.
+void add_missing_length(std::string& bytes);
+
 struct ConnectionLimits {
   int idle_timeout_ms = 5000;      // a connection with no request pending is closed after this
   int read_timeout_ms = 5000;      // a request that sends nothing for this long is cut

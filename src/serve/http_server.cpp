@@ -299,20 +299,25 @@ void HttpServer::drop(int fd) {
 // benchmark) is served by the same worker, which saves the two thread hand-offs through the
 // loop. Only when no request waits for a worker, and only briefly: the wait does not hold a CPU
 // slot, and a connection that stays quiet goes back to the loop.
-bool HttpServer::next_request_soon(int fd) {
-  if (stopping_ || queued_.load() > 0) return false;
+std::string HttpServer::next_request_soon(int fd) {
+  if (stopping_ || queued_.load() > 0) return {};
   {
     WorkerPool::Blocking waiting;
-    if (!wait_fd(fd, POLLIN, kLingerMs)) return false;
+    if (!wait_fd(fd, POLLIN, kLingerMs)) return {};
   }
   // Only a request that is all there: one that starts arriving and then trickles goes back to
   // the loop (peeked, so nothing is consumed), or it would hold this worker while it trickles.
-  std::string head(limits_.max_buffered_bytes, '\0');
-  const ssize_t n = ::recv(fd, head.data(), head.size(), MSG_PEEK | MSG_DONTWAIT);
-  if (n <= 0) return false;
-  head.resize(static_cast<size_t>(n));
-  return head.find("\r\n\r\n") != std::string::npos &&
-         request_arrived(head, limits_.max_buffered_bytes, limits_.max_head_bytes);
+  std::string next(limits_.max_buffered_bytes, '\0');
+  const ssize_t n = ::recv(fd, next.data(), next.size(), MSG_PEEK | MSG_DONTWAIT);
+  if (n <= 0) return {};
+  next.resize(static_cast<size_t>(n));
+  if (next.find("\r\n\r\n") == std::string::npos ||
+      !request_arrived(next, limits_.max_buffered_bytes, limits_.max_head_bytes))
+    return {};
+  const ssize_t taken = ::recv(fd, next.data(), next.size(), MSG_DONTWAIT);  // the same bytes
+  if (taken <= 0) return {};
+  next.resize(static_cast<size_t>(taken));
+  return next;
 }
 
 void HttpServer::serve(PendingConnection c) {
@@ -320,6 +325,7 @@ void HttpServer::serve(PendingConnection c) {
     return bytes.find("\r\n\r\n") == std::string::npos && bytes.size() >= limits_.max_head_bytes;
   };
   bool oversized_head = head_without_end(c.bytes);
+  add_missing_length(c.bytes);
   serving_.fetch_add(1);
   struct Done {
     std::atomic<size_t>& n;
@@ -358,10 +364,18 @@ void HttpServer::serve(PendingConnection c) {
     if (!rest.empty() &&
         request_arrived(rest, limits_.max_buffered_bytes, limits_.max_head_bytes)) {
       oversized_head = head_without_end(rest);
+      add_missing_length(rest);
       strm.put_back(std::move(rest));
       continue;
     }
-    if (rest.empty() && next_request_soon(c.fd)) continue;  // read by the worker, as arriving
+    if (rest.empty()) {
+      if (std::string next = next_request_soon(c.fd); !next.empty()) {
+        oversized_head = false;  // its head ended within the peek
+        add_missing_length(next);
+        strm.put_back(std::move(next));
+        continue;
+      }
+    }
     c.bytes = std::move(rest);
     loop_->adopt(std::move(c));
     return;

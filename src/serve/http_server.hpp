@@ -87,7 +87,8 @@ class HttpServer : public httplib::Server {
   bool take(PendingConnection& c);  // the loop's Ready: queue it for a worker
   void serve(PendingConnection c);  // on a worker: answer requests while they have arrived
   void drop(int fd);
-  bool next_request_soon(int fd);      // after an answer: whether the next request comes at once
+  // After an answer: the next request if it comes at once, whole (read off the socket), or "".
+  std::string next_request_soon(int fd);
   static constexpr int kLingerMs = 2;  // closes a connection a worker holds
 
   ConnectionLimits limits_;

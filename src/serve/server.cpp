@@ -454,18 +454,6 @@ struct ApiServer::Impl {
     // read as the next request (request smuggling past a proxy that allows only GET).
     const bool body_read = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
                            req.method == "DELETE";
-    // Without either header httplib would read the body until the client closes the
-    // connection (or the read times out): say what is missing now.
-    if ((req.method == "POST" || req.method == "PUT" || req.method == "PATCH") && lengths == 0 &&
-        !req.has_header("Transfer-Encoding")) {
-      send_error(res, 400,
-                 "a " + req.method +
-                     " needs a Content-Length header, even for an empty body (curl: add -d '')",
-                 kInvalid);
-      res.set_header("Connection", "close");
-      HttpServer::close_after_response();
-      return true;
-    }
     if (!body_read && (req.has_header("Transfer-Encoding") ||
                        (lengths > 0 && req.get_header_value("Content-Length") != "0"))) {
       send_error(res, 400,

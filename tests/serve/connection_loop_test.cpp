@@ -46,5 +46,24 @@ TEST(RequestArrived, AHeadWithoutEndIsHandedOverAtItsLimit) {
   EXPECT_FALSE(arrived(endless.substr(0, kHead - 1)));
 }
 
+// RFC 9112: a request without Content-Length or Transfer-Encoding has no body; httplib would
+// wait for one, so the head gets "Content-Length: 0".
+TEST(AddMissingLength, GivesBodilessPostsAZeroLength) {
+  std::string post = "POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n";
+  add_missing_length(post);
+  EXPECT_EQ(post,
+            "POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET / "
+            "HTTP/1.1\r\n");
+  for (std::string unchanged :
+       {std::string("POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc"),
+        std::string("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        std::string("POST / HTTP/1.1\r\nHost: x\r\n")}) {  // head not all there yet
+    const std::string before = unchanged;
+    add_missing_length(unchanged);
+    EXPECT_EQ(unchanged, before);
+  }
+}
+
 }  // namespace
 }  // namespace tracer::serve
