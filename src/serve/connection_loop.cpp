@@ -36,25 +36,39 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// Calls `visit` with each header line of `head` (the request line skipped, "\r" kept) until it
+// returns false.
+template <typename Visit>
+void for_each_header_line(std::string_view head, Visit visit) {
+  size_t pos = head.find('\n');  // skip the request line
+  while (pos != std::string_view::npos && pos + 1 < head.size()) {
+    const size_t end = head.find('\n', pos + 1);
+    if (!visit(head.substr(pos + 1, (end == std::string_view::npos ? head.size() : end) - pos - 1)))
+      return;
+    pos = end;
+  }
+}
+
 // Content-Length of a head whose framing the loop can wait out by itself: exactly one
 // Content-Length made of digits, no Transfer-Encoding, no Expect. -1 when there is none (no
 // body), -2 when a worker must read the body (or refuse the framing).
 long long buffered_body_length(std::string_view head) {
   long long length = -1;
-  size_t pos = head.find('\n');  // skip the request line
-  while (pos != std::string_view::npos && pos + 1 < head.size()) {
-    const size_t end = head.find('\n', pos + 1);
-    const std::string_view line =
-        head.substr(pos + 1, (end == std::string_view::npos ? head.size() : end) - pos - 1);
-    pos = end;
-    if (starts_with_ci(line, "transfer-encoding:") || starts_with_ci(line, "expect:")) return -2;
-    if (!starts_with_ci(line, "content-length:")) continue;
+  for_each_header_line(head, [&length](std::string_view line) {
+    if (starts_with_ci(line, "transfer-encoding:") || starts_with_ci(line, "expect:")) {
+      length = -2;
+      return false;
+    }
+    if (!starts_with_ci(line, "content-length:")) return true;
     const std::string_view value = trim(line.substr(15));
     if (length != -1 || value.empty() || value.size() > 18 ||
-        !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      return -2;
+        !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      length = -2;
+      return false;
+    }
     length = std::stoll(std::string(value));
-  }
+    return true;
+  });
   return length;
 }
 
@@ -75,21 +89,21 @@ void add_missing_length(std::string& bytes) {
   const std::string_view head = std::string_view(bytes).substr(0, blank + 2);
   if (!(head.starts_with("POST ") || head.starts_with("PUT ") || head.starts_with("PATCH ")))
     return;
-  size_t pos = head.find('\n');
-  while (pos != std::string_view::npos && pos + 1 < head.size()) {
-    const size_t end = head.find('\n', pos + 1);
-    const std::string_view line =
-        head.substr(pos + 1, (end == std::string_view::npos ? head.size() : end) - pos - 1);
-    if (starts_with_ci(line, "content-length:") || starts_with_ci(line, "transfer-encoding:"))
-      return;
-    pos = end;
-  }
-  bytes.insert(blank + 2, "Content-Length: 0\r\n");
+  bool framed = false;
+  for_each_header_line(head, [&framed](std::string_view line) {
+    framed = starts_with_ci(line, "content-length:") || starts_with_ci(line, "transfer-encoding:");
+    return !framed;
+  });
+  if (!framed) bytes.insert(blank + 2, "Content-Length: 0\r\n");
+}
+
+bool head_without_end(std::string_view bytes, size_t max_head_bytes) {
+  return bytes.find("\r\n\r\n") == std::string_view::npos && bytes.size() >= max_head_bytes;
 }
 
 bool request_arrived(std::string_view bytes, size_t max_buffered_bytes, size_t max_head_bytes) {
   const size_t blank = bytes.find("\r\n\r\n");
-  if (blank == std::string_view::npos) return bytes.size() >= max_head_bytes;
+  if (blank == std::string_view::npos) return head_without_end(bytes, max_head_bytes);
   const size_t head_end = blank + 4;
   const long long body = buffered_body_length(bytes.substr(0, head_end));
   if (body < 0) return true;  // no body, or one the worker reads

@@ -38,6 +38,9 @@ struct PendingConnection {
 // several or malformed Content-Length headers (refused there), a body too large to buffer.
 bool request_arrived(std::string_view bytes, size_t max_buffered_bytes, size_t max_head_bytes);
 
+// Whether `bytes` ran to `max_head_bytes` without the blank line that ends a head (refused 431).
+bool head_without_end(std::string_view bytes, size_t max_head_bytes);
+
 // RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body.
 // cpp-httplib 0.11 instead reads a POST, PUT or PATCH body until the client closes (or the read
 // times out). When `bytes` holds a whole head of such a request, inserts "Content-Length: 0"

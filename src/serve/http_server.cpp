@@ -311,7 +311,7 @@ std::string HttpServer::next_request_soon(int fd) {
   const ssize_t n = ::recv(fd, next.data(), next.size(), MSG_PEEK | MSG_DONTWAIT);
   if (n <= 0) return {};
   next.resize(static_cast<size_t>(n));
-  if (next.find("\r\n\r\n") == std::string::npos ||
+  if (head_without_end(next, limits_.max_head_bytes) ||
       !request_arrived(next, limits_.max_buffered_bytes, limits_.max_head_bytes))
     return {};
   const ssize_t taken = ::recv(fd, next.data(), next.size(), MSG_DONTWAIT);  // the same bytes
@@ -321,10 +321,7 @@ std::string HttpServer::next_request_soon(int fd) {
 }
 
 void HttpServer::serve(PendingConnection c) {
-  const auto head_without_end = [this](const std::string& bytes) {
-    return bytes.find("\r\n\r\n") == std::string::npos && bytes.size() >= limits_.max_head_bytes;
-  };
-  bool oversized_head = head_without_end(c.bytes);
+  bool oversized_head = head_without_end(c.bytes, limits_.max_head_bytes);
   add_missing_length(c.bytes);
   serving_.fetch_add(1);
   struct Done {
@@ -363,7 +360,7 @@ void HttpServer::serve(PendingConnection c) {
     c.first_byte = SteadyClock::now();
     if (!rest.empty() &&
         request_arrived(rest, limits_.max_buffered_bytes, limits_.max_head_bytes)) {
-      oversized_head = head_without_end(rest);
+      oversized_head = head_without_end(rest, limits_.max_head_bytes);
       add_missing_length(rest);
       strm.put_back(std::move(rest));
       continue;

@@ -379,14 +379,6 @@ struct ApiServer::Impl {
       } else if (res.status == 413) {
         send_error(res, 413, "the request body is too large (--max-body-bytes)",
                    "request_too_large");
-      } else if (res.status == 400 && !req.has_header("Content-Length") &&
-                 !req.has_header("Transfer-Encoding") &&
-                 (req.method == "POST" || req.method == "PUT" || req.method == "PATCH")) {
-        send_error(res, 400,
-                   "a " + req.method +
-                       " needs a Content-Length header, even for an empty "
-                       "body (curl: add -d '')",
-                   kInvalid);
       } else if (res.status == 400) {
         send_error(res, 400, "malformed HTTP request", kInvalid);
       } else if (res.status == 414) {

@@ -35,6 +35,7 @@ using testing::answer_of;
 using testing::body;
 using testing::chat_body;
 using testing::Clock;
+using testing::connect_loopback;
 using testing::eventually;
 using testing::FakeLlm;
 using testing::fast_zoo;
@@ -604,20 +605,6 @@ int dead_port() {
   ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
   ::close(s);
   return ntohs(a.sin_port);
-}
-
-// A new TCP connection to the loopback `port` (-1 when it fails).
-int connect_loopback(int port) {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(s);
-    return -1;
-  }
-  return s;
 }
 
 // Sends `raw` on a new loopback connection and returns everything the server writes until it

@@ -3,6 +3,9 @@
 // polling, reading responses and Prometheus samples, an OpenAI-compatible LLM stand-in, an
 // in-process ApiServer, and the Banking77 policy the in-process suites fit once and share.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
@@ -40,6 +43,20 @@ inline bool eventually(const std::function<bool()>& done, double timeout_s = 20)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return true;
+}
+
+// A new TCP connection to the loopback `port` (-1 when it fails).
+inline int connect_loopback(int port) {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(s);
+    return -1;
+  }
+  return s;
 }
 
 // The value of one Prometheus sample line (-1 when absent).
